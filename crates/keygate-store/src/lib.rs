@@ -1,1 +1,269 @@
+//! keygate's store: one [`Store`] trait, two backends (SQLite, the embedded default, in WAL
+//! mode; PostgreSQL for scale-out), migrations for both, and one test suite that runs on both.
+//!
+//! What must stay true: every tenant record carries its workspace and every query of one is
+//! scoped by it; every change bumps the store revision in the same transaction, so caches in
+//! this and other processes can load exactly what changed (`*_changed_since`); every change
+//! made through the API writes its audit event in the same transaction; secrets are stored
+//! only sealed by the vault.
+#![forbid(unsafe_code)]
 
+mod sql;
+
+pub use sql::SqlStore;
+
+use async_trait::async_trait;
+
+/// Errors of the store. Messages never contain bound values.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("the record changed concurrently; retry")]
+    Concurrent,
+    #[error("database error: {0}")]
+    Db(String),
+    #[error("cannot open the database: {0}")]
+    Open(String),
+    #[error("migration failed: {0}")]
+    Migrate(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which database a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A page request: 1-based page, items per page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub page: u32,
+    pub limit: u32,
+}
+
+impl Page {
+    pub fn offset(&self) -> i64 {
+        i64::from(self.page.saturating_sub(1)) * i64::from(self.limit)
+    }
+}
+
+/// A registered master-key version.
+#[derive(Clone, Debug)]
+pub struct MasterKeyRow {
+    pub version: i64,
+    pub check_value: Vec<u8>,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+/// A sealed secret: one field of one record at one secret version.
+#[derive(Clone)]
+pub struct SecretRow {
+    pub workspace: String,
+    pub owner_id: String,
+    pub field: String,
+    pub version: i64,
+    pub master_version: i64,
+    pub sealed: Vec<u8>,
+    pub created_at: i64,
+    /// Set on a superseded version kept for a grace period; never on the current one.
+    pub expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for SecretRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRow")
+            .field("workspace", &self.workspace)
+            .field("owner_id", &self.owner_id)
+            .field("field", &self.field)
+            .field("version", &self.version)
+            .field("master_version", &self.master_version)
+            .field("sealed_len", &self.sealed.len())
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkspaceRow {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderKeyRow {
+    pub id: String,
+    pub workspace: String,
+    pub name: String,
+    pub hub: String,
+    pub base_url: Option<String>,
+    /// Public hub settings as JSON.
+    pub hub_settings: String,
+    pub rate_limit_per_interval: Option<i64>,
+    pub rate_limit_interval: Option<i64>,
+    pub private: bool,
+    pub secret_version: i64,
+    pub secret_hint: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_used_at: Option<i64>,
+    pub created_by: Option<String>,
+    pub rev: i64,
+    pub deleted_at: Option<i64>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct PlatformKeyRow {
+    pub id: String,
+    pub workspace: String,
+    pub key_type: String,
+    /// May act on every workspace.
+    pub org_admin: bool,
+    pub description: String,
+    pub key_hash: Vec<u8>,
+    pub last6: String,
+    /// The hash of the secret before the last rotation, valid until `prev_valid_until`.
+    pub prev_key_hash: Option<Vec<u8>>,
+    pub prev_valid_until: Option<i64>,
+    /// Limits and policy as JSON (owned by the API layer).
+    pub settings: String,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_used_at: Option<i64>,
+    pub created_by: Option<String>,
+    pub rev: i64,
+    pub deleted_at: Option<i64>,
+}
+
+impl std::fmt::Debug for PlatformKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformKeyRow")
+            .field("id", &self.id)
+            .field("workspace", &self.workspace)
+            .field("key_type", &self.key_type)
+            .field("org_admin", &self.org_admin)
+            .field("last6", &self.last6)
+            .field("rev", &self.rev)
+            .field("deleted_at", &self.deleted_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One change made through the API, CLI or UI. Never carries a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub id: String,
+    pub workspace: String,
+    pub at: i64,
+    /// The platform key that acted, when one did.
+    pub actor_key_id: Option<String>,
+    /// `api-key`, `cli`, `admin-key-command`, `system`…
+    pub actor: String,
+    /// e.g. `provider_key.create`.
+    pub action: String,
+    pub target_type: String,
+    pub target_id: Option<String>,
+    pub request_id: Option<String>,
+    /// Extra non-secret facts as JSON.
+    pub details: String,
+}
+
+/// Filters for reading the audit log.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    pub target_id: Option<String>,
+    pub actor_key_id: Option<String>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+}
+
+/// The store. All methods that change data take the audit event to write with the change,
+/// or `None` for changes made by keygate itself (such as re-wrapping secrets).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// The store revision: bumped by every change.
+    async fn revision(&self) -> Result<i64>;
+
+    // Master keys and secrets.
+    async fn master_keys(&self) -> Result<Vec<MasterKeyRow>>;
+    async fn insert_master_key(&self, version: i64, check_value: &[u8], now: i64) -> Result<()>;
+    async fn retire_master_key(&self, version: i64, now: i64) -> Result<()>;
+    /// Sealed secrets whose master version is not `version`, at most `limit`.
+    async fn secrets_not_under(&self, version: i64, limit: u32) -> Result<Vec<SecretRow>>;
+    async fn count_secrets_not_under(&self, version: i64) -> Result<i64>;
+    /// Replaces a sealed value if it is still `old_sealed` (false when it changed meanwhile).
+    async fn replace_sealed(&self, row: &SecretRow, old_sealed: &[u8], new_master_version: i64, new_sealed: &[u8]) -> Result<bool>;
+    /// Current and grace-period secrets of a record.
+    async fn secrets_of(&self, workspace: &str, owner_id: &str) -> Result<Vec<SecretRow>>;
+    /// Inserts a system secret if none exists at that place; returns the stored one.
+    async fn ensure_secret(&self, row: &SecretRow) -> Result<SecretRow>;
+    /// Deletes grace-period secrets that expired before `now`.
+    async fn purge_expired_secrets(&self, now: i64) -> Result<u64>;
+
+    // Workspaces.
+    async fn create_workspace(&self, row: &WorkspaceRow, audit: Option<&AuditEvent>) -> Result<()>;
+    async fn list_workspaces(&self, page: Page) -> Result<(Vec<WorkspaceRow>, i64)>;
+    async fn get_workspace(&self, id: &str) -> Result<WorkspaceRow>;
+    async fn rename_workspace(&self, id: &str, name: &str, now: i64, audit: Option<&AuditEvent>) -> Result<WorkspaceRow>;
+    /// Deletes a workspace that holds no live records.
+    async fn delete_workspace(&self, id: &str, audit: Option<&AuditEvent>) -> Result<()>;
+
+    // Provider keys.
+    async fn create_provider_key(&self, row: &ProviderKeyRow, secrets: &[SecretRow], audit: Option<&AuditEvent>) -> Result<ProviderKeyRow>;
+    /// Updates every column but the id and workspace. New secret rows are inserted; the
+    /// secrets of versions in `expire_versions` get `expires_at = grace_until` (or are deleted
+    /// when `grace_until` is `None`).
+    async fn update_provider_key(
+        &self,
+        row: &ProviderKeyRow,
+        new_secrets: &[SecretRow],
+        expire_versions: &[i64],
+        grace_until: Option<i64>,
+        audit: Option<&AuditEvent>,
+    ) -> Result<ProviderKeyRow>;
+    async fn get_provider_key(&self, workspace: &str, id: &str) -> Result<ProviderKeyRow>;
+    async fn get_provider_key_by_name(&self, workspace: &str, name: &str) -> Result<ProviderKeyRow>;
+    async fn list_provider_keys(&self, workspace: &str, page: Page) -> Result<(Vec<ProviderKeyRow>, i64)>;
+    /// Soft-deletes the key and deletes its secrets.
+    async fn delete_provider_key(&self, workspace: &str, id: &str, now: i64, audit: Option<&AuditEvent>) -> Result<ProviderKeyRow>;
+    /// Every provider key (deleted ones included) changed after revision `rev`.
+    async fn provider_keys_changed_since(&self, rev: i64) -> Result<Vec<ProviderKeyRow>>;
+
+    // Platform keys.
+    async fn create_platform_key(&self, row: &PlatformKeyRow, audit: Option<&AuditEvent>) -> Result<PlatformKeyRow>;
+    async fn update_platform_key(&self, row: &PlatformKeyRow, audit: Option<&AuditEvent>) -> Result<PlatformKeyRow>;
+    async fn get_platform_key(&self, workspace: &str, id: &str) -> Result<PlatformKeyRow>;
+    async fn list_platform_keys(&self, workspace: &str, page: Page) -> Result<(Vec<PlatformKeyRow>, i64)>;
+    async fn count_platform_keys(&self) -> Result<i64>;
+    async fn delete_platform_key(&self, workspace: &str, id: &str, now: i64, audit: Option<&AuditEvent>) -> Result<PlatformKeyRow>;
+    async fn platform_keys_changed_since(&self, rev: i64) -> Result<Vec<PlatformKeyRow>>;
+    /// Records last use of keys in one batch (off the hot path).
+    async fn touch_platform_keys(&self, used: &[(String, i64)]) -> Result<()>;
+
+    // Audit.
+    async fn append_audit(&self, event: &AuditEvent) -> Result<()>;
+    async fn list_audit(&self, workspace: &str, filter: &AuditFilter, page: Page) -> Result<(Vec<AuditEvent>, i64)>;
+
+    async fn close(&self);
+}
+
+/// Opens the store named by `url` (`sqlite://PATH` or `postgres://…`) and migrates it.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(std::sync::Arc::new(SqlStore::open(url).await?))
+}
+
+/// A new record id (UUID v7: time-ordered).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

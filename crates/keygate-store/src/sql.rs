@@ -1,0 +1,955 @@
+//! The SQL backends. SQLite and PostgreSQL run the same statements through sqlx's `Any`
+//! driver, written in the dialect both share (Unix-millisecond integers, 0/1 flags, JSON as
+//! text, `$N` placeholders rewritten to SQLite's `?N`); each has its own migrations and
+//! connection set-up (SQLite: WAL, busy timeout, one writer at a time).
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::{
+    AuditEvent, AuditFilter, Backend, MasterKeyRow, Page, PlatformKeyRow, ProviderKeyRow, Result, SecretRow, Store,
+    StoreError, WorkspaceRow,
+};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The store on SQLite or PostgreSQL.
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict("already exists".into()),
+        other => StoreError::Db(other.to_string()),
+    }
+}
+
+fn conflict(what: String) -> impl FnOnce(StoreError) -> StoreError {
+    move |e| match e {
+        StoreError::Conflict(_) => StoreError::Conflict(what),
+        other => other,
+    }
+}
+
+/// Turns a `sqlite://` URL into a path-based one that creates the file when missing.
+fn sqlite_url(url: &str) -> Result<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError::Open("not a sqlite URL".into()))?;
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    if path.is_empty() {
+        return Err(StoreError::Open("the sqlite URL names no file".into()));
+    }
+    if path != ":memory:" {
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| StoreError::Open(format!("cannot create {}: {e}", parent.display())))?;
+            }
+        }
+    }
+    let query = match query {
+        Some(q) if q.contains("mode=") => q.to_string(),
+        Some(q) => format!("{q}&mode=rwc"),
+        None => "mode=rwc".to_string(),
+    };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+impl SqlStore {
+    /// Opens and migrates the store at `url`.
+    pub async fn open(url: &str) -> Result<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Open(
+                "the database URL must start with sqlite:// or postgres://".into(),
+            ));
+        };
+        let pool = match backend {
+            Backend::Sqlite => {
+                let url = sqlite_url(url)?;
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .min_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            use sqlx::Executor;
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            conn.execute("PRAGMA busy_timeout = 10000").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect(url)
+                    .await
+            }
+        }
+        .map_err(|e| StoreError::Open(redact_url_error(&e.to_string(), url)))?;
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&pool).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
+        Ok(SqlStore { pool, backend })
+    }
+
+    /// Rewrites `$N` placeholders for SQLite (`?N`, bound by number).
+    fn q<'a>(&self, sql: &'a str) -> Cow<'a, str> {
+        match self.backend {
+            Backend::Postgres => Cow::Borrowed(sql),
+            Backend::Sqlite => Cow::Owned(sql.replace('$', "?")),
+        }
+    }
+
+    async fn next_rev(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<i64> {
+        let row = sqlx::query(&self.q("UPDATE kg_meta SET ivalue = ivalue + 1 WHERE key = 'rev' RETURNING ivalue"))
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?;
+        row.try_get::<i64, _>(0).map_err(db)
+    }
+
+    async fn audit_in(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, event: Option<&AuditEvent>) -> Result<()> {
+        let Some(e) = event else { return Ok(()) };
+        sqlx::query(&self.q(
+            "INSERT INTO audit_events (id, workspace, at, actor_key_id, actor, action, target_type, target_id, request_id, details)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        ))
+        .bind(&e.id)
+        .bind(&e.workspace)
+        .bind(e.at)
+        .bind(&e.actor_key_id)
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(&e.target_type)
+        .bind(&e.target_id)
+        .bind(&e.request_id)
+        .bind(&e.details)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn insert_secret(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, s: &SecretRow) -> Result<()> {
+        sqlx::query(&self.q(
+            "INSERT INTO secrets (workspace, owner_id, field, version, master_version, sealed, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        ))
+        .bind(&s.workspace)
+        .bind(&s.owner_id)
+        .bind(&s.field)
+        .bind(s.version)
+        .bind(s.master_version)
+        .bind(&s.sealed)
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        self.pool.begin().await.map_err(db)
+    }
+}
+
+fn redact_url_error(msg: &str, url: &str) -> String {
+    // A database URL may carry a password; never echo it.
+    match url::Url::parse(url) {
+        Ok(u) if u.password().is_some() => msg.replace(u.password().unwrap_or_default(), "***"),
+        _ => msg.to_string(),
+    }
+}
+
+fn flag(row: &AnyRow, col: &str) -> Result<bool> {
+    Ok(row.try_get::<i64, _>(col).map_err(db)? != 0)
+}
+
+const PK_COLS: &str = "id, workspace, name, hub, base_url, hub_settings, rate_limit_per_interval, rate_limit_interval, private, secret_version, secret_hint, created_at, updated_at, last_used_at, created_by, rev, deleted_at";
+
+fn provider_key(row: &AnyRow) -> Result<ProviderKeyRow> {
+    Ok(ProviderKeyRow {
+        id: row.try_get("id").map_err(db)?,
+        workspace: row.try_get("workspace").map_err(db)?,
+        name: row.try_get("name").map_err(db)?,
+        hub: row.try_get("hub").map_err(db)?,
+        base_url: row.try_get("base_url").map_err(db)?,
+        hub_settings: row.try_get("hub_settings").map_err(db)?,
+        rate_limit_per_interval: row.try_get("rate_limit_per_interval").map_err(db)?,
+        rate_limit_interval: row.try_get("rate_limit_interval").map_err(db)?,
+        private: flag(row, "private")?,
+        secret_version: row.try_get("secret_version").map_err(db)?,
+        secret_hint: row.try_get("secret_hint").map_err(db)?,
+        created_at: row.try_get("created_at").map_err(db)?,
+        updated_at: row.try_get("updated_at").map_err(db)?,
+        last_used_at: row.try_get("last_used_at").map_err(db)?,
+        created_by: row.try_get("created_by").map_err(db)?,
+        rev: row.try_get("rev").map_err(db)?,
+        deleted_at: row.try_get("deleted_at").map_err(db)?,
+    })
+}
+
+const PLK_COLS: &str = "id, workspace, key_type, org_admin, description, key_hash, last6, prev_key_hash, prev_valid_until, settings, expires_at, created_at, updated_at, last_used_at, created_by, rev, deleted_at";
+
+fn platform_key(row: &AnyRow) -> Result<PlatformKeyRow> {
+    Ok(PlatformKeyRow {
+        id: row.try_get("id").map_err(db)?,
+        workspace: row.try_get("workspace").map_err(db)?,
+        key_type: row.try_get("key_type").map_err(db)?,
+        org_admin: flag(row, "org_admin")?,
+        description: row.try_get("description").map_err(db)?,
+        key_hash: row.try_get("key_hash").map_err(db)?,
+        last6: row.try_get("last6").map_err(db)?,
+        prev_key_hash: row.try_get("prev_key_hash").map_err(db)?,
+        prev_valid_until: row.try_get("prev_valid_until").map_err(db)?,
+        settings: row.try_get("settings").map_err(db)?,
+        expires_at: row.try_get("expires_at").map_err(db)?,
+        created_at: row.try_get("created_at").map_err(db)?,
+        updated_at: row.try_get("updated_at").map_err(db)?,
+        last_used_at: row.try_get("last_used_at").map_err(db)?,
+        created_by: row.try_get("created_by").map_err(db)?,
+        rev: row.try_get("rev").map_err(db)?,
+        deleted_at: row.try_get("deleted_at").map_err(db)?,
+    })
+}
+
+fn secret(row: &AnyRow) -> Result<SecretRow> {
+    Ok(SecretRow {
+        workspace: row.try_get("workspace").map_err(db)?,
+        owner_id: row.try_get("owner_id").map_err(db)?,
+        field: row.try_get("field").map_err(db)?,
+        version: row.try_get("version").map_err(db)?,
+        master_version: row.try_get("master_version").map_err(db)?,
+        sealed: row.try_get("sealed").map_err(db)?,
+        created_at: row.try_get("created_at").map_err(db)?,
+        expires_at: row.try_get("expires_at").map_err(db)?,
+    })
+}
+
+fn workspace(row: &AnyRow) -> Result<WorkspaceRow> {
+    Ok(WorkspaceRow {
+        id: row.try_get("id").map_err(db)?,
+        name: row.try_get("name").map_err(db)?,
+        created_at: row.try_get("created_at").map_err(db)?,
+        updated_at: row.try_get("updated_at").map_err(db)?,
+    })
+}
+
+fn audit(row: &AnyRow) -> Result<AuditEvent> {
+    Ok(AuditEvent {
+        id: row.try_get("id").map_err(db)?,
+        workspace: row.try_get("workspace").map_err(db)?,
+        at: row.try_get("at").map_err(db)?,
+        actor_key_id: row.try_get("actor_key_id").map_err(db)?,
+        actor: row.try_get("actor").map_err(db)?,
+        action: row.try_get("action").map_err(db)?,
+        target_type: row.try_get("target_type").map_err(db)?,
+        target_id: row.try_get("target_id").map_err(db)?,
+        request_id: row.try_get("request_id").map_err(db)?,
+        details: row.try_get("details").map_err(db)?,
+    })
+}
+
+fn bool_i(b: bool) -> i64 {
+    i64::from(b)
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn revision(&self) -> Result<i64> {
+        let row = sqlx::query(&self.q("SELECT ivalue FROM kg_meta WHERE key = 'rev'"))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        row.try_get::<i64, _>(0).map_err(db)
+    }
+
+    async fn master_keys(&self) -> Result<Vec<MasterKeyRow>> {
+        let rows = sqlx::query(&self.q(
+            "SELECT version, check_value, created_at, retired_at FROM master_keys ORDER BY version",
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(MasterKeyRow {
+                    version: r.try_get("version").map_err(db)?,
+                    check_value: r.try_get("check_value").map_err(db)?,
+                    created_at: r.try_get("created_at").map_err(db)?,
+                    retired_at: r.try_get("retired_at").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_master_key(&self, version: i64, check_value: &[u8], now: i64) -> Result<()> {
+        sqlx::query(&self.q("INSERT INTO master_keys (version, check_value, created_at) VALUES ($1, $2, $3)"))
+            .bind(version)
+            .bind(check_value)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db)
+            .map_err(conflict(format!("master key version {version} already exists")))?;
+        Ok(())
+    }
+
+    async fn retire_master_key(&self, version: i64, now: i64) -> Result<()> {
+        sqlx::query(&self.q("UPDATE master_keys SET retired_at = $1 WHERE version = $2 AND retired_at IS NULL"))
+            .bind(now)
+            .bind(version)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn secrets_not_under(&self, version: i64, limit: u32) -> Result<Vec<SecretRow>> {
+        let rows = sqlx::query(&self.q(
+            "SELECT workspace, owner_id, field, version, master_version, sealed, created_at, expires_at
+             FROM secrets WHERE master_version <> $1 ORDER BY workspace, owner_id, field, version LIMIT $2",
+        ))
+        .bind(version)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(secret).collect()
+    }
+
+    async fn count_secrets_not_under(&self, version: i64) -> Result<i64> {
+        let row = sqlx::query(&self.q("SELECT COUNT(*) FROM secrets WHERE master_version <> $1"))
+            .bind(version)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        row.try_get::<i64, _>(0).map_err(db)
+    }
+
+    async fn replace_sealed(&self, row: &SecretRow, old_sealed: &[u8], new_master_version: i64, new_sealed: &[u8]) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        self.next_rev(&mut tx).await?;
+        let done = sqlx::query(&self.q(
+            "UPDATE secrets SET master_version = $1, sealed = $2
+             WHERE workspace = $3 AND owner_id = $4 AND field = $5 AND version = $6 AND sealed = $7",
+        ))
+        .bind(new_master_version)
+        .bind(new_sealed)
+        .bind(&row.workspace)
+        .bind(&row.owner_id)
+        .bind(&row.field)
+        .bind(row.version)
+        .bind(old_sealed)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn secrets_of(&self, workspace: &str, owner_id: &str) -> Result<Vec<SecretRow>> {
+        let rows = sqlx::query(&self.q(
+            "SELECT workspace, owner_id, field, version, master_version, sealed, created_at, expires_at
+             FROM secrets WHERE workspace = $1 AND owner_id = $2 ORDER BY field, version",
+        ))
+        .bind(workspace)
+        .bind(owner_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(secret).collect()
+    }
+
+    async fn ensure_secret(&self, row: &SecretRow) -> Result<SecretRow> {
+        let mut tx = self.begin().await?;
+        self.next_rev(&mut tx).await?;
+        sqlx::query(&self.q(
+            "INSERT INTO secrets (workspace, owner_id, field, version, master_version, sealed, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (workspace, owner_id, field, version) DO NOTHING",
+        ))
+        .bind(&row.workspace)
+        .bind(&row.owner_id)
+        .bind(&row.field)
+        .bind(row.version)
+        .bind(row.master_version)
+        .bind(&row.sealed)
+        .bind(row.created_at)
+        .bind(row.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let stored = sqlx::query(&self.q(
+            "SELECT workspace, owner_id, field, version, master_version, sealed, created_at, expires_at
+             FROM secrets WHERE workspace = $1 AND owner_id = $2 AND field = $3 AND version = $4",
+        ))
+        .bind(&row.workspace)
+        .bind(&row.owner_id)
+        .bind(&row.field)
+        .bind(row.version)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        secret(&stored)
+    }
+
+    async fn purge_expired_secrets(&self, now: i64) -> Result<u64> {
+        let done = sqlx::query(&self.q("DELETE FROM secrets WHERE expires_at IS NOT NULL AND expires_at < $1"))
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn create_workspace(&self, row: &WorkspaceRow, audit_event: Option<&AuditEvent>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let rev = self.next_rev(&mut tx).await?;
+        sqlx::query(&self.q(
+            "INSERT INTO workspaces (id, workspace, name, created_at, updated_at, rev) VALUES ($1, $2, $3, $4, $5, $6)",
+        ))
+        .bind(&row.id)
+        .bind(&row.id)
+        .bind(&row.name)
+        .bind(row.created_at)
+        .bind(row.updated_at)
+        .bind(rev)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)
+        .map_err(conflict(format!("a workspace with id {} already exists", row.id)))?;
+        self.audit_in(&mut tx, audit_event).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn list_workspaces(&self, page: Page) -> Result<(Vec<WorkspaceRow>, i64)> {
+        let rows = sqlx::query(&self.q(
+            "SELECT id, name, created_at, updated_at FROM workspaces ORDER BY created_at, id LIMIT $1 OFFSET $2",
+        ))
+        .bind(i64::from(page.limit))
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let total = sqlx::query(&self.q("SELECT COUNT(*) FROM workspaces"))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?
+            .try_get::<i64, _>(0)
+            .map_err(db)?;
+        Ok((rows.iter().map(workspace).collect::<Result<_>>()?, total))
+    }
+
+    async fn get_workspace(&self, id: &str) -> Result<WorkspaceRow> {
+        let row = sqlx::query(&self.q("SELECT id, name, created_at, updated_at FROM workspaces WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .ok_or(StoreError::NotFound)?;
+        workspace(&row)
+    }
+
+    async fn rename_workspace(&self, id: &str, name: &str, now: i64, audit_event: Option<&AuditEvent>) -> Result<WorkspaceRow> {
+        let mut tx = self.begin().await?;
+        let rev = self.next_rev(&mut tx).await?;
+        let row = sqlx::query(&self.q(
+            "UPDATE workspaces SET name = $1, updated_at = $2, rev = $3 WHERE id = $4 RETURNING id, name, created_at, updated_at",
+        ))
+        .bind(name)
+        .bind(now)
+        .bind(rev)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .ok_or(StoreError::NotFound)?;
+        self.audit_in(&mut tx, audit_event).await?;
+        tx.commit().await.map_err(db)?;
+        workspace(&row)
+    }
+
+    async fn delete_workspace(&self, id: &str, audit_event: Option<&AuditEvent>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        self.next_rev(&mut tx).await?;
+        for table in ["provider_keys", "platform_keys"] {
+            let live = sqlx::query(&self.q(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE workspace = $1 AND deleted_at IS NULL"
+            )))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?
+            .try_get::<i64, _>(0)
+            .map_err(db)?;
+            if live > 0 {
+                return Err(StoreError::Conflict(format!(
+                    "the workspace still holds {live} live {}",
+                    table.replace('_', " ")
+                )));
+            }
+        }
+        let done = sqlx::query(&self.q("DELETE FROM workspaces WHERE id = $1"))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.audit_in(&mut tx, audit_event).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn create_provider_key(&self, row: &ProviderKeyRow, secrets: &[SecretRow], audit_event: Option<&AuditEvent>) -> Result<ProviderKeyRow> {
+        let mut tx = self.begin().await?;
+        let rev = self.next_rev(&mut tx).await?;
+        let stored = sqlx::query(&self.q(&format!(
+            "INSERT INTO provider_keys ({PK_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL) RETURNING {PK_COLS}"
+        )))
+        .bind(&row.id)
+        .bind(&row.workspace)
+        .bind(&row.name)
+        .bind(&row.hub)
+        .bind(&row.base_url)
+        .bind(&row.hub_settings)
+        .bind(row.rate_limit_per_interval)
+        .bind(row.rate_limit_interval)
+        .bind(bool_i(row.private))
+        .bind(row.secret_version)
+        .bind(&row.secret_hint)
+        .bind(row.created_at)
+        .bind(row.updated_at)
+        .bind(row.last_used_at)
+        .bind(&row.created_by)
+        .bind(rev)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)
+        .map_err(conflict(format!("a provider key named {} already exists", row.name)))?;
+        for s in secrets {
+            self.insert_secret(&mut tx, s).await?;
+        }
+        self.audit_in(&mut tx, audit_event).await?;
+        tx.commit().await.map_err(db)?;
+        provider_key(&stored)
+    }
+
+    async fn update_provider_key(
+        &self,
+        row: &ProviderKeyRow,
+        new_secrets: &[SecretRow],
+        expire_versions: &[i64],
+        grace_until: Option<i64>,
+        audit_event: Option<&AuditEvent>,
+    ) -> Result<ProviderKeyRow> {
+        let mut tx = self.begin().await?;
+        let rev = self.next_rev(&mut tx).await?;
+        let stored = sqlx::query(&self.q(&format!(
+            "UPDATE provider_keys SET name = $1, hub = $2, base_url = $3, hub_settings = $4, rate_limit_per_interval = $5,
+                rate_limit_interval = $6, private = $7, secret_version = $8, secret_hint = $9, updated_at = $10, rev = $11
+             WHERE workspace = $12 AND id = $13 AND deleted_at IS NULL RETURNING {PK_COLS}"
+        )))
+        .bind(&row.name)
+        .bind(&row.hub)
+        .bind(&row.base_url)
+        .bind(&row.hub_settings)
+        .bind(row.rate_limit_per_interval)
+        .bind(row.rate_limit_interval)
+        .bind(bool_i(row.private))
+        .bind(row.secret_version)
+        .bind(&row.secret_hint)
+        .bind(row.updated_at)
+        .bind(rev)
+        .bind(&row.workspace)
+        .bind(&row.id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)
+        .map_err(conflict(format!("a provider key named {} already exists", row.name)))?
+        .ok_or(StoreError::NotFound)?;
+        for v in expire_versions {
+            match grace_until {
+                Some(until) => {
+                    sqlx::query(&self.q(
+                        "UPDATE secrets SET expires_at = $1 WHERE workspace = $2 AND owner_id = $3 AND version = $4",
+                    ))
+                    .bind(until)
+                    .bind(&row.workspace)
+                    .bind(&row.id)
+                    .bind(*v)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                }
+                None => {
+                    sqlx::query(&self.q("DELETE FROM secrets WHERE workspace = $1 AND owner_id = $2 AND version = $3"))
+                        .bind(&row.workspace)
+                        .bind(&row.id)
+                        .bind(*v)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                }
+            }
+        }
+        for s in new_secrets {
+            // A hub-config secret re-sent at the same version replaces the old value.
+            sqlx::query(&self.q(
+                "DELETE FROM secrets WHERE workspace = $1 AND owner_id = $2 AND field = $3 AND version = $4",
+            ))
+            .bind(&s.workspace)
+            .bind(&s.owner_id)
+            .bind(&s.field)
+            .bind(s.version)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            self.insert_secret(&mut tx, s).await?;
+        }
+        self.audit_in(&mut tx, audit_event).await?;
+        tx.commit().await.map_err(db)?;
+        provider_key(&stored)
+    }
+
+    async fn get_provider_key(&self, workspace: &str, id: &str) -> Result<ProviderKeyRow> {
+        let row = sqlx::query(&self.q(&format!(
+            "SELECT {PK_COLS} FROM provider_keys WHERE workspace = $1 AND id = $2 AND deleted_at IS NULL"
+        )))
+        .bind(workspace)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .ok_or(StoreError::NotFound)?;
+        provider_key(&row)
+    }
+
+    async fn get_provider_key_by_name(&self, workspace: &str, name: &str) -> Result<ProviderKeyRow> {
+        let row = sqlx::query(&self.q(&format!(
+            "SELECT {PK_COLS} FROM provider_keys WHERE workspace = $1 AND name = $2 AND deleted_at IS NULL"
+        )))
+        .bind(workspace)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .ok_or(StoreError::NotFound)?;
+        provider_key(&row)
+    }
+
+    async fn list_provider_keys(&self, workspace: &str, page: Page) -> Result<(Vec<ProviderKeyRow>, i64)> {
+        let rows = sqlx::query(&self.q(&format!(
+            "SELECT {PK_COLS} FROM provider_keys WHERE workspace = $1 AND deleted_at IS NULL
+             ORDER BY created_at, id LIMIT $2 OFFSET $3"
+        )))
+        .bind(workspace)
+        .bind(i64::from(page.limit))
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let total = sqlx::query(&self.q(
+            "SELECT COUNT(*) FROM provider_keys WHERE workspace = $1 AND deleted_at IS NULL",
+        ))
+        .bind(workspace)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?
+        .try_get::<i64, _>(0)
+        .map_err(db)?;
+        Ok((rows.iter().map(provider_key).collect::<Result<_>>()?, total))
+    }
+
+    async fn delete_provider_key(&self, workspace: &str, id: &str, now: i64, audit_event: Option<&AuditEvent>) -> Result<ProviderKeyRow> {
+        let mut tx = self.begin().await?;
+        let rev = self.next_rev(&mut tx).await?;
+        let row = sqlx::query(&self.q(&format!(
+            "UPDATE provider_keys SET deleted_at = $1, updated_at = $2, rev = $3
+             WHERE workspace = $4 AND id = $5 AND deleted_at IS NULL RETURNING {PK_COLS}"
+        )))
+        .bind(now)
+        .bind(now)
+        .bind(rev)
+        .bind(workspace)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .ok_or(StoreError::NotFound)?;
+        sqlx::query(&self.q("DELETE FROM secrets WHERE workspace = $1 AND owner_id = $2"))
+            .bind(workspace)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        self.audit_in(&mut tx, audit_event).await?;
+        tx.commit().await.map_err(db)?;
+        provider_key(&row)
+    }
+
+    async fn provider_keys_changed_since(&self, rev: i64) -> Result<Vec<ProviderKeyRow>> {
+        let rows = sqlx::query(&self.q(&format!("SELECT {PK_COLS} FROM provider_keys WHERE rev > $1 ORDER BY rev")))
+            .bind(rev)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(provider_key).collect()
+    }
+
+    async fn create_platform_key(&self, row: &PlatformKeyRow, audit_event: Option<&AuditEvent>) -> Result<PlatformKeyRow> {
+        let mut tx = self.begin().await?;
+        let rev = self.next_rev(&mut tx).await?;
+        let stored = sqlx::query(&self.q(&format!(
+            "INSERT INTO platform_keys ({PLK_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL) RETURNING {PLK_COLS}"
+        )))
+        .bind(&row.id)
+        .bind(&row.workspace)
+        .bind(&row.key_type)
+        .bind(bool_i(row.org_admin))
+        .bind(&row.description)
+        .bind(&row.key_hash)
+        .bind(&row.last6)
+        .bind(&row.prev_key_hash)
+        .bind(row.prev_valid_until)
+        .bind(&row.settings)
+        .bind(row.expires_at)
+        .bind(row.created_at)
+        .bind(row.updated_at)
+        .bind(row.last_used_at)
+        .bind(&row.created_by)
+        .bind(rev)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        self.audit_in(&mut tx, audit_event).await?;
+        tx.commit().await.map_err(db)?;
+        platform_key(&stored)
+    }
+
+    async fn update_platform_key(&self, row: &PlatformKeyRow, audit_event: Option<&AuditEvent>) -> Result<PlatformKeyRow> {
+        let mut tx = self.begin().await?;
+        let rev = self.next_rev(&mut tx).await?;
+        let stored = sqlx::query(&self.q(&format!(
+            "UPDATE platform_keys SET key_type = $1, org_admin = $2, description = $3, key_hash = $4, last6 = $5,
+                prev_key_hash = $6, prev_valid_until = $7, settings = $8, expires_at = $9, updated_at = $10, rev = $11
+             WHERE workspace = $12 AND id = $13 AND deleted_at IS NULL RETURNING {PLK_COLS}"
+        )))
+        .bind(&row.key_type)
+        .bind(bool_i(row.org_admin))
+        .bind(&row.description)
+        .bind(&row.key_hash)
+        .bind(&row.last6)
+        .bind(&row.prev_key_hash)
+        .bind(row.prev_valid_until)
+        .bind(&row.settings)
+        .bind(row.expires_at)
+        .bind(row.updated_at)
+        .bind(rev)
+        .bind(&row.workspace)
+        .bind(&row.id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .ok_or(StoreError::NotFound)?;
+        self.audit_in(&mut tx, audit_event).await?;
+        tx.commit().await.map_err(db)?;
+        platform_key(&stored)
+    }
+
+    async fn get_platform_key(&self, workspace: &str, id: &str) -> Result<PlatformKeyRow> {
+        let row = sqlx::query(&self.q(&format!(
+            "SELECT {PLK_COLS} FROM platform_keys WHERE workspace = $1 AND id = $2 AND deleted_at IS NULL"
+        )))
+        .bind(workspace)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .ok_or(StoreError::NotFound)?;
+        platform_key(&row)
+    }
+
+    async fn list_platform_keys(&self, workspace: &str, page: Page) -> Result<(Vec<PlatformKeyRow>, i64)> {
+        let rows = sqlx::query(&self.q(&format!(
+            "SELECT {PLK_COLS} FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL
+             ORDER BY created_at, id LIMIT $2 OFFSET $3"
+        )))
+        .bind(workspace)
+        .bind(i64::from(page.limit))
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let total = sqlx::query(&self.q(
+            "SELECT COUNT(*) FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL",
+        ))
+        .bind(workspace)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?
+        .try_get::<i64, _>(0)
+        .map_err(db)?;
+        Ok((rows.iter().map(platform_key).collect::<Result<_>>()?, total))
+    }
+
+    async fn count_platform_keys(&self) -> Result<i64> {
+        sqlx::query(&self.q("SELECT COUNT(*) FROM platform_keys"))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?
+            .try_get::<i64, _>(0)
+            .map_err(db)
+    }
+
+    async fn delete_platform_key(&self, workspace: &str, id: &str, now: i64, audit_event: Option<&AuditEvent>) -> Result<PlatformKeyRow> {
+        let mut tx = self.begin().await?;
+        let rev = self.next_rev(&mut tx).await?;
+        let row = sqlx::query(&self.q(&format!(
+            "UPDATE platform_keys SET deleted_at = $1, updated_at = $2, rev = $3
+             WHERE workspace = $4 AND id = $5 AND deleted_at IS NULL RETURNING {PLK_COLS}"
+        )))
+        .bind(now)
+        .bind(now)
+        .bind(rev)
+        .bind(workspace)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .ok_or(StoreError::NotFound)?;
+        self.audit_in(&mut tx, audit_event).await?;
+        tx.commit().await.map_err(db)?;
+        platform_key(&row)
+    }
+
+    async fn platform_keys_changed_since(&self, rev: i64) -> Result<Vec<PlatformKeyRow>> {
+        let rows = sqlx::query(&self.q(&format!("SELECT {PLK_COLS} FROM platform_keys WHERE rev > $1 ORDER BY rev")))
+            .bind(rev)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(platform_key).collect()
+    }
+
+    async fn touch_platform_keys(&self, used: &[(String, i64)]) -> Result<()> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        // Last use is not a change of the key: no revision bump, so caches are not reloaded.
+        let mut tx = self.begin().await?;
+        for (id, at) in used {
+            sqlx::query(&self.q(
+                "UPDATE platform_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
+            ))
+            .bind(*at)
+            .bind(id)
+            .bind(*at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<()> {
+        let mut tx = self.begin().await?;
+        self.audit_in(&mut tx, Some(event)).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn list_audit(&self, workspace: &str, filter: &AuditFilter, page: Page) -> Result<(Vec<AuditEvent>, i64)> {
+        let cond = "workspace = $1 AND ($2 IS NULL OR action = $2) AND ($3 IS NULL OR target_id = $3)
+             AND ($4 IS NULL OR actor_key_id = $4) AND ($5 IS NULL OR at >= $5) AND ($6 IS NULL OR at < $6)";
+        let cond = match self.backend {
+            // PostgreSQL needs the type of a parameter compared with NULL.
+            Backend::Postgres => cond
+                .replace("($2 IS NULL", "($2::text IS NULL")
+                .replace("($3 IS NULL", "($3::text IS NULL")
+                .replace("($4 IS NULL", "($4::text IS NULL")
+                .replace("($5 IS NULL", "($5::bigint IS NULL")
+                .replace("($6 IS NULL", "($6::bigint IS NULL"),
+            Backend::Sqlite => cond.to_string(),
+        };
+        let list_sql = format!(
+            "SELECT id, workspace, at, actor_key_id, actor, action, target_type, target_id, request_id, details
+             FROM audit_events WHERE {cond} ORDER BY at DESC, id DESC LIMIT $7 OFFSET $8"
+        );
+        let rows = sqlx::query(&self.q(&list_sql))
+            .bind(workspace)
+            .bind(&filter.action)
+            .bind(&filter.target_id)
+            .bind(&filter.actor_key_id)
+            .bind(filter.from)
+            .bind(filter.to)
+            .bind(i64::from(page.limit))
+            .bind(page.offset())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let count_sql = format!("SELECT COUNT(*) FROM audit_events WHERE {cond}");
+        let total = sqlx::query(&self.q(&count_sql))
+            .bind(workspace)
+            .bind(&filter.action)
+            .bind(&filter.target_id)
+            .bind(&filter.actor_key_id)
+            .bind(filter.from)
+            .bind(filter.to)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?
+            .try_get::<i64, _>(0)
+            .map_err(db)?;
+        Ok((rows.iter().map(audit).collect::<Result<_>>()?, total))
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl FromStr for Backend {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        if s.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if s.starts_with("postgres") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::Open("unknown database scheme".into()))
+        }
+    }
+}

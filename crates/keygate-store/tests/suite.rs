@@ -1,0 +1,398 @@
+//! One suite for every backend: runs on SQLite always and on PostgreSQL when
+//! `KEYGATE_TEST_DATABASE_URL` is set (each run in a database of its own, dropped after).
+
+use std::sync::Arc;
+
+use keygate_store::{
+    new_id, AuditEvent, AuditFilter, Page, PlatformKeyRow, ProviderKeyRow, SecretRow, SqlStore, Store, StoreError,
+    WorkspaceRow,
+};
+
+struct Db {
+    name: &'static str,
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    cleanup: Option<(String, String)>,
+}
+
+async fn backends() -> Vec<Db> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("keygate.db").display());
+    let mut out = vec![Db {
+        name: "sqlite",
+        store: Arc::new(SqlStore::open(&url).await.unwrap()),
+        _dir: Some(dir),
+        cleanup: None,
+    }];
+    match std::env::var("KEYGATE_TEST_DATABASE_URL") {
+        Ok(base) if !base.is_empty() => {
+            let (admin_url, url, dbname) = fresh_pg_database(&base).await;
+            out.push(Db {
+                name: "postgres",
+                store: Arc::new(SqlStore::open(&url).await.unwrap()),
+                _dir: None,
+                cleanup: Some((admin_url, dbname)),
+            });
+        }
+        _ => eprintln!("KEYGATE_TEST_DATABASE_URL is not set: the store suite runs on SQLite only"),
+    }
+    out
+}
+
+async fn fresh_pg_database(base: &str) -> (String, String, String) {
+    use sqlx::Connection;
+    let dbname = format!("kg_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(base).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {dbname}")).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    let mut u = url::Url::parse(base).unwrap();
+    u.set_path(&format!("/{dbname}"));
+    (base.to_string(), u.to_string(), dbname)
+}
+
+async fn finish(dbs: Vec<Db>) {
+    for db in dbs {
+        db.store.close().await;
+        if let Some((admin, name)) = db.cleanup {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn pk(ws: &str, name: &str) -> ProviderKeyRow {
+    ProviderKeyRow {
+        id: new_id(),
+        workspace: ws.into(),
+        name: name.into(),
+        hub: "openai".into(),
+        base_url: None,
+        hub_settings: "{}".into(),
+        rate_limit_per_interval: Some(60),
+        rate_limit_interval: Some(60),
+        private: false,
+        secret_version: 1,
+        secret_hint: Some("abcd".into()),
+        created_at: 1,
+        updated_at: 1,
+        last_used_at: None,
+        created_by: None,
+        rev: 0,
+        deleted_at: None,
+    }
+}
+
+fn secret(ws: &str, owner: &str, version: i64, sealed: &[u8]) -> SecretRow {
+    SecretRow {
+        workspace: ws.into(),
+        owner_id: owner.into(),
+        field: "api_key".into(),
+        version,
+        master_version: 1,
+        sealed: sealed.to_vec(),
+        created_at: 1,
+        expires_at: None,
+    }
+}
+
+fn plk(ws: &str, hash: u8) -> PlatformKeyRow {
+    PlatformKeyRow {
+        id: new_id(),
+        workspace: ws.into(),
+        key_type: "ADMIN".into(),
+        org_admin: false,
+        description: "d".into(),
+        key_hash: vec![hash; 32],
+        last6: "abcdef".into(),
+        prev_key_hash: None,
+        prev_valid_until: None,
+        settings: "{}".into(),
+        expires_at: None,
+        created_at: 1,
+        updated_at: 1,
+        last_used_at: None,
+        created_by: None,
+        rev: 0,
+        deleted_at: None,
+    }
+}
+
+fn event(ws: &str, action: &str, target: &str, at: i64) -> AuditEvent {
+    AuditEvent {
+        id: new_id(),
+        workspace: ws.into(),
+        at,
+        actor_key_id: Some("actor".into()),
+        actor: "api-key".into(),
+        action: action.into(),
+        target_type: "provider_key".into(),
+        target_id: Some(target.into()),
+        request_id: Some("req-1".into()),
+        details: "{}".into(),
+    }
+}
+
+const P: Page = Page { page: 1, limit: 100 };
+
+#[tokio::test]
+async fn default_workspace_exists_and_migrations_are_idempotent() {
+    let dbs = backends().await;
+    for db in &dbs {
+        let ws = db.store.get_workspace("default").await.unwrap();
+        assert_eq!(ws.id, "default", "{}", db.name);
+    }
+    // Opening the same SQLite file again runs no migration twice.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("x.db").display());
+    let a = SqlStore::open(&url).await.unwrap();
+    a.close().await;
+    let b = SqlStore::open(&url).await.unwrap();
+    assert_eq!(b.get_workspace("default").await.unwrap().id, "default");
+    finish(dbs).await;
+}
+
+#[tokio::test]
+async fn provider_key_lifecycle() {
+    let dbs = backends().await;
+    for db in &dbs {
+        let s = &db.store;
+        let rev0 = s.revision().await.unwrap();
+        let row = pk("default", "openai-prod");
+        let created = s
+            .create_provider_key(&row, &[secret("default", &row.id, 1, b"sealed-1")], Some(&event("default", "provider_key.create", &row.id, 10)))
+            .await
+            .unwrap();
+        assert!(created.rev > rev0, "{}", db.name);
+        assert_eq!(s.get_provider_key_by_name("default", "openai-prod").await.unwrap().id, row.id);
+        // Names are unique per workspace among live keys.
+        let dup = s.create_provider_key(&pk("default", "openai-prod"), &[], None).await;
+        assert!(matches!(dup, Err(StoreError::Conflict(_))), "{}: {dup:?}", db.name);
+        // Rotation: new version, old kept for a grace period.
+        let mut next = created.clone();
+        next.secret_version = 2;
+        next.updated_at = 20;
+        let updated = s
+            .update_provider_key(&next, &[secret("default", &row.id, 2, b"sealed-2")], &[1], Some(1_000), None)
+            .await
+            .unwrap();
+        assert_eq!(updated.secret_version, 2);
+        let secrets = s.secrets_of("default", &row.id).await.unwrap();
+        assert_eq!(secrets.len(), 2);
+        assert_eq!(secrets.iter().find(|x| x.version == 1).unwrap().expires_at, Some(1_000));
+        assert_eq!(s.purge_expired_secrets(999).await.unwrap(), 0);
+        assert_eq!(s.purge_expired_secrets(1_001).await.unwrap(), 1);
+        assert_eq!(s.secrets_of("default", &row.id).await.unwrap().len(), 1);
+        // Rename onto a taken name conflicts.
+        let other = s.create_provider_key(&pk("default", "other"), &[], None).await.unwrap();
+        let mut clash = other.clone();
+        clash.name = "openai-prod".into();
+        assert!(matches!(s.update_provider_key(&clash, &[], &[], None, None).await, Err(StoreError::Conflict(_))));
+        // Changes are visible to caches.
+        let changed = s.provider_keys_changed_since(rev0).await.unwrap();
+        assert!(changed.iter().any(|k| k.id == row.id) && changed.iter().any(|k| k.id == other.id));
+        // Delete: gone, secrets shredded, name free again, change visible.
+        let rev_before_delete = s.revision().await.unwrap();
+        s.delete_provider_key("default", &row.id, 30, None).await.unwrap();
+        assert!(matches!(s.get_provider_key("default", &row.id).await, Err(StoreError::NotFound)));
+        assert!(s.secrets_of("default", &row.id).await.unwrap().is_empty());
+        assert!(matches!(s.delete_provider_key("default", &row.id, 31, None).await, Err(StoreError::NotFound)));
+        let changed = s.provider_keys_changed_since(rev_before_delete).await.unwrap();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].deleted_at, Some(30));
+        s.create_provider_key(&pk("default", "openai-prod"), &[], None).await.unwrap();
+        let (list, total) = s.list_provider_keys("default", P).await.unwrap();
+        assert_eq!((list.len(), total), (2, 2), "{}", db.name);
+    }
+    finish(dbs).await;
+}
+
+#[tokio::test]
+async fn paging_is_exact() {
+    let dbs = backends().await;
+    for db in &dbs {
+        for i in 0..7 {
+            db.store.create_provider_key(&pk("default", &format!("k{i}")), &[], None).await.unwrap();
+        }
+        let mut seen = Vec::new();
+        for page in 1..=4 {
+            let (items, total) = db.store.list_provider_keys("default", Page { page, limit: 3 }).await.unwrap();
+            assert_eq!(total, 7);
+            assert!(items.len() <= 3);
+            seen.extend(items.into_iter().map(|k| k.name));
+        }
+        assert_eq!(seen, (0..7).map(|i| format!("k{i}")).collect::<Vec<_>>(), "{}", db.name);
+    }
+    finish(dbs).await;
+}
+
+#[tokio::test]
+async fn workspaces_isolate_records() {
+    let dbs = backends().await;
+    for db in &dbs {
+        let s = &db.store;
+        s.create_workspace(&WorkspaceRow { id: "team-a".into(), name: "A".into(), created_at: 1, updated_at: 1 }, None)
+            .await
+            .unwrap();
+        let dup = s
+            .create_workspace(&WorkspaceRow { id: "team-a".into(), name: "A".into(), created_at: 1, updated_at: 1 }, None)
+            .await;
+        assert!(matches!(dup, Err(StoreError::Conflict(_))));
+        let a = s.create_provider_key(&pk("team-a", "shared-name"), &[], None).await.unwrap();
+        // The same name in another workspace is another key.
+        let d = s.create_provider_key(&pk("default", "shared-name"), &[], None).await.unwrap();
+        assert!(matches!(s.get_provider_key("default", &a.id).await, Err(StoreError::NotFound)));
+        assert!(matches!(s.delete_provider_key("team-a", &d.id, 5, None).await, Err(StoreError::NotFound)));
+        assert_eq!(s.list_provider_keys("team-a", P).await.unwrap().1, 1);
+        // A workspace that holds keys cannot be deleted; an empty one can.
+        assert!(matches!(s.delete_workspace("team-a", None).await, Err(StoreError::Conflict(_))));
+        s.delete_provider_key("team-a", &a.id, 6, None).await.unwrap();
+        let renamed = s.rename_workspace("team-a", "Team A", 7, None).await.unwrap();
+        assert_eq!(renamed.name, "Team A");
+        s.delete_workspace("team-a", None).await.unwrap();
+        assert!(matches!(s.get_workspace("team-a").await, Err(StoreError::NotFound)));
+        let (list, total) = s.list_workspaces(P).await.unwrap();
+        assert_eq!((list.len(), total), (1, 1), "{}", db.name);
+    }
+    finish(dbs).await;
+}
+
+#[tokio::test]
+async fn platform_keys_and_cache_feed() {
+    let dbs = backends().await;
+    for db in &dbs {
+        let s = &db.store;
+        let rev0 = s.revision().await.unwrap();
+        let a = s.create_platform_key(&plk("default", 1), None).await.unwrap();
+        let b = s.create_platform_key(&plk("default", 2), None).await.unwrap();
+        // A hash is unique.
+        assert!(s.create_platform_key(&plk("default", 1), None).await.is_err());
+        assert_eq!(s.count_platform_keys().await.unwrap(), 2);
+        let mut rotated = a.clone();
+        rotated.prev_key_hash = Some(a.key_hash.clone());
+        rotated.prev_valid_until = Some(500);
+        rotated.key_hash = vec![3; 32];
+        let rotated = s.update_platform_key(&rotated, None).await.unwrap();
+        assert_eq!(rotated.prev_key_hash.as_deref(), Some(&[1u8; 32][..]));
+        let rev1 = s.revision().await.unwrap();
+        s.delete_platform_key("default", &b.id, 9, None).await.unwrap();
+        let changed = s.platform_keys_changed_since(rev1).await.unwrap();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].deleted_at, Some(9));
+        assert_eq!(s.platform_keys_changed_since(rev0).await.unwrap().len(), 2);
+        // Touching last use is not a change.
+        let rev2 = s.revision().await.unwrap();
+        s.touch_platform_keys(&[(a.id.clone(), 77)]).await.unwrap();
+        assert_eq!(s.revision().await.unwrap(), rev2);
+        assert_eq!(s.get_platform_key("default", &a.id).await.unwrap().last_used_at, Some(77));
+        assert!(matches!(s.get_platform_key("other", &a.id).await, Err(StoreError::NotFound)));
+        let (list, total) = s.list_platform_keys("default", P).await.unwrap();
+        assert_eq!((list.len(), total), (1, 1), "{}", db.name);
+    }
+    finish(dbs).await;
+}
+
+#[tokio::test]
+async fn master_keys_and_rewrap_feed() {
+    let dbs = backends().await;
+    for db in &dbs {
+        let s = &db.store;
+        s.insert_master_key(1, &[9; 32], 1).await.unwrap();
+        assert!(matches!(s.insert_master_key(1, &[9; 32], 1).await, Err(StoreError::Conflict(_))));
+        let row = pk("default", "k");
+        s.create_provider_key(&row, &[secret("default", &row.id, 1, b"v1")], None).await.unwrap();
+        let hash = s
+            .ensure_secret(&SecretRow { owner_id: "_hash".into(), field: "hmac".into(), ..secret("default", "_hash", 1, b"first") })
+            .await
+            .unwrap();
+        // ensure_secret keeps the first value.
+        let again = s
+            .ensure_secret(&SecretRow { owner_id: "_hash".into(), field: "hmac".into(), ..secret("default", "_hash", 1, b"second") })
+            .await
+            .unwrap();
+        assert_eq!(again.sealed, hash.sealed);
+        assert_eq!(s.count_secrets_not_under(2).await.unwrap(), 2);
+        let todo = s.secrets_not_under(2, 10).await.unwrap();
+        assert_eq!(todo.len(), 2);
+        for row in &todo {
+            assert!(s.replace_sealed(row, &row.sealed, 2, b"rewrapped").await.unwrap());
+            // A second replace with the stale value does nothing.
+            assert!(!s.replace_sealed(row, &row.sealed, 2, b"again").await.unwrap());
+        }
+        assert_eq!(s.count_secrets_not_under(2).await.unwrap(), 0);
+        s.insert_master_key(2, &[8; 32], 2).await.unwrap();
+        s.retire_master_key(1, 3).await.unwrap();
+        let keys = s.master_keys().await.unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].retired_at, Some(3));
+        assert_eq!(keys[1].retired_at, None, "{}", db.name);
+    }
+    finish(dbs).await;
+}
+
+#[tokio::test]
+async fn audit_log_filters_and_pages() {
+    let dbs = backends().await;
+    for db in &dbs {
+        let s = &db.store;
+        for i in 0..5 {
+            s.append_audit(&event("default", if i % 2 == 0 { "a.create" } else { "a.delete" }, &format!("t{i}"), 100 + i))
+                .await
+                .unwrap();
+        }
+        s.append_audit(&event("other", "a.create", "x", 1)).await.unwrap();
+        let (all, total) = s.list_audit("default", &AuditFilter::default(), P).await.unwrap();
+        assert_eq!((all.len(), total), (5, 5));
+        assert_eq!(all[0].at, 104, "newest first");
+        let f = AuditFilter { action: Some("a.create".into()), ..Default::default() };
+        assert_eq!(s.list_audit("default", &f, P).await.unwrap().1, 3);
+        let f = AuditFilter { from: Some(101), to: Some(103), ..Default::default() };
+        assert_eq!(s.list_audit("default", &f, P).await.unwrap().1, 2);
+        let f = AuditFilter { target_id: Some("t4".into()), ..Default::default() };
+        assert_eq!(s.list_audit("default", &f, P).await.unwrap().0[0].action, "a.create");
+        let (page2, _) = s.list_audit("default", &AuditFilter::default(), Page { page: 2, limit: 2 }).await.unwrap();
+        assert_eq!(page2.iter().map(|e| e.at).collect::<Vec<_>>(), vec![102, 101], "{}", db.name);
+    }
+    finish(dbs).await;
+}
+
+#[tokio::test]
+async fn concurrent_creates_of_one_name_admit_exactly_one() {
+    let dbs = backends().await;
+    for db in &dbs {
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let s = db.store.clone();
+            tasks.push(tokio::spawn(async move { s.create_provider_key(&pk("default", "race"), &[], None).await }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => panic!("{}: unexpected {e}", db.name),
+            }
+        }
+        assert_eq!(ok, 1, "{}", db.name);
+    }
+    finish(dbs).await;
+}
+
+#[tokio::test]
+async fn audit_events_commit_with_their_change() {
+    let dbs = backends().await;
+    for db in &dbs {
+        let s = &db.store;
+        let row = pk("default", "audited");
+        s.create_provider_key(&row, &[], Some(&event("default", "provider_key.create", &row.id, 1))).await.unwrap();
+        // A failing change writes no audit event.
+        let _ = s.create_provider_key(&pk("default", "audited"), &[], Some(&event("default", "provider_key.create", "dup", 2))).await;
+        let (events, _) = s.list_audit("default", &AuditFilter::default(), P).await.unwrap();
+        assert_eq!(events.len(), 1, "{}", db.name);
+        assert_eq!(events[0].target_id.as_deref(), Some(row.id.as_str()));
+    }
+    finish(dbs).await;
+}
