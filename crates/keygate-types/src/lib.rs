@@ -7,6 +7,7 @@ pub mod hubconfig;
 pub mod keyfmt;
 pub mod money;
 pub mod names;
+pub mod netpolicy;
 pub mod pricing;
 pub mod timefmt;
 
