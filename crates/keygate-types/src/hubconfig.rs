@@ -46,6 +46,72 @@ pub struct HubSettings {
     pub auth_scheme: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anthropic_version: Option<String>,
+    /// Names of the secret fields stored sealed for this key (set by keygate, never by input).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_fields: Vec<String>,
+}
+
+impl HubSettings {
+    /// The settings as the snake_case map a hub config is given in (secret fields excluded).
+    pub fn to_input_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        let mut put = |k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                out.insert(k.to_string(), serde_json::Value::String(v.clone()));
+            }
+        };
+        put("region", &self.region);
+        put("project_id", &self.project_id);
+        put("client_id", &self.client_id);
+        put("token_url", &self.token_url);
+        put("resource_name", &self.resource_name);
+        put("api_version", &self.api_version);
+        put("default_deployment", &self.default_deployment);
+        put("agent_id", &self.agent_id);
+        put("agent_alias_id", &self.agent_alias_id);
+        put("auth_header", &self.auth_header);
+        put("auth_scheme", &self.auth_scheme);
+        put("anthropic_version", &self.anthropic_version);
+        if !self.deployments.is_empty() {
+            let map = self
+                .deployments
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            out.insert("deployments".into(), serde_json::Value::Object(map));
+        }
+        out
+    }
+}
+
+/// The base URL a provider key's requests go to: its own, else one built from the hub
+/// config, else the hub's default. `None` when the key cannot name one (a custom hub
+/// without a URL, which validation refuses).
+pub fn effective_base_url(hub: ModelHub, base_url: Option<&str>, s: &HubSettings) -> Option<String> {
+    if let Some(u) = base_url {
+        return Some(u.trim_end_matches('/').to_string());
+    }
+    match hub {
+        ModelHub::Azure => s
+            .resource_name
+            .as_ref()
+            .map(|r| format!("https://{r}.openai.azure.com")),
+        ModelHub::Vertex => match (&s.region, &s.project_id) {
+            (Some(r), Some(p)) => Some(format!(
+                "https://{r}-aiplatform.googleapis.com/v1/projects/{p}/locations/{r}/endpoints/openapi"
+            )),
+            _ => None,
+        },
+        ModelHub::Bedrock => s
+            .region
+            .as_ref()
+            .map(|r| format!("https://bedrock-runtime.{r}.amazonaws.com")),
+        ModelHub::BedrockAgents => s
+            .region
+            .as_ref()
+            .map(|r| format!("https://bedrock-agent-runtime.{r}.amazonaws.com")),
+        other => other.default_base_url().map(str::to_string),
+    }
 }
 
 /// Secret hub-config fields, encrypted by the vault.

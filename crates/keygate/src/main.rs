@@ -1,1 +1,97 @@
-fn main() {}
+//! The `keygate` binary: `serve`, the store tools (`admin-key`, `master-key rotate`) and the
+//! CLI for every management operation, which talks to a running server.
+#![forbid(unsafe_code)]
+
+mod client;
+mod config;
+mod serve;
+mod tools;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "keygate", version, about = "A self-hosted LLM API-key vault and gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the store is, for the commands that open it directly.
+#[derive(clap::Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// Data directory of the embedded store (and its generated master key).
+    #[arg(long, env = "KEYGATE_DATA_DIR", default_value = "./keygate-data")]
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…` (default: SQLite in the data directory).
+    #[arg(long, env = "KEYGATE_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("keygate.db").display()))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway, the management API and the health endpoints.
+    Serve(serve::ServeArgs),
+    /// Create an ADMIN key directly in the store and print only its secret.
+    AdminKey(tools::AdminKeyArgs),
+    /// Master-key operations.
+    MasterKey {
+        #[command(subcommand)]
+        command: tools::MasterKeyCommand,
+    },
+    /// Manage provider keys on a running server (KEYGATE_URL, KEYGATE_API_KEY).
+    #[command(name = "provider-keys")]
+    ProviderKeys {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        command: client::ProviderKeysCommand,
+    },
+    /// Read the audit log of a running server (KEYGATE_URL, KEYGATE_API_KEY).
+    Audit {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        command: client::AuditCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keygate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !matches!(cli.command, Command::Serve(_)) {
+        serve::init_logging_for_tools();
+    }
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::AdminKey(args) => tools::admin_key(args).await,
+            Command::MasterKey { command } => tools::master_key(command).await,
+            Command::ProviderKeys { conn, command } => client::provider_keys(conn, command).await,
+            Command::Audit { conn, command } => client::audit(conn, command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keygate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Platform-key authentication, served from memory.
+//!
+//! The cache maps key hashes to principals. It is loaded at start and kept current by a
+//! background task that reads the store revision (one small query every 250 ms, never per
+//! request) and loads only the keys changed since, so a key created, changed, rotated or
+//! deleted by any process (another replica, `keygate admin-key`) takes effect within a second.
+//! What must stay true: a request is authenticated without a store round trip; a key's text
+//! is never logged; the stored hash is compared in constant time.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use keygate_store::{PlatformKeyRow, Store};
+use keygate_types::keyfmt::{self, KeyFormatError};
+use keygate_types::PlatformKeyType;
+use keygate_vault::KeyHash;
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::ApiError;
+use crate::platform_keys::KeySettings;
+use crate::state::AppState;
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// No key needed (health, OpenAPI document, wallet sign-in).
+    Public,
+    /// Any valid platform key (the gateway).
+    Inference,
+    /// An ADMIN platform key (the management API).
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Public => "public",
+            Role::Inference => "inference",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// An authenticated platform key.
+#[derive(Debug)]
+pub struct Principal {
+    pub id: String,
+    pub workspace: String,
+    pub key_type: PlatformKeyType,
+    pub org_admin: bool,
+    pub expires_at: Option<i64>,
+    pub settings: KeySettings,
+    pub last6: String,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.key_type == PlatformKeyType::Admin
+    }
+}
+
+struct Entry {
+    hash: KeyHash,
+    principal: Arc<Principal>,
+    /// Set for the hash of a rotated-out secret: valid until then.
+    valid_until: Option<i64>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_hash: HashMap<KeyHash, Entry>,
+    hashes_of: HashMap<String, Vec<KeyHash>>,
+}
+
+/// Why authentication failed. Each maps to 401 with its own message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    Missing,
+    Malformed(KeyFormatError),
+    Unknown,
+    Expired,
+    RotatedOut,
+}
+
+impl AuthFailure {
+    pub fn to_error(&self) -> ApiError {
+        match self {
+            AuthFailure::Missing => ApiError::unauthorized(
+                "missing API key: send `Authorization: Bearer <keygate key>` (or `x-portkey-api-key`)",
+            ),
+            AuthFailure::Malformed(e) => ApiError::unauthorized(format!("malformed API key: {e}")),
+            AuthFailure::Unknown => ApiError::unauthorized("invalid API key"),
+            AuthFailure::Expired => ApiError::unauthorized("the API key has expired"),
+            AuthFailure::RotatedOut => ApiError::unauthorized("the API key was rotated and its grace period has ended"),
+        }
+    }
+}
+
+/// The in-memory platform-key cache.
+#[derive(Default)]
+pub struct AuthCache {
+    inner: RwLock<Inner>,
+    rev: AtomicI64,
+    last_used: Mutex<HashMap<String, i64>>,
+}
+
+fn principal_of(row: &PlatformKeyRow) -> Option<Principal> {
+    let key_type = PlatformKeyType::parse(&row.key_type)?;
+    let settings = serde_json::from_str(&row.settings).unwrap_or_else(|e| {
+        tracing::warn!(key_id = %row.id, error = %e, "unreadable key settings; using none");
+        KeySettings::default()
+    });
+    Some(Principal {
+        id: row.id.clone(),
+        workspace: row.workspace.clone(),
+        key_type,
+        org_admin: row.org_admin,
+        expires_at: row.expires_at,
+        settings,
+        last6: row.last6.clone(),
+    })
+}
+
+impl AuthCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies changed rows (deleted ones remove the key).
+    pub fn apply(&self, rows: &[PlatformKeyRow]) {
+        let mut inner = self.inner.write();
+        for row in rows {
+            if let Some(old) = inner.hashes_of.remove(&row.id) {
+                for h in old {
+                    inner.by_hash.remove(&h);
+                }
+            }
+            if row.deleted_at.is_some() {
+                continue;
+            }
+            let Some(principal) = principal_of(row) else {
+                tracing::warn!(key_id = %row.id, "platform key of unknown type ignored");
+                continue;
+            };
+            let principal = Arc::new(principal);
+            let mut hashes = Vec::with_capacity(2);
+            if let Some(h) = KeyHash::from_slice(&row.key_hash) {
+                inner.by_hash.insert(
+                    h,
+                    Entry {
+                        hash: h,
+                        principal: principal.clone(),
+                        valid_until: None,
+                    },
+                );
+                hashes.push(h);
+            }
+            if let (Some(prev), Some(until)) = (row.prev_key_hash.as_deref(), row.prev_valid_until) {
+                if let Some(h) = KeyHash::from_slice(prev) {
+                    inner.by_hash.insert(
+                        h,
+                        Entry {
+                            hash: h,
+                            principal: principal.clone(),
+                            valid_until: Some(until),
+                        },
+                    );
+                    hashes.push(h);
+                }
+            }
+            inner.hashes_of.insert(row.id.clone(), hashes);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().hashes_of.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Loads everything changed since the last refresh.
+    pub async fn refresh(&self, store: &dyn Store) -> Result<bool, keygate_store::StoreError> {
+        let known = self.rev.load(Ordering::Acquire);
+        let current = store.revision().await?;
+        if current == known {
+            return Ok(false);
+        }
+        let rows = store.platform_keys_changed_since(known).await?;
+        self.apply(&rows);
+        self.rev.store(current, Ordering::Release);
+        Ok(!rows.is_empty())
+    }
+
+    /// Authenticates a presented key at time `now` (Unix ms).
+    pub fn authenticate(
+        &self,
+        presented: &str,
+        hash: impl FnOnce(&str) -> KeyHash,
+        now: i64,
+    ) -> Result<Arc<Principal>, AuthFailure> {
+        keyfmt::check(presented).map_err(AuthFailure::Malformed)?;
+        let h = hash(presented);
+        let inner = self.inner.read();
+        let entry = inner.by_hash.get(&h).ok_or(AuthFailure::Unknown)?;
+        if !entry.hash.ct_eq(&h) {
+            return Err(AuthFailure::Unknown);
+        }
+        if let Some(until) = entry.valid_until {
+            if now >= until {
+                return Err(AuthFailure::RotatedOut);
+            }
+        }
+        if let Some(exp) = entry.principal.expires_at {
+            if now >= exp {
+                return Err(AuthFailure::Expired);
+            }
+        }
+        Ok(entry.principal.clone())
+    }
+
+    /// Notes that a key was used (written to the store in batches).
+    pub fn note_use(&self, id: &str, now: i64) {
+        let mut map = self.last_used.lock();
+        match map.get_mut(id) {
+            Some(t) => *t = now,
+            None => {
+                map.insert(id.to_string(), now);
+            }
+        }
+    }
+
+    pub fn take_uses(&self) -> Vec<(String, i64)> {
+        std::mem::take(&mut *self.last_used.lock()).into_iter().collect()
+    }
+}
+
+/// Keeps the cache current until `shutdown` fires, flushing last-use times as it goes.
+pub async fn run_refresher(
+    cache: Arc<AuthCache>,
+    store: Arc<dyn Store>,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut flush_at = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => break,
+        }
+        if let Err(e) = cache.refresh(store.as_ref()).await {
+            tracing::warn!(error = %e, "platform-key cache refresh failed; serving the keys already loaded");
+        }
+        if tokio::time::Instant::now() >= flush_at {
+            flush_at = tokio::time::Instant::now() + Duration::from_secs(5);
+            let uses = cache.take_uses();
+            if let Err(e) = store.touch_platform_keys(&uses).await {
+                tracing::warn!(error = %e, "cannot record key use");
+            }
+        }
+    }
+    let uses = cache.take_uses();
+    let _ = store.touch_platform_keys(&uses).await;
+}
+
+/// The platform key a request presents: `x-portkey-api-key` when non-empty (then
+/// `Authorization` carries a provider placeholder and is ignored), else `Authorization: Bearer`.
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("x-portkey-api-key").and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if !v.is_empty() {
+            return Some(v);
+        }
+    }
+    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, rest) = auth.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let rest = rest.trim();
+    (!rest.is_empty()).then_some(rest)
+}
+
+/// Authenticates a request for `role`; puts the [`Principal`] into the request extensions.
+pub async fn require(State((state, role)): State<(AppState, Role)>, mut req: Request, next: Next) -> Response {
+    if role == Role::Public {
+        return next.run(req).await;
+    }
+    let now = keygate_types::timefmt::now_ms();
+    let result = match presented_key(req.headers()) {
+        None => Err(AuthFailure::Missing),
+        Some(key) => state.auth.authenticate(key, |k| state.vault.hash(k), now),
+    };
+    let principal = match result {
+        Ok(p) => p,
+        Err(f) => return f.to_error().into_response(),
+    };
+    if role == Role::Admin && !principal.is_admin() {
+        return ApiError::forbidden("this route needs an ADMIN key; INFERENCE keys may only use the gateway")
+            .into_response();
+    }
+    state.auth.note_use(&principal.id, now);
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}

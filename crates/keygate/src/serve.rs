@@ -1,0 +1,215 @@
+//! `keygate serve`: opens the store, binds the vault, loads the key cache, serves, and shuts
+//! down gracefully (readiness 503, drain for a bounded time, flush, exit).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use keygate_api::auth::{run_refresher, AuthCache};
+use keygate_api::platform_keys::{create_platform_key, system_audit, KeySettings, NewPlatformKey};
+use keygate_api::vault::VaultService;
+use keygate_api::{ApiSettings, AppState};
+use keygate_types::{PlatformKeyType, DEFAULT_WORKSPACE};
+
+use crate::config::{Config, LogFormat, Overrides};
+use crate::tools::master_key_for;
+use crate::StoreArgs;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (also KEYGATE_CONFIG).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8400; KEYGATE_LISTEN).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Data directory (default ./keygate-data; KEYGATE_DATA_DIR).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// sqlite://… or postgres://… (default: SQLite in the data directory; KEYGATE_DATABASE_URL).
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Allow provider keys that point at loopback or private addresses (KEYGATE_ALLOW_PRIVATE_UPSTREAMS).
+    #[arg(long)]
+    pub allow_private_upstreams: bool,
+    /// Log format (KEYGATE_LOG_FORMAT); the level comes from KEYGATE_LOG (e.g. `debug`).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Tools log warnings only (to stderr), so their stdout stays clean for scripts.
+pub fn init_logging_for_tools() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn describe_db(url: &str) -> &'static str {
+    if url.starts_with("sqlite:") {
+        "sqlite"
+    } else {
+        "postgres"
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+        database_url: args.database_url.clone(),
+        allow_private_upstreams: args.allow_private_upstreams.then_some(true),
+        log_format: args.log_format,
+    };
+    let config = Config::load(args.config.clone(), &overrides)?;
+    init_logging(config.log_format);
+    let started = std::time::Instant::now();
+
+    let store_args = StoreArgs {
+        data_dir: config.data_dir.clone(),
+        database_url: config.database_url.clone(),
+    };
+    let store = crate::tools::open_store(&store_args).await?;
+    let (key, source) = master_key_for(&config.data_dir, true)?;
+    let vault = VaultService::bootstrap(store.as_ref(), key).await?;
+    tracing::info!(
+        database = describe_db(&config.database_url()),
+        master_key = %source.describe(),
+        master_key_version = vault.master_version(),
+        "store opened"
+    );
+
+    let auth = Arc::new(AuthCache::new());
+    auth.refresh(store.as_ref()).await.context("cannot load platform keys")?;
+    if store.count_platform_keys().await? == 0 {
+        let (_, secret) = create_platform_key(
+            store.as_ref(),
+            &vault,
+            NewPlatformKey {
+                workspace: DEFAULT_WORKSPACE,
+                key_type: PlatformKeyType::Admin,
+                org_admin: true,
+                description: "first ADMIN key",
+                settings: KeySettings::default(),
+                expires_at: None,
+                created_by: Some("keygate serve (first start)".into()),
+            },
+            Some(system_audit(DEFAULT_WORKSPACE, "system", "api_key.create", "api_key")),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the first ADMIN key: {}", e.message))?;
+        auth.refresh(store.as_ref()).await?;
+        // Printed, not logged: it is shown once and must not reach log collectors.
+        println!(
+            "\nkeygate: this is a new store. Its first ADMIN key (shown only now; keep it safe):\n\n    {}\n\n\
+             Create another at any time with:  keygate admin-key --data-dir {}\n",
+            secret.expose(),
+            config.data_dir.display()
+        );
+    }
+
+    let settings = ApiSettings {
+        allow_private_upstreams: config.allow_private_upstreams,
+        max_body_bytes: config.max_body_bytes,
+    };
+    let state = AppState::new(store.clone(), vault, auth.clone(), settings);
+    let (app, _) = keygate_api::app(state.clone());
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let refresher = tokio::spawn(run_refresher(auth, store.clone(), Duration::from_millis(250), stop_rx.clone()));
+    let purge_store = store.clone();
+    let mut purge_stop = stop_rx.clone();
+    let purger = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = purge_stop.changed() => break,
+            }
+            if let Err(e) = purge_store.purge_expired_secrets(keygate_types::timefmt::now_ms()).await {
+                tracing::warn!(error = %e, "cannot purge expired secrets");
+            }
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(
+        listen = %config.listen,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "keygate is ready"
+    );
+
+    let shutdown_state = state.clone();
+    let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: readiness is now 503, draining in-flight requests");
+        shutdown_state.set_ready(false);
+        let _ = drain_tx.send(true);
+    });
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    let server = tokio::spawn(async move { server.await });
+    let mut server = server;
+    tokio::select! {
+        res = &mut server => { res.context("server task")??; }
+        _ = async {
+            let _ = drain_rx.changed().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_seconds = config.shutdown_grace_seconds, "drain time is over; closing remaining connections");
+            server.abort();
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = refresher.await;
+    let _ = purger.await;
+    store.close().await;
+    tracing::info!("keygate stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
