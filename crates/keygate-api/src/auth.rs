@@ -161,7 +161,8 @@ impl AuthCache {
                 );
                 hashes.push(h);
             }
-            if let (Some(prev), Some(until)) = (row.prev_key_hash.as_deref(), row.prev_valid_until) {
+            if let (Some(prev), Some(until)) = (row.prev_key_hash.as_deref(), row.prev_valid_until)
+            {
                 if let Some(h) = KeyHash::from_slice(prev) {
                     inner.by_hash.insert(
                         h,
@@ -238,7 +239,9 @@ impl AuthCache {
     }
 
     pub fn take_uses(&self) -> Vec<(String, i64)> {
-        std::mem::take(&mut *self.last_used.lock()).into_iter().collect()
+        std::mem::take(&mut *self.last_used.lock())
+            .into_iter()
+            .collect()
     }
 }
 
@@ -275,13 +278,20 @@ pub async fn run_refresher(
 /// The platform key a request presents: `x-portkey-api-key` when non-empty (then
 /// `Authorization` carries a provider placeholder and is ignored), else `Authorization: Bearer`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get("x-portkey-api-key").and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get("x-portkey-api-key")
+        .and_then(|v| v.to_str().ok())
+    {
         let v = v.trim();
         if !v.is_empty() {
             return Some(v);
         }
     }
-    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let auth = headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
     let (scheme, rest) = auth.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
@@ -291,7 +301,11 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Authenticates a request for `role`; puts the [`Principal`] into the request extensions.
-pub async fn require(State((state, role)): State<(AppState, Role)>, mut req: Request, next: Next) -> Response {
+pub async fn require(
+    State((state, role)): State<(AppState, Role)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     if role == Role::Public {
         return next.run(req).await;
     }
@@ -305,8 +319,10 @@ pub async fn require(State((state, role)): State<(AppState, Role)>, mut req: Req
         Err(f) => return f.to_error().into_response(),
     };
     if role == Role::Admin && !principal.is_admin() {
-        return ApiError::forbidden("this route needs an ADMIN key; INFERENCE keys may only use the gateway")
-            .into_response();
+        return ApiError::forbidden(
+            "this route needs an ADMIN key; INFERENCE keys may only use the gateway",
+        )
+        .into_response();
     }
     state.auth.note_use(&principal.id, now);
     req.extensions_mut().insert(principal);

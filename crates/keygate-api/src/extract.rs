@@ -23,7 +23,13 @@ pub struct Ctx {
 
 impl Ctx {
     /// An audit event for a change made by this caller.
-    pub fn audit(&self, action: &str, target_type: &str, target_id: Option<&str>, details: serde_json::Value) -> AuditEvent {
+    pub fn audit(
+        &self,
+        action: &str,
+        target_type: &str,
+        target_id: Option<&str>,
+        details: serde_json::Value,
+    ) -> AuditEvent {
         AuditEvent {
             id: new_id(),
             workspace: self.workspace.clone(),
@@ -109,16 +115,18 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 "send the body as JSON with Content-Type: application/json",
             ));
         }
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(format!(
-                    "the request body is larger than the limit of {} bytes",
-                    state.settings.max_body_bytes
-                ))
-            } else {
-                ApiError::bad_request("cannot read the request body")
-            }
-        })?;
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::too_large(format!(
+                        "the request body is larger than the limit of {} bytes",
+                        state.settings.max_body_bytes
+                    ))
+                } else {
+                    ApiError::bad_request("cannot read the request body")
+                }
+            })?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -162,7 +170,10 @@ fn describe_json_error(path: &str, e: &serde_json::Error) -> String {
             match msg.rsplit_once(", expected ") {
                 Some((_, expected)) => format!("invalid value{at}: expected {expected}"),
                 None if msg.starts_with("unknown variant") => {
-                    let expected = msg.split_once("expected ").map(|x| x.1).unwrap_or("a known value");
+                    let expected = msg
+                        .split_once("expected ")
+                        .map(|x| x.1)
+                        .unwrap_or("a known value");
                     format!("invalid value{at}: expected {expected}")
                 }
                 None => format!("invalid value{at}"),
@@ -192,7 +203,8 @@ mod tests {
 
     #[test]
     fn errors_never_echo_values() {
-        let e = parse_json::<Body>(br#"{"name":"x","rateLimitInterval":"sk-canary-1234"}"#).unwrap_err();
+        let e = parse_json::<Body>(br#"{"name":"x","rateLimitInterval":"sk-canary-1234"}"#)
+            .unwrap_err();
         assert!(!e.message.contains("sk-canary"), "{}", e.message);
         assert!(e.message.contains("rateLimitInterval"), "{}", e.message);
         let e = parse_json::<Body>(br#"{"name":"x","modelHub":"sk-canary-1234"}"#).unwrap_err();

@@ -98,12 +98,42 @@ pub fn routes(state: AppState) -> RouteTable {
         .add(M::GET, "/readyz", Public, health::readyz)
         .add(M::GET, "/api/v1/openapi.json", Public, openapi::document)
         // Native provider keys.
-        .add(M::GET, "/api/v1/provider_keys", Admin, provider_keys::list_handler)
-        .add(M::POST, "/api/v1/provider_keys", Admin, provider_keys::create_handler)
-        .add(M::GET, "/api/v1/provider_keys/{name}", Admin, provider_keys::get_handler)
-        .add(M::PATCH, "/api/v1/provider_keys/{name}", Admin, provider_keys::update_handler)
-        .add(M::DELETE, "/api/v1/provider_keys/{name}", Admin, provider_keys::delete_handler)
-        .add(M::POST, "/api/v1/provider_keys/{name}/rename", Admin, provider_keys::rename_handler)
+        .add(
+            M::GET,
+            "/api/v1/provider_keys",
+            Admin,
+            provider_keys::list_handler,
+        )
+        .add(
+            M::POST,
+            "/api/v1/provider_keys",
+            Admin,
+            provider_keys::create_handler,
+        )
+        .add(
+            M::GET,
+            "/api/v1/provider_keys/{name}",
+            Admin,
+            provider_keys::get_handler,
+        )
+        .add(
+            M::PATCH,
+            "/api/v1/provider_keys/{name}",
+            Admin,
+            provider_keys::update_handler,
+        )
+        .add(
+            M::DELETE,
+            "/api/v1/provider_keys/{name}",
+            Admin,
+            provider_keys::delete_handler,
+        )
+        .add(
+            M::POST,
+            "/api/v1/provider_keys/{name}/rename",
+            Admin,
+            provider_keys::rename_handler,
+        )
         // Audit log.
         .add(M::GET, "/api/v1/audit", Admin, audit::list)
         // Vijil's mount.
@@ -143,7 +173,11 @@ async fn normalize_path(mut req: Request, next: Next) -> Response {
 }
 
 /// Refuses a declared body over the cap with 413 before anything reads it.
-async fn cap_body(axum::extract::State(cap): axum::extract::State<usize>, req: Request, next: Next) -> Response {
+async fn cap_body(
+    axum::extract::State(cap): axum::extract::State<usize>,
+    req: Request,
+    next: Next,
+) -> Response {
     let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -151,8 +185,10 @@ async fn cap_body(axum::extract::State(cap): axum::extract::State<usize>, req: R
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared {
         if len > cap as u64 {
-            return ApiError::too_large(format!("the request body is larger than the limit of {cap} bytes"))
-                .into_response();
+            return ApiError::too_large(format!(
+                "the request body is larger than the limit of {cap} bytes"
+            ))
+            .into_response();
         }
     }
     next.run(req).await

@@ -50,7 +50,9 @@ impl<'de> Deserialize<'de> for SecretInput {
 }
 
 /// Distinguishes an absent field from an explicit `null`.
-fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -149,7 +151,9 @@ pub fn rate_limit_of(row: &ProviderKeyRow) -> (i64, i64, bool) {
     match (row.rate_limit_per_interval, row.rate_limit_interval) {
         (Some(n), Some(i)) => (n, i, true),
         _ => {
-            let d = ModelHub::parse(&row.hub).unwrap_or(ModelHub::Custom).default_rate_limit();
+            let d = ModelHub::parse(&row.hub)
+                .unwrap_or(ModelHub::Custom)
+                .default_rate_limit();
             (i64::from(d.per_interval), i64::from(d.interval_secs), false)
         }
     }
@@ -189,7 +193,11 @@ pub fn secret_hint(secret: &str) -> Option<String> {
 fn parse_hub(s: &str) -> ApiResult<ModelHub> {
     ModelHub::parse(s).ok_or_else(|| {
         let all: Vec<&str> = ModelHub::ALL.iter().map(|h| h.as_str()).collect();
-        ApiError::bad_request(format!("unknown modelHub {s:?}; expected one of {}", all.join(", ")))
+        // The value is not repeated: a secret pasted into the wrong field must not come back.
+        ApiError::bad_request(format!(
+            "unknown modelHub; expected one of {}",
+            all.join(", ")
+        ))
     })
 }
 
@@ -199,15 +207,22 @@ fn check_secret(what: &str, s: &SecretInput) -> ApiResult<()> {
         return Err(ApiError::bad_request(format!("{what} must not be empty")));
     }
     if v.len() > MAX_SECRET_LEN {
-        return Err(ApiError::bad_request(format!("{what} is longer than {MAX_SECRET_LEN} bytes")));
+        return Err(ApiError::bad_request(format!(
+            "{what} is longer than {MAX_SECRET_LEN} bytes"
+        )));
     }
     if v.chars().any(|c| c.is_control()) {
-        return Err(ApiError::bad_request(format!("{what} must not contain control characters")));
+        return Err(ApiError::bad_request(format!(
+            "{what} must not contain control characters"
+        )));
     }
     Ok(())
 }
 
-fn check_rate_limit(per: Option<u32>, interval: Option<u32>) -> ApiResult<(Option<i64>, Option<i64>)> {
+fn check_rate_limit(
+    per: Option<u32>,
+    interval: Option<u32>,
+) -> ApiResult<(Option<i64>, Option<i64>)> {
     match (per, interval) {
         (None, None) => Ok((None, None)),
         (None, Some(_)) => Err(ApiError::bad_request(
@@ -216,10 +231,14 @@ fn check_rate_limit(per: Option<u32>, interval: Option<u32>) -> ApiResult<(Optio
         (Some(n), i) => {
             let i = i.unwrap_or(60);
             if n == 0 {
-                return Err(ApiError::bad_request("rateLimitPerInterval must be at least 1"));
+                return Err(ApiError::bad_request(
+                    "rateLimitPerInterval must be at least 1",
+                ));
             }
             if !(1..=86_400 * 31).contains(&i) {
-                return Err(ApiError::bad_request("rateLimitInterval must be 1 to 2678400 seconds"));
+                return Err(ApiError::bad_request(
+                    "rateLimitInterval must be 1 to 2678400 seconds",
+                ));
             }
             Ok((Some(i64::from(n)), Some(i64::from(i))))
         }
@@ -229,14 +248,22 @@ fn check_rate_limit(per: Option<u32>, interval: Option<u32>) -> ApiResult<(Optio
 /// Checks an upstream URL when saved: the URL policy, then (for names) what DNS says now.
 /// A name that does not resolve yet is accepted; it is checked again at connect time.
 pub async fn check_base_url(raw: &str, allow_private: bool) -> ApiResult<String> {
-    let url = netpolicy::check_upstream_url(raw, allow_private).map_err(|e| ApiError::bad_request(format!("baseUrl: {e}")))?;
+    let url = netpolicy::check_upstream_url(raw, allow_private)
+        .map_err(|e| ApiError::bad_request(format!("baseUrl: {e}")))?;
     if let Some(url::Host::Domain(host)) = url.host() {
         let port = url.port_or_known_default().unwrap_or(443);
-        let lookup = tokio::time::timeout(std::time::Duration::from_secs(1), tokio::net::lookup_host((host, port))).await;
+        let lookup = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            tokio::net::lookup_host((host, port)),
+        )
+        .await;
         if let Ok(Ok(addrs)) = lookup {
             for addr in addrs {
-                netpolicy::address_allowed(addr.ip(), allow_private)
-                    .map_err(|e| ApiError::bad_request(format!("baseUrl: {host} resolves to a refused address: {e}")))?;
+                netpolicy::address_allowed(addr.ip(), allow_private).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "baseUrl: {host} resolves to a refused address: {e}"
+                    ))
+                })?;
             }
         }
     }
@@ -252,7 +279,13 @@ fn place<'a>(row: &'a ProviderKeyRow, version: i64, field: &'a str) -> SecretPla
     }
 }
 
-fn seal_row(state: &AppState, row: &ProviderKeyRow, version: i64, field: &str, value: &[u8]) -> ApiResult<SecretRow> {
+fn seal_row(
+    state: &AppState,
+    row: &ProviderKeyRow,
+    version: i64,
+    field: &str,
+    value: &[u8],
+) -> ApiResult<SecretRow> {
     let sealed = state
         .vault
         .seal(&place(row, version, field), value)
@@ -270,19 +303,31 @@ fn seal_row(state: &AppState, row: &ProviderKeyRow, version: i64, field: &str, v
 }
 
 /// Creates a provider key.
-pub async fn create(state: &AppState, ctx: &Ctx, input: CreateProviderKey) -> ApiResult<ProviderKeyRow> {
+pub async fn create(
+    state: &AppState,
+    ctx: &Ctx,
+    input: CreateProviderKey,
+) -> ApiResult<ProviderKeyRow> {
     validate_name(&input.name).map_err(|e| ApiError::bad_request(format!("name {e}")))?;
     let hub = parse_hub(&input.model_hub)?;
     if let Some(k) = &input.api_key {
         check_secret("apiKey", k)?;
     }
     let base_url = match &input.base_url {
-        Some(u) if !u.trim().is_empty() => Some(check_base_url(u, state.settings.allow_private_upstreams).await?),
+        Some(u) if !u.trim().is_empty() => {
+            Some(check_base_url(u, state.settings.allow_private_upstreams).await?)
+        }
         _ => None,
     };
-    let parsed = hubconfig::validate(hub, input.hub_config.as_ref(), input.api_key.is_some(), base_url.is_some())
-        .map_err(|e| ApiError::bad_request(e.0))?;
-    let (per, interval) = check_rate_limit(input.rate_limit_per_interval, input.rate_limit_interval)?;
+    let parsed = hubconfig::validate(
+        hub,
+        input.hub_config.as_ref(),
+        input.api_key.is_some(),
+        base_url.is_some(),
+    )
+    .map_err(|e| ApiError::bad_request(e.0))?;
+    let (per, interval) =
+        check_rate_limit(input.rate_limit_per_interval, input.rate_limit_interval)?;
     state.vault.ensure_current(state.store.as_ref()).await?;
 
     let mut settings = parsed.settings;
@@ -315,7 +360,13 @@ pub async fn create(state: &AppState, ctx: &Ctx, input: CreateProviderKey) -> Ap
     drop(hint_source.map(Zeroizing::new));
     let mut secrets = Vec::new();
     if let Some(k) = &input.api_key {
-        secrets.push(seal_row(state, &row, 1, API_KEY_FIELD, k.0.trim().as_bytes())?);
+        secrets.push(seal_row(
+            state,
+            &row,
+            1,
+            API_KEY_FIELD,
+            k.0.trim().as_bytes(),
+        )?);
     }
     for s in &parsed.secrets {
         secrets.push(seal_row(state, &row, 1, s.field, s.value.as_bytes())?);
@@ -335,7 +386,12 @@ pub async fn create(state: &AppState, ctx: &Ctx, input: CreateProviderKey) -> Ap
 
 /// Applies a partial update. A new `apiKey` rotates: every secret field is re-sealed at the
 /// next secret version and the previous version expires after the grace period.
-pub async fn update(state: &AppState, ctx: &Ctx, current: ProviderKeyRow, patch: UpdateProviderKey) -> ApiResult<ProviderKeyRow> {
+pub async fn update(
+    state: &AppState,
+    ctx: &Ctx,
+    current: ProviderKeyRow,
+    patch: UpdateProviderKey,
+) -> ApiResult<ProviderKeyRow> {
     if let Some(n) = &patch.name {
         if n != &current.name {
             return Err(ApiError::bad_request(
@@ -357,7 +413,10 @@ pub async fn update(state: &AppState, ctx: &Ctx, current: ProviderKeyRow, patch:
         Some(Some(u)) => Some(check_base_url(u, state.settings.allow_private_upstreams).await?),
     };
     let old_settings = settings_of(&current);
-    let stored_secrets = state.store.secrets_of(&current.workspace, &current.id).await?;
+    let stored_secrets = state
+        .store
+        .secrets_of(&current.workspace, &current.id)
+        .await?;
     let live: Vec<&SecretRow> = stored_secrets
         .iter()
         .filter(|s| s.version == current.secret_version && s.expires_at.is_none())
@@ -389,19 +448,28 @@ pub async fn update(state: &AppState, ctx: &Ctx, current: ProviderKeyRow, patch:
     }
     // A hub change drops settings the new hub does not take only when the patch says so;
     // otherwise validation names the field that no longer applies.
-    let parsed = hubconfig::validate(hub, Some(&Value::Object(merged)), has_api_key, base_url.is_some())
-        .map_err(|e| ApiError::bad_request(e.0))?;
+    let parsed = hubconfig::validate(
+        hub,
+        Some(&Value::Object(merged)),
+        has_api_key,
+        base_url.is_some(),
+    )
+    .map_err(|e| ApiError::bad_request(e.0))?;
     let (per, interval) = match (&patch.rate_limit_per_interval, &patch.rate_limit_interval) {
         (None, None) => (current.rate_limit_per_interval, current.rate_limit_interval),
         (Some(None), _) => (None, None),
         (p, i) => {
             let per = match p {
                 Some(v) => *v,
-                None => current.rate_limit_per_interval.and_then(|v| u32::try_from(v).ok()),
+                None => current
+                    .rate_limit_per_interval
+                    .and_then(|v| u32::try_from(v).ok()),
             };
             let int = match i {
                 Some(v) => *v,
-                None => current.rate_limit_interval.and_then(|v| u32::try_from(v).ok()),
+                None => current
+                    .rate_limit_interval
+                    .and_then(|v| u32::try_from(v).ok()),
             };
             check_rate_limit(per, int)?
         }
@@ -417,9 +485,16 @@ pub async fn update(state: &AppState, ctx: &Ctx, current: ProviderKeyRow, patch:
     let dropped = live
         .iter()
         .any(|s| s.field != API_KEY_FIELD && !kept.contains(s.field.as_str()));
-    let secrets_patched = parsed.secrets.iter().any(|s| patched_secret_fields.contains(s.field));
+    let secrets_patched = parsed
+        .secrets
+        .iter()
+        .any(|s| patched_secret_fields.contains(s.field));
     let rotating = patch.api_key.is_some() || secrets_patched || dropped;
-    let version = if rotating { current.secret_version + 1 } else { current.secret_version };
+    let version = if rotating {
+        current.secret_version + 1
+    } else {
+        current.secret_version
+    };
     let now = now_ms();
     let mut row = current.clone();
     row.hub = hub.as_str().to_string();
@@ -436,7 +511,9 @@ pub async fn update(state: &AppState, ctx: &Ctx, current: ProviderKeyRow, patch:
     let mut new_secrets = Vec::new();
     if rotating {
         let open_old = |field: &str| -> ApiResult<Option<Zeroizing<Vec<u8>>>> {
-            let Some(old) = live.iter().find(|x| x.field == field) else { return Ok(None) };
+            let Some(old) = live.iter().find(|x| x.field == field) else {
+                return Ok(None);
+            };
             state
                 .vault
                 .open(&place(&current, current.secret_version, field), &old.sealed)
@@ -445,7 +522,13 @@ pub async fn update(state: &AppState, ctx: &Ctx, current: ProviderKeyRow, patch:
         };
         match &patch.api_key {
             Some(k) => {
-                new_secrets.push(seal_row(state, &row, version, API_KEY_FIELD, k.0.trim().as_bytes())?);
+                new_secrets.push(seal_row(
+                    state,
+                    &row,
+                    version,
+                    API_KEY_FIELD,
+                    k.0.trim().as_bytes(),
+                )?);
                 row.secret_hint = secret_hint(k.0.trim());
             }
             None => {
@@ -462,7 +545,11 @@ pub async fn update(state: &AppState, ctx: &Ctx, current: ProviderKeyRow, patch:
             }
         }
     }
-    let expire = if rotating { vec![current.secret_version] } else { Vec::new() };
+    let expire = if rotating {
+        vec![current.secret_version]
+    } else {
+        Vec::new()
+    };
     let grace_until = match patch.grace_period_seconds {
         Some(g) if g > 0 && rotating => Some(now + i64::from(g) * 1000),
         _ => None,
@@ -483,7 +570,11 @@ pub async fn update(state: &AppState, ctx: &Ctx, current: ProviderKeyRow, patch:
     if patch.private.is_some() {
         changed.push("private");
     }
-    let action = if rotating { "provider_key.rotate" } else { "provider_key.update" };
+    let action = if rotating {
+        "provider_key.rotate"
+    } else {
+        "provider_key.update"
+    };
     let audit = ctx.audit(
         action,
         "provider_key",
@@ -510,7 +601,12 @@ fn snake(name: &str) -> String {
     out
 }
 
-pub async fn rename(state: &AppState, ctx: &Ctx, current: ProviderKeyRow, new_name: &str) -> ApiResult<ProviderKeyRow> {
+pub async fn rename(
+    state: &AppState,
+    ctx: &Ctx,
+    current: ProviderKeyRow,
+    new_name: &str,
+) -> ApiResult<ProviderKeyRow> {
     validate_name(new_name).map_err(|e| ApiError::bad_request(format!("newName {e}")))?;
     if new_name == current.name {
         return Ok(current);
@@ -524,10 +620,17 @@ pub async fn rename(state: &AppState, ctx: &Ctx, current: ProviderKeyRow, new_na
         Some(&row.id),
         json!({"from": current.name, "to": new_name}),
     );
-    Ok(state.store.update_provider_key(&row, &[], &[], None, Some(&audit)).await?)
+    Ok(state
+        .store
+        .update_provider_key(&row, &[], &[], None, Some(&audit))
+        .await?)
 }
 
-pub async fn delete(state: &AppState, ctx: &Ctx, current: &ProviderKeyRow) -> ApiResult<ProviderKeyRow> {
+pub async fn delete(
+    state: &AppState,
+    ctx: &Ctx,
+    current: &ProviderKeyRow,
+) -> ApiResult<ProviderKeyRow> {
     let audit = ctx.audit(
         "provider_key.delete",
         "provider_key",
@@ -581,10 +684,18 @@ pub fn list_body<T: Serialize>(items: Vec<T>, page: Page, total: i64) -> Value {
 #[utoipa::path(get, path = "/api/v1/provider_keys", tag = "provider keys", params(PageQuery),
     responses((status = 200, description = "`{object, data: [ProviderKey], page, limit, total}`")),
     security(("bearer" = [])))]
-pub async fn list_handler(State(state): State<AppState>, ctx: Ctx, q: Query<PageQuery>) -> ApiResult<Json<Value>> {
+pub async fn list_handler(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    q: Query<PageQuery>,
+) -> ApiResult<Json<Value>> {
     let page = q.page()?;
     let (rows, total) = state.store.list_provider_keys(&ctx.workspace, page).await?;
-    Ok(Json(list_body(rows.iter().map(view).collect(), page, total)))
+    Ok(Json(list_body(
+        rows.iter().map(view).collect(),
+        page,
+        total,
+    )))
 }
 
 /// Create a provider key.
@@ -598,14 +709,21 @@ pub async fn create_handler(
     JsonBody(input): JsonBody<CreateProviderKey>,
 ) -> ApiResult<impl IntoResponse> {
     let row = create(&state, &ctx, input).await?;
-    Ok((StatusCode::CREATED, Json(json!({"success": true, "data": view(&row)}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"success": true, "data": view(&row)})),
+    ))
 }
 
 /// Get a provider key by name.
 #[utoipa::path(get, path = "/api/v1/provider_keys/{name}", tag = "provider keys",
     params(("name" = String, Path)), responses((status = 200, description = "`{data: ProviderKey}`", body = ProviderKeyView),
     (status = 404, description = "no such key")), security(("bearer" = [])))]
-pub async fn get_handler(State(state): State<AppState>, ctx: Ctx, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get_handler(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
     let row = by_name(&state, &ctx, &name).await?;
     Ok(Json(json!({"data": view(&row)})))
 }
@@ -645,7 +763,11 @@ pub async fn rename_handler(
 #[utoipa::path(delete, path = "/api/v1/provider_keys/{name}", tag = "provider keys", params(("name" = String, Path)),
     responses((status = 200, description = "`{success: true}`"), (status = 404, description = "no such key")),
     security(("bearer" = [])))]
-pub async fn delete_handler(State(state): State<AppState>, ctx: Ctx, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn delete_handler(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
     let current = by_name(&state, &ctx, &name).await?;
     delete(&state, &ctx, &current).await?;
     Ok(Json(json!({"success": true})))

@@ -46,7 +46,12 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, vault: Arc<VaultService>, auth: Arc<AuthCache>, settings: ApiSettings) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        vault: Arc<VaultService>,
+        auth: Arc<AuthCache>,
+        settings: ApiSettings,
+    ) -> Self {
         AppState(Arc::new(StateInner {
             store,
             vault,

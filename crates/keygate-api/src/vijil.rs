@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Ctx, JsonBody};
-use crate::provider_keys::{self, rate_limit_of, CreateProviderKey, SecretInput, UpdateProviderKey};
+use crate::provider_keys::{
+    self, rate_limit_of, CreateProviderKey, SecretInput, UpdateProviderKey,
+};
 use crate::state::AppState;
 
 /// A provider key in Vijil's shape. Never the secret.
@@ -76,7 +78,11 @@ pub async fn list(State(state): State<AppState>, ctx: Ctx) -> ApiResult<Json<Val
     Ok(Json(Value::Array(out)))
 }
 
-pub async fn create(State(state): State<AppState>, ctx: Ctx, JsonBody(body): JsonBody<VijilCreate>) -> ApiResult<impl IntoResponse> {
+pub async fn create(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    JsonBody(body): JsonBody<VijilCreate>,
+) -> ApiResult<impl IntoResponse> {
     let input = CreateProviderKey {
         name: body.name,
         model_hub: body.hub,
@@ -131,7 +137,11 @@ pub async fn update(
     Ok(Json(vijil_view(&row)))
 }
 
-pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn delete(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let row = by_id(&state, &ctx, &id).await?;
     provider_keys::delete(&state, &ctx, &row).await?;
     Ok(Json(json!({"message": "deleted", "id": row.id})))

@@ -1,5 +1,6 @@
 //! The real router, in process, on a fresh SQLite store: authentication, provider keys,
 //! the Vijil mount, workspaces, audit and error shapes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 
@@ -26,20 +27,39 @@ struct H {
 
 async fn harness_with(settings: ApiSettings) -> H {
     let dir = tempfile::tempdir().unwrap();
-    let store = keygate_store::open(&format!("sqlite://{}", dir.path().join("k.db").display())).await.unwrap();
-    let vault = VaultService::bootstrap(store.as_ref(), MasterKey::generate()).await.unwrap();
+    let store = keygate_store::open(&format!("sqlite://{}", dir.path().join("k.db").display()))
+        .await
+        .unwrap();
+    let vault = VaultService::bootstrap(store.as_ref(), MasterKey::generate())
+        .await
+        .unwrap();
     let auth = Arc::new(AuthCache::new());
     let state = AppState::new(store.clone(), vault, auth, settings);
     let admin = key(&state, "default", PlatformKeyType::Admin, true, None).await;
     let (app, _) = keygate_api::app(state.clone());
-    H { app, state, admin, _dir: dir }
+    H {
+        app,
+        state,
+        admin,
+        _dir: dir,
+    }
 }
 
 async fn harness() -> H {
-    harness_with(ApiSettings { allow_private_upstreams: true, ..Default::default() }).await
+    harness_with(ApiSettings {
+        allow_private_upstreams: true,
+        ..Default::default()
+    })
+    .await
 }
 
-async fn key(state: &AppState, ws: &str, t: PlatformKeyType, org: bool, expires_at: Option<i64>) -> String {
+async fn key(
+    state: &AppState,
+    ws: &str,
+    t: PlatformKeyType,
+    org: bool,
+    expires_at: Option<i64>,
+) -> String {
     let (_, secret) = create_platform_key(
         state.store.as_ref(),
         &state.vault,
@@ -61,11 +81,24 @@ async fn key(state: &AppState, ws: &str, t: PlatformKeyType, org: bool, expires_
 }
 
 impl H {
-    async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         self.call_h(method, path, key, body, &[]).await
     }
 
-    async fn call_h(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+    async fn call_h(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(k) = key {
             req = req.header("authorization", format!("Bearer {k}"));
@@ -74,16 +107,25 @@ impl H {
             req = req.header(*n, *v);
         }
         let req = match body {
-            Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())).unwrap(),
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string()))
+                .unwrap(),
             None => req.body(Body::empty()).unwrap(),
         };
         let resp = self.app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         assert!(
-            resp.headers().get("content-type").map(|v| v.to_str().unwrap().starts_with("application/json")).unwrap_or(false),
+            resp.headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().starts_with("application/json"))
+                .unwrap_or(false),
             "{method} {path}: every answer is JSON"
         );
-        assert!(resp.headers().contains_key("x-request-id"), "{method} {path}: x-request-id");
+        assert!(
+            resp.headers().contains_key("x-request-id"),
+            "{method} {path}: x-request-id"
+        );
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         (status, v)
@@ -106,9 +148,13 @@ async fn authentication_answers_per_failure() {
     assert_eq!(v["error"]["code"], "invalid_api_key");
     let (s, v) = h.call("GET", path, Some("kg_adm_short"), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert!(v["error"]["message"].as_str().unwrap().contains("malformed"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("malformed"));
     // Well-formed (checksum correct) but unknown.
-    let unknown = keygate_types::PlatformSecret::generate(PlatformKeyType::Admin, &mut rand::rngs::OsRng);
+    let unknown =
+        keygate_types::PlatformSecret::generate(PlatformKeyType::Admin, &mut rand::rngs::OsRng);
     let (s, v) = h.call("GET", path, Some(unknown.expose()), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(v["error"]["message"], "invalid API key");
@@ -125,16 +171,44 @@ async fn authentication_answers_per_failure() {
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(v["error"]["code"], "forbidden");
     // Expired.
-    let old = key(&h.state, "default", PlatformKeyType::Admin, false, Some(1_000)).await;
+    let old = key(
+        &h.state,
+        "default",
+        PlatformKeyType::Admin,
+        false,
+        Some(1_000),
+    )
+    .await;
     let (s, v) = h.call("GET", path, Some(&old), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(v["error"]["message"].as_str().unwrap().contains("expired"));
     // Scheme must be Bearer; x-portkey-api-key works too; an empty one is no key.
-    let (s, _) = h.call_h("GET", path, None, None, &[("authorization", &format!("Basic {}", h.admin))]).await;
+    let (s, _) = h
+        .call_h(
+            "GET",
+            path,
+            None,
+            None,
+            &[("authorization", &format!("Basic {}", h.admin))],
+        )
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _) = h.call_h("GET", path, None, None, &[("x-portkey-api-key", &h.admin), ("authorization", "Bearer OPENAI_API_KEY")]).await;
+    let (s, _) = h
+        .call_h(
+            "GET",
+            path,
+            None,
+            None,
+            &[
+                ("x-portkey-api-key", &h.admin),
+                ("authorization", "Bearer OPENAI_API_KEY"),
+            ],
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = h.call_h("GET", path, None, None, &[("x-portkey-api-key", "")]).await;
+    let (s, _) = h
+        .call_h("GET", path, None, None, &[("x-portkey-api-key", "")])
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = h.admin("GET", path, None).await;
     assert_eq!(s, StatusCode::OK);
@@ -148,18 +222,35 @@ async fn every_route_declares_a_role_and_guards_it() {
     assert!(specs.len() >= 14);
     for spec in &specs {
         let path = spec.path.replace("{name}", "x").replace("{id}", "x");
-        let (status, _) = h.call(spec.method.as_str(), &path, None, Some(json!({}))).await;
+        let (status, _) = h
+            .call(spec.method.as_str(), &path, None, Some(json!({})))
+            .await;
         match spec.role {
-            Role::Public => assert_ne!(status, StatusCode::UNAUTHORIZED, "{} {}", spec.method, spec.path),
+            Role::Public => assert_ne!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{} {}",
+                spec.method,
+                spec.path
+            ),
             Role::Admin | Role::Inference => {
-                assert_eq!(status, StatusCode::UNAUTHORIZED, "{} {} must refuse a missing key", spec.method, spec.path)
+                assert_eq!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "{} {} must refuse a missing key",
+                    spec.method,
+                    spec.path
+                )
             }
         }
     }
     // The OpenAPI document lists only routes of the table.
     let (_, doc) = h.call("GET", "/api/v1/openapi.json", None, None).await;
     for (path, _) in doc["paths"].as_object().unwrap() {
-        assert!(specs.iter().any(|s| s.path == path), "{path} is documented but not routed");
+        assert!(
+            specs.iter().any(|s| s.path == path),
+            "{path} is documented but not routed"
+        );
     }
 }
 
@@ -171,7 +262,10 @@ async fn provider_key_lifecycle_native() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let d = &v["data"];
-    assert_eq!(d["secretHint"], "e6e4"[..].replace("e6e4", &CANARY[CANARY.len() - 4..]));
+    assert_eq!(
+        d["secretHint"],
+        "e6e4"[..].replace("e6e4", &CANARY[CANARY.len() - 4..])
+    );
     assert_eq!(d["secretVersion"], 1);
     assert_eq!(d["rateLimitPerInterval"], 600);
     assert_eq!(d["rateLimitSource"], "explicit");
@@ -179,62 +273,144 @@ async fn provider_key_lifecycle_native() {
     assert!(!v.to_string().contains(CANARY));
 
     // Name taken: 409.
-    let (s, _) = h.admin("POST", "/api/v1/provider_keys", Some(json!({"name":"openai-prod","modelHub":"openai","apiKey":"x"}))).await;
+    let (s, _) = h
+        .admin(
+            "POST",
+            "/api/v1/provider_keys",
+            Some(json!({"name":"openai-prod","modelHub":"openai","apiKey":"x"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
     // Default rate limit of the hub.
-    let (s, v) = h.admin("POST", "/api/v1/provider_keys", Some(json!({"name":"t1","modelHub":"together","apiKey":"tk-123456789012"}))).await;
+    let (s, v) = h
+        .admin(
+            "POST",
+            "/api/v1/provider_keys",
+            Some(json!({"name":"t1","modelHub":"together","apiKey":"tk-123456789012"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(v["data"]["rateLimitSource"], "hubDefault");
     assert_eq!(v["data"]["rateLimitPerInterval"], 60);
 
     // Get, list.
-    let (s, v) = h.admin("GET", "/api/v1/provider_keys/openai-prod", None).await;
+    let (s, v) = h
+        .admin("GET", "/api/v1/provider_keys/openai-prod", None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["data"]["name"], "openai-prod");
-    let (_, v) = h.admin("GET", "/api/v1/provider_keys?page=1&limit=1", None).await;
+    let (_, v) = h
+        .admin("GET", "/api/v1/provider_keys?page=1&limit=1", None)
+        .await;
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
     assert_eq!(v["total"], 2);
 
     // Rotation: version up, hint changes; name change refused on PATCH.
     let (s, v) = h
-        .admin("PATCH", "/api/v1/provider_keys/openai-prod", Some(json!({"apiKey":"sk-second-secret-000011112222","gracePeriodSeconds":60})))
+        .admin(
+            "PATCH",
+            "/api/v1/provider_keys/openai-prod",
+            Some(json!({"apiKey":"sk-second-secret-000011112222","gracePeriodSeconds":60})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["data"]["secretVersion"], 2);
     assert_eq!(v["data"]["secretHint"], "2222");
-    let secrets = h.state.store.secrets_of("default", v["data"]["id"].as_str().unwrap()).await.unwrap();
-    assert_eq!(secrets.len(), 2, "the old version stays for the grace period");
-    assert!(secrets.iter().any(|s| s.version == 1 && s.expires_at.is_some()));
-    let (s, _) = h.admin("PATCH", "/api/v1/provider_keys/openai-prod", Some(json!({"name":"other"}))).await;
+    let secrets = h
+        .state
+        .store
+        .secrets_of("default", v["data"]["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        secrets.len(),
+        2,
+        "the old version stays for the grace period"
+    );
+    assert!(secrets
+        .iter()
+        .any(|s| s.version == 1 && s.expires_at.is_some()));
+    let (s, _) = h
+        .admin(
+            "PATCH",
+            "/api/v1/provider_keys/openai-prod",
+            Some(json!({"name":"other"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // Rate limit back to the hub default with null.
-    let (_, v) = h.admin("PATCH", "/api/v1/provider_keys/openai-prod", Some(json!({"rateLimitPerInterval":null}))).await;
+    let (_, v) = h
+        .admin(
+            "PATCH",
+            "/api/v1/provider_keys/openai-prod",
+            Some(json!({"rateLimitPerInterval":null})),
+        )
+        .await;
     assert_eq!(v["data"]["rateLimitSource"], "hubDefault");
-    assert_eq!(v["data"]["secretVersion"], 2, "no secret change, no rotation");
+    assert_eq!(
+        v["data"]["secretVersion"], 2,
+        "no secret change, no rotation"
+    );
 
     // Rename and its conflict.
-    let (s, _) = h.admin("POST", "/api/v1/provider_keys/openai-prod/rename", Some(json!({"newName":"t1"}))).await;
+    let (s, _) = h
+        .admin(
+            "POST",
+            "/api/v1/provider_keys/openai-prod/rename",
+            Some(json!({"newName":"t1"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
-    let (s, v) = h.admin("POST", "/api/v1/provider_keys/openai-prod/rename", Some(json!({"newName":"openai-main"}))).await;
+    let (s, v) = h
+        .admin(
+            "POST",
+            "/api/v1/provider_keys/openai-prod/rename",
+            Some(json!({"newName":"openai-main"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["data"]["name"], "openai-main");
-    let (s, _) = h.admin("GET", "/api/v1/provider_keys/openai-prod", None).await;
+    let (s, _) = h
+        .admin("GET", "/api/v1/provider_keys/openai-prod", None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // Delete: JSON answer, gone, secrets destroyed.
     let id = v["data"]["id"].as_str().unwrap().to_string();
-    let (s, v) = h.admin("DELETE", "/api/v1/provider_keys/openai-main", None).await;
+    let (s, v) = h
+        .admin("DELETE", "/api/v1/provider_keys/openai-main", None)
+        .await;
     assert_eq!((s, v), (StatusCode::OK, json!({"success": true})));
-    assert!(h.state.store.secrets_of("default", &id).await.unwrap().is_empty());
-    let (s, _) = h.admin("DELETE", "/api/v1/provider_keys/openai-main", None).await;
+    assert!(h
+        .state
+        .store
+        .secrets_of("default", &id)
+        .await
+        .unwrap()
+        .is_empty());
+    let (s, _) = h
+        .admin("DELETE", "/api/v1/provider_keys/openai-main", None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // One audit event per change, never a secret.
     let (_, v) = h.admin("GET", "/api/v1/audit?limit=50", None).await;
-    let actions: Vec<&str> = v["data"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
     assert_eq!(
         actions,
-        vec!["provider_key.delete", "provider_key.rename", "provider_key.update", "provider_key.rotate", "provider_key.create", "provider_key.create"]
+        vec![
+            "provider_key.delete",
+            "provider_key.rename",
+            "provider_key.update",
+            "provider_key.rotate",
+            "provider_key.create",
+            "provider_key.create"
+        ]
     );
     assert!(!v.to_string().contains(CANARY));
     assert!(v["data"][0]["requestId"].as_str().is_some());
@@ -248,10 +424,22 @@ async fn hub_configs_are_validated_and_secret_parts_sealed() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let body = v.to_string();
     assert!(!body.contains("cs-canary") && !body.contains("rt-canary"));
-    assert_eq!(v["data"]["hubConfig"]["secretFields"], json!(["client_secret", "refresh_token"]));
-    assert!(v["data"]["effectiveBaseUrl"].as_str().unwrap().contains("us-central1-aiplatform.googleapis.com/v1/projects/p1"));
+    assert_eq!(
+        v["data"]["hubConfig"]["secretFields"],
+        json!(["client_secret", "refresh_token"])
+    );
+    assert!(v["data"]["effectiveBaseUrl"]
+        .as_str()
+        .unwrap()
+        .contains("us-central1-aiplatform.googleapis.com/v1/projects/p1"));
     // Changing one secret part rotates and carries the other over.
-    let (s, v) = h.admin("PATCH", "/api/v1/provider_keys/vx", Some(json!({"hubConfig":{"refresh_token":"rt-new-value-3"}}))).await;
+    let (s, v) = h
+        .admin(
+            "PATCH",
+            "/api/v1/provider_keys/vx",
+            Some(json!({"hubConfig":{"refresh_token":"rt-new-value-3"}})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["data"]["secretVersion"], 2);
     let id = v["data"]["id"].as_str().unwrap();
@@ -259,7 +447,12 @@ async fn hub_configs_are_validated_and_secret_parts_sealed() {
     let live: Vec<_> = secrets.iter().filter(|s| s.version == 2).collect();
     assert_eq!(live.len(), 2);
     for s in live {
-        let place = keygate_vault::SecretPlace { workspace: "default", record_id: id, secret_version: 2, field: &s.field };
+        let place = keygate_vault::SecretPlace {
+            workspace: "default",
+            record_id: id,
+            secret_version: 2,
+            field: &s.field,
+        };
         let text = h.state.vault.open_string(&place, &s.sealed).unwrap();
         match s.field.as_str() {
             "client_secret" => assert_eq!(text.as_str(), "cs-canary-secret-1"),
@@ -268,48 +461,109 @@ async fn hub_configs_are_validated_and_secret_parts_sealed() {
         }
     }
     // Changing only public settings keeps the version.
-    let (_, v) = h.admin("PATCH", "/api/v1/provider_keys/vx", Some(json!({"hubConfig":{"region":"europe-west4"}}))).await;
+    let (_, v) = h
+        .admin(
+            "PATCH",
+            "/api/v1/provider_keys/vx",
+            Some(json!({"hubConfig":{"region":"europe-west4"}})),
+        )
+        .await;
     assert_eq!(v["data"]["secretVersion"], 2);
     assert_eq!(v["data"]["hubConfig"]["region"], "europe-west4");
 
     for (body, needle) in [
-        (json!({"name":"v2","modelHub":"vertex","hubConfig":{"region":"us"}}), "project_id"),
-        (json!({"name":"a1","modelHub":"azure","apiKey":"k"}), "resource_name"),
+        (
+            json!({"name":"v2","modelHub":"vertex","hubConfig":{"region":"us"}}),
+            "project_id",
+        ),
+        (
+            json!({"name":"a1","modelHub":"azure","apiKey":"k"}),
+            "resource_name",
+        ),
         (json!({"name":"o1","modelHub":"openai"}), "apiKey"),
-        (json!({"name":"o1","modelHub":"nope","apiKey":"k"}), "unknown modelHub"),
-        (json!({"name":"bad name","modelHub":"openai","apiKey":"k"}), "name"),
-        (json!({"name":"o1","modelHub":"openai","apiKey":"k","hubConfig":{"agent_id":"x"}}), "does not apply"),
-        (json!({"name":"o1","modelHub":"openai","apiKey":"k","rateLimitInterval":5}), "rateLimitPerInterval"),
-        (json!({"name":"o1","modelHub":"openai","apiKey":"k","bogus":1}), "bogus"),
-        (json!({"name":"c1","modelHub":"custom","apiKey":"k"}), "baseUrl"),
+        (
+            json!({"name":"o1","modelHub":"nope","apiKey":"k"}),
+            "unknown modelHub",
+        ),
+        (
+            json!({"name":"bad name","modelHub":"openai","apiKey":"k"}),
+            "name",
+        ),
+        (
+            json!({"name":"o1","modelHub":"openai","apiKey":"k","hubConfig":{"agent_id":"x"}}),
+            "does not apply",
+        ),
+        (
+            json!({"name":"o1","modelHub":"openai","apiKey":"k","rateLimitInterval":5}),
+            "rateLimitPerInterval",
+        ),
+        (
+            json!({"name":"o1","modelHub":"openai","apiKey":"k","bogus":1}),
+            "bogus",
+        ),
+        (
+            json!({"name":"c1","modelHub":"custom","apiKey":"k"}),
+            "baseUrl",
+        ),
     ] {
-        let (s, v) = h.admin("POST", "/api/v1/provider_keys", Some(body.clone())).await;
+        let (s, v) = h
+            .admin("POST", "/api/v1/provider_keys", Some(body.clone()))
+            .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
-        assert!(v["error"]["message"].as_str().unwrap().contains(needle), "{body}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{body}: {v}"
+        );
     }
     let (s, v) = h
         .admin("POST", "/api/v1/provider_keys", Some(json!({"name":"az","modelHub":"azure","apiKey":"azure-key-123456","hubConfig":{"resourceName":"res","deployments":{"gpt-4o":"dep1"},"defaultDeployment":"dep1"}})))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["data"]["effectiveBaseUrl"], "https://res.openai.azure.com");
+    assert_eq!(
+        v["data"]["effectiveBaseUrl"],
+        "https://res.openai.azure.com"
+    );
     assert_eq!(v["data"]["hubConfig"]["apiVersion"], "2024-10-21");
 }
 
 #[tokio::test]
 async fn upstream_urls_are_checked_when_saved() {
     let strict = harness_with(ApiSettings::default()).await;
-    for url in ["http://127.0.0.1:9/v1", "http://localhost:8080", "http://10.1.2.3/", "http://2130706433/", "http://[::1]/"] {
+    for url in [
+        "http://127.0.0.1:9/v1",
+        "http://localhost:8080",
+        "http://10.1.2.3/",
+        "http://2130706433/",
+        "http://[::1]/",
+    ] {
         let (s, v) = strict
-            .admin("POST", "/api/v1/provider_keys", Some(json!({"name":"c","modelHub":"custom","apiKey":"k","baseUrl":url})))
+            .admin(
+                "POST",
+                "/api/v1/provider_keys",
+                Some(json!({"name":"c","modelHub":"custom","apiKey":"k","baseUrl":url})),
+            )
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{url}: {v}");
     }
     let open = harness().await;
-    for url in ["http://169.254.169.254/", "http://metadata.google.internal/", "http://user:pw@127.0.0.1/", "http://127.0.0.1/#x"] {
+    for url in [
+        "http://169.254.169.254/",
+        "http://metadata.google.internal/",
+        "http://user:pw@127.0.0.1/",
+        "http://127.0.0.1/#x",
+    ] {
         let (s, _) = open
-            .admin("POST", "/api/v1/provider_keys", Some(json!({"name":"c","modelHub":"custom","apiKey":"k","baseUrl":url})))
+            .admin(
+                "POST",
+                "/api/v1/provider_keys",
+                Some(json!({"name":"c","modelHub":"custom","apiKey":"k","baseUrl":url})),
+            )
             .await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{url} must be refused even with private upstreams allowed");
+        assert_eq!(
+            s,
+            StatusCode::BAD_REQUEST,
+            "{url} must be refused even with private upstreams allowed"
+        );
     }
     let (s, v) = open
         .admin("POST", "/api/v1/provider_keys", Some(json!({"name":"c","modelHub":"custom","apiKey":"k","baseUrl":"http://127.0.0.1:9/v1/"})))
@@ -341,7 +595,13 @@ async fn vijil_mount_speaks_vijils_shapes() {
     assert_eq!(v["rate_limit_per_interval"], 10);
     assert_eq!(v["rate_limit_interval"], 5);
     // Rename: name only.
-    let (_, v) = h.admin("PUT", &format!("/v1/api-keys/{id}"), Some(json!({"name":"renamed"}))).await;
+    let (_, v) = h
+        .admin(
+            "PUT",
+            &format!("/v1/api-keys/{id}"),
+            Some(json!({"name":"renamed"})),
+        )
+        .await;
     assert_eq!(v["name"], "renamed");
     assert_eq!(v["secret_version"], 2);
     let (s, v) = h.admin("DELETE", &format!("/v1/api-keys/{id}"), None).await;
@@ -356,12 +616,25 @@ async fn workspaces_are_isolated() {
     let h = harness().await;
     h.state
         .store
-        .create_workspace(&WorkspaceRow { id: "team-b".into(), name: "B".into(), created_at: 1, updated_at: 1 }, None)
+        .create_workspace(
+            &WorkspaceRow {
+                id: "team-b".into(),
+                name: "B".into(),
+                created_at: 1,
+                updated_at: 1,
+            },
+            None,
+        )
         .await
         .unwrap();
     let b_admin = key(&h.state, "team-b", PlatformKeyType::Admin, false, None).await;
     let (s, _) = h
-        .call("POST", "/api/v1/provider_keys", Some(&b_admin), Some(json!({"name":"b-key","modelHub":"openai","apiKey":"k-b-000000000000"})))
+        .call(
+            "POST",
+            "/api/v1/provider_keys",
+            Some(&b_admin),
+            Some(json!({"name":"b-key","modelHub":"openai","apiKey":"k-b-000000000000"})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED);
     let (_, v) = h.call("GET", "/v1/api-keys", Some(&b_admin), None).await;
@@ -369,28 +642,52 @@ async fn workspaces_are_isolated() {
     // The org admin sees nothing of team-b by default...
     let (s, _) = h.admin("GET", "/api/v1/provider_keys/b-key", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = h.admin("DELETE", &format!("/v1/api-keys/{b_id}"), None).await;
+    let (s, _) = h
+        .admin("DELETE", &format!("/v1/api-keys/{b_id}"), None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // ...and all of it when naming the workspace.
     let admin = h.admin.clone();
     let (s, _) = h
-        .call_h("GET", "/api/v1/provider_keys/b-key", Some(&admin), None, &[("x-keygate-workspace", "team-b")])
+        .call_h(
+            "GET",
+            "/api/v1/provider_keys/b-key",
+            Some(&admin),
+            None,
+            &[("x-keygate-workspace", "team-b")],
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
     // A workspace admin cannot reach another workspace, not even by naming it.
     let (s, _) = h
-        .call_h("GET", "/api/v1/provider_keys", Some(&b_admin), None, &[("x-keygate-workspace", "default")])
+        .call_h(
+            "GET",
+            "/api/v1/provider_keys",
+            Some(&b_admin),
+            None,
+            &[("x-keygate-workspace", "default")],
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = h
-        .call_h("GET", "/api/v1/provider_keys", Some(&admin), None, &[("x-keygate-workspace", "nope")])
+        .call_h(
+            "GET",
+            "/api/v1/provider_keys",
+            Some(&admin),
+            None,
+            &[("x-keygate-workspace", "nope")],
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn oversized_and_malformed_bodies() {
-    let h = harness_with(ApiSettings { allow_private_upstreams: true, max_body_bytes: 2048 }).await;
+    let h = harness_with(ApiSettings {
+        allow_private_upstreams: true,
+        max_body_bytes: 2048,
+    })
+    .await;
     let big = json!({"name":"x","modelHub":"openai","apiKey":"a".repeat(4096)});
     let (s, v) = h.admin("POST", "/api/v1/provider_keys", Some(big)).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
@@ -419,35 +716,74 @@ async fn a_key_created_elsewhere_is_picked_up_by_refresh() {
     let (_, secret) = create_platform_key(
         h.state.store.as_ref(),
         &h.state.vault,
-        NewPlatformKey { workspace: "default", key_type: PlatformKeyType::Admin, org_admin: false, description: "x", settings: KeySettings::default(), expires_at: None, created_by: None },
+        NewPlatformKey {
+            workspace: "default",
+            key_type: PlatformKeyType::Admin,
+            org_admin: false,
+            description: "x",
+            settings: KeySettings::default(),
+            expires_at: None,
+            created_by: None,
+        },
         None,
     )
     .await
     .unwrap();
-    let (s, _) = h.call("GET", "/api/v1/provider_keys", Some(secret.expose()), None).await;
+    let (s, _) = h
+        .call("GET", "/api/v1/provider_keys", Some(secret.expose()), None)
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "not yet loaded");
     h.state.auth.refresh(h.state.store.as_ref()).await.unwrap();
-    let (s, _) = h.call("GET", "/api/v1/provider_keys", Some(secret.expose()), None).await;
+    let (s, _) = h
+        .call("GET", "/api/v1/provider_keys", Some(secret.expose()), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     // Deleting it revokes it at the next refresh.
-    let rows = h.state.store.list_platform_keys("default", keygate_store::Page { page: 1, limit: 10 }).await.unwrap().0;
+    let rows = h
+        .state
+        .store
+        .list_platform_keys("default", keygate_store::Page { page: 1, limit: 10 })
+        .await
+        .unwrap()
+        .0;
     let row = rows.iter().find(|r| r.last6 == secret.last6()).unwrap();
-    h.state.store.delete_platform_key("default", &row.id, 1, None).await.unwrap();
+    h.state
+        .store
+        .delete_platform_key("default", &row.id, 1, None)
+        .await
+        .unwrap();
     h.state.auth.refresh(h.state.store.as_ref()).await.unwrap();
-    let (s, _) = h.call("GET", "/api/v1/provider_keys", Some(secret.expose()), None).await;
+    let (s, _) = h
+        .call("GET", "/api/v1/provider_keys", Some(secret.expose()), None)
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn master_key_rotation_keeps_every_secret_readable() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = keygate_store::open(&format!("sqlite://{}", dir.path().join("k.db").display())).await.unwrap();
+    let store: Arc<dyn Store> =
+        keygate_store::open(&format!("sqlite://{}", dir.path().join("k.db").display()))
+            .await
+            .unwrap();
     let old = MasterKey::generate();
-    let vault = VaultService::bootstrap(store.as_ref(), old.clone()).await.unwrap();
-    let state = AppState::new(store.clone(), vault, Arc::new(AuthCache::new()), ApiSettings::default());
+    let vault = VaultService::bootstrap(store.as_ref(), old.clone())
+        .await
+        .unwrap();
+    let state = AppState::new(
+        store.clone(),
+        vault,
+        Arc::new(AuthCache::new()),
+        ApiSettings::default(),
+    );
     let admin = key(&state, "default", PlatformKeyType::Admin, true, None).await;
     let (app, _) = keygate_api::app(state.clone());
-    let h = H { app, state: state.clone(), admin: admin.clone(), _dir: tempfile::tempdir().unwrap() };
+    let h = H {
+        app,
+        state: state.clone(),
+        admin: admin.clone(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
     for i in 0..25 {
         let (s, _) = h
             .admin("POST", "/api/v1/provider_keys", Some(json!({"name":format!("k{i}"),"modelHub":"openai","apiKey":format!("sk-secret-number-{i:04}")})))
@@ -457,28 +793,61 @@ async fn master_key_rotation_keeps_every_secret_readable() {
     let new = MasterKey::generate();
     let seen = std::sync::Mutex::new((0u64, 0u64));
     let progress = |d: u64, t: u64| *seen.lock().unwrap() = (d, t);
-    let report = keygate_api::vault::rotate_master_key(store.as_ref(), old.clone(), new.clone(), &progress).await.unwrap();
+    let report =
+        keygate_api::vault::rotate_master_key(store.as_ref(), old.clone(), new.clone(), &progress)
+            .await
+            .unwrap();
     assert_eq!((report.from_version, report.to_version), (1, 2));
-    assert_eq!(report.rewrapped, 26, "25 provider secrets and the hashing secret");
+    assert_eq!(
+        report.rewrapped, 26,
+        "25 provider secrets and the hashing secret"
+    );
     assert_eq!(*seen.lock().unwrap(), (26, 26));
     // The old key no longer starts keygate; the new one reads everything and keeps platform keys valid.
-    let err = VaultService::bootstrap(store.as_ref(), old).await.unwrap_err();
+    let err = VaultService::bootstrap(store.as_ref(), old)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("retired"), "{err}");
-    let err = VaultService::bootstrap(store.as_ref(), MasterKey::generate()).await.unwrap_err();
+    let err = VaultService::bootstrap(store.as_ref(), MasterKey::generate())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
     let vault2 = VaultService::bootstrap(store.as_ref(), new).await.unwrap();
     assert_eq!(vault2.master_version(), 2);
-    let (rows, _) = store.list_provider_keys("default", keygate_store::Page { page: 1, limit: 100 }).await.unwrap();
+    let (rows, _) = store
+        .list_provider_keys(
+            "default",
+            keygate_store::Page {
+                page: 1,
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap();
     for (i, row) in rows.iter().enumerate() {
         let secrets = store.secrets_of("default", &row.id).await.unwrap();
-        let place = keygate_vault::SecretPlace { workspace: "default", record_id: &row.id, secret_version: 1, field: "api_key" };
+        let place = keygate_vault::SecretPlace {
+            workspace: "default",
+            record_id: &row.id,
+            secret_version: 1,
+            field: "api_key",
+        };
         let text = vault2.open_string(&place, &secrets[0].sealed).unwrap();
         assert_eq!(text.as_str(), format!("sk-secret-number-{i:04}"));
     }
     let auth2 = Arc::new(AuthCache::new());
     auth2.refresh(store.as_ref()).await.unwrap();
-    assert!(auth2.authenticate(&admin, |k| vault2.hash(k), 0).is_ok(), "platform keys survive a rotation");
+    assert!(
+        auth2.authenticate(&admin, |k| vault2.hash(k), 0).is_ok(),
+        "platform keys survive a rotation"
+    );
     // A server still holding the old key refuses to seal new secrets.
-    let (s, v) = h.admin("POST", "/api/v1/provider_keys", Some(json!({"name":"late","modelHub":"openai","apiKey":"sk-late-0000000000"}))).await;
+    let (s, v) = h
+        .admin(
+            "POST",
+            "/api/v1/provider_keys",
+            Some(json!({"name":"late","modelHub":"openai","apiKey":"sk-late-0000000000"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
 }

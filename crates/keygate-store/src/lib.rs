@@ -203,7 +203,13 @@ pub trait Store: Send + Sync + 'static {
     async fn secrets_not_under(&self, version: i64, limit: u32) -> Result<Vec<SecretRow>>;
     async fn count_secrets_not_under(&self, version: i64) -> Result<i64>;
     /// Replaces a sealed value if it is still `old_sealed` (false when it changed meanwhile).
-    async fn replace_sealed(&self, row: &SecretRow, old_sealed: &[u8], new_master_version: i64, new_sealed: &[u8]) -> Result<bool>;
+    async fn replace_sealed(
+        &self,
+        row: &SecretRow,
+        old_sealed: &[u8],
+        new_master_version: i64,
+        new_sealed: &[u8],
+    ) -> Result<bool>;
     /// Current and grace-period secrets of a record.
     async fn secrets_of(&self, workspace: &str, owner_id: &str) -> Result<Vec<SecretRow>>;
     /// Inserts a system secret if none exists at that place; returns the stored one.
@@ -215,12 +221,23 @@ pub trait Store: Send + Sync + 'static {
     async fn create_workspace(&self, row: &WorkspaceRow, audit: Option<&AuditEvent>) -> Result<()>;
     async fn list_workspaces(&self, page: Page) -> Result<(Vec<WorkspaceRow>, i64)>;
     async fn get_workspace(&self, id: &str) -> Result<WorkspaceRow>;
-    async fn rename_workspace(&self, id: &str, name: &str, now: i64, audit: Option<&AuditEvent>) -> Result<WorkspaceRow>;
+    async fn rename_workspace(
+        &self,
+        id: &str,
+        name: &str,
+        now: i64,
+        audit: Option<&AuditEvent>,
+    ) -> Result<WorkspaceRow>;
     /// Deletes a workspace that holds no live records.
     async fn delete_workspace(&self, id: &str, audit: Option<&AuditEvent>) -> Result<()>;
 
     // Provider keys.
-    async fn create_provider_key(&self, row: &ProviderKeyRow, secrets: &[SecretRow], audit: Option<&AuditEvent>) -> Result<ProviderKeyRow>;
+    async fn create_provider_key(
+        &self,
+        row: &ProviderKeyRow,
+        secrets: &[SecretRow],
+        audit: Option<&AuditEvent>,
+    ) -> Result<ProviderKeyRow>;
     /// Updates every column but the id and workspace. New secret rows are inserted; the
     /// secrets of versions in `expire_versions` get `expires_at = grace_until` (or are deleted
     /// when `grace_until` is `None`).
@@ -233,27 +250,61 @@ pub trait Store: Send + Sync + 'static {
         audit: Option<&AuditEvent>,
     ) -> Result<ProviderKeyRow>;
     async fn get_provider_key(&self, workspace: &str, id: &str) -> Result<ProviderKeyRow>;
-    async fn get_provider_key_by_name(&self, workspace: &str, name: &str) -> Result<ProviderKeyRow>;
-    async fn list_provider_keys(&self, workspace: &str, page: Page) -> Result<(Vec<ProviderKeyRow>, i64)>;
+    async fn get_provider_key_by_name(&self, workspace: &str, name: &str)
+        -> Result<ProviderKeyRow>;
+    async fn list_provider_keys(
+        &self,
+        workspace: &str,
+        page: Page,
+    ) -> Result<(Vec<ProviderKeyRow>, i64)>;
     /// Soft-deletes the key and deletes its secrets.
-    async fn delete_provider_key(&self, workspace: &str, id: &str, now: i64, audit: Option<&AuditEvent>) -> Result<ProviderKeyRow>;
+    async fn delete_provider_key(
+        &self,
+        workspace: &str,
+        id: &str,
+        now: i64,
+        audit: Option<&AuditEvent>,
+    ) -> Result<ProviderKeyRow>;
     /// Every provider key (deleted ones included) changed after revision `rev`.
     async fn provider_keys_changed_since(&self, rev: i64) -> Result<Vec<ProviderKeyRow>>;
 
     // Platform keys.
-    async fn create_platform_key(&self, row: &PlatformKeyRow, audit: Option<&AuditEvent>) -> Result<PlatformKeyRow>;
-    async fn update_platform_key(&self, row: &PlatformKeyRow, audit: Option<&AuditEvent>) -> Result<PlatformKeyRow>;
+    async fn create_platform_key(
+        &self,
+        row: &PlatformKeyRow,
+        audit: Option<&AuditEvent>,
+    ) -> Result<PlatformKeyRow>;
+    async fn update_platform_key(
+        &self,
+        row: &PlatformKeyRow,
+        audit: Option<&AuditEvent>,
+    ) -> Result<PlatformKeyRow>;
     async fn get_platform_key(&self, workspace: &str, id: &str) -> Result<PlatformKeyRow>;
-    async fn list_platform_keys(&self, workspace: &str, page: Page) -> Result<(Vec<PlatformKeyRow>, i64)>;
+    async fn list_platform_keys(
+        &self,
+        workspace: &str,
+        page: Page,
+    ) -> Result<(Vec<PlatformKeyRow>, i64)>;
     async fn count_platform_keys(&self) -> Result<i64>;
-    async fn delete_platform_key(&self, workspace: &str, id: &str, now: i64, audit: Option<&AuditEvent>) -> Result<PlatformKeyRow>;
+    async fn delete_platform_key(
+        &self,
+        workspace: &str,
+        id: &str,
+        now: i64,
+        audit: Option<&AuditEvent>,
+    ) -> Result<PlatformKeyRow>;
     async fn platform_keys_changed_since(&self, rev: i64) -> Result<Vec<PlatformKeyRow>>;
     /// Records last use of keys in one batch (off the hot path).
     async fn touch_platform_keys(&self, used: &[(String, i64)]) -> Result<()>;
 
     // Audit.
     async fn append_audit(&self, event: &AuditEvent) -> Result<()>;
-    async fn list_audit(&self, workspace: &str, filter: &AuditFilter, page: Page) -> Result<(Vec<AuditEvent>, i64)>;
+    async fn list_audit(
+        &self,
+        workspace: &str,
+        filter: &AuditFilter,
+        page: Page,
+    ) -> Result<(Vec<AuditEvent>, i64)>;
 
     async fn close(&self);
 }

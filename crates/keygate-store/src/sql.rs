@@ -12,8 +12,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::{
-    AuditEvent, AuditFilter, Backend, MasterKeyRow, Page, PlatformKeyRow, ProviderKeyRow, Result, SecretRow, Store,
-    StoreError, WorkspaceRow,
+    AuditEvent, AuditFilter, Backend, MasterKeyRow, Page, PlatformKeyRow, ProviderKeyRow, Result,
+    SecretRow, Store, StoreError, WorkspaceRow,
 };
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -28,7 +28,9 @@ pub struct SqlStore {
 fn db(e: sqlx::Error) -> StoreError {
     match e {
         sqlx::Error::RowNotFound => StoreError::NotFound,
-        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict("already exists".into()),
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Conflict("already exists".into())
+        }
         other => StoreError::Db(other.to_string()),
     }
 }
@@ -56,8 +58,9 @@ fn sqlite_url(url: &str) -> Result<String> {
     if path != ":memory:" {
         if let Some(parent) = std::path::Path::new(path).parent() {
             if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| StoreError::Open(format!("cannot create {}: {e}", parent.display())))?;
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Open(format!("cannot create {}: {e}", parent.display()))
+                })?;
             }
         }
     }
@@ -115,7 +118,10 @@ impl SqlStore {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator.run(&pool).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
         Ok(SqlStore { pool, backend })
     }
 
@@ -128,14 +134,20 @@ impl SqlStore {
     }
 
     async fn next_rev(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<i64> {
-        let row = sqlx::query(&self.q("UPDATE kg_meta SET ivalue = ivalue + 1 WHERE key = 'rev' RETURNING ivalue"))
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(db)?;
+        let row = sqlx::query(
+            &self.q("UPDATE kg_meta SET ivalue = ivalue + 1 WHERE key = 'rev' RETURNING ivalue"),
+        )
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db)?;
         row.try_get::<i64, _>(0).map_err(db)
     }
 
-    async fn audit_in(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, event: Option<&AuditEvent>) -> Result<()> {
+    async fn audit_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        event: Option<&AuditEvent>,
+    ) -> Result<()> {
         let Some(e) = event else { return Ok(()) };
         sqlx::query(&self.q(
             "INSERT INTO audit_events (id, workspace, at, actor_key_id, actor, action, target_type, target_id, request_id, details)
@@ -157,7 +169,11 @@ impl SqlStore {
         Ok(())
     }
 
-    async fn insert_secret(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, s: &SecretRow) -> Result<()> {
+    async fn insert_secret(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        s: &SecretRow,
+    ) -> Result<()> {
         sqlx::query(&self.q(
             "INSERT INTO secrets (workspace, owner_id, field, version, master_version, sealed, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -316,24 +332,34 @@ impl Store for SqlStore {
     }
 
     async fn insert_master_key(&self, version: i64, check_value: &[u8], now: i64) -> Result<()> {
-        sqlx::query(&self.q("INSERT INTO master_keys (version, check_value, created_at) VALUES ($1, $2, $3)"))
-            .bind(version)
-            .bind(check_value)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(db)
-            .map_err(conflict(format!("master key version {version} already exists")))?;
+        sqlx::query(
+            &self.q(
+                "INSERT INTO master_keys (version, check_value, created_at) VALUES ($1, $2, $3)",
+            ),
+        )
+        .bind(version)
+        .bind(check_value)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)
+        .map_err(conflict(format!(
+            "master key version {version} already exists"
+        )))?;
         Ok(())
     }
 
     async fn retire_master_key(&self, version: i64, now: i64) -> Result<()> {
-        sqlx::query(&self.q("UPDATE master_keys SET retired_at = $1 WHERE version = $2 AND retired_at IS NULL"))
-            .bind(now)
-            .bind(version)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        sqlx::query(
+            &self.q(
+                "UPDATE master_keys SET retired_at = $1 WHERE version = $2 AND retired_at IS NULL",
+            ),
+        )
+        .bind(now)
+        .bind(version)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(())
     }
 
@@ -359,7 +385,13 @@ impl Store for SqlStore {
         row.try_get::<i64, _>(0).map_err(db)
     }
 
-    async fn replace_sealed(&self, row: &SecretRow, old_sealed: &[u8], new_master_version: i64, new_sealed: &[u8]) -> Result<bool> {
+    async fn replace_sealed(
+        &self,
+        row: &SecretRow,
+        old_sealed: &[u8],
+        new_master_version: i64,
+        new_sealed: &[u8],
+    ) -> Result<bool> {
         let mut tx = self.begin().await?;
         self.next_rev(&mut tx).await?;
         let done = sqlx::query(&self.q(
@@ -427,15 +459,21 @@ impl Store for SqlStore {
     }
 
     async fn purge_expired_secrets(&self, now: i64) -> Result<u64> {
-        let done = sqlx::query(&self.q("DELETE FROM secrets WHERE expires_at IS NOT NULL AND expires_at < $1"))
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        let done = sqlx::query(
+            &self.q("DELETE FROM secrets WHERE expires_at IS NOT NULL AND expires_at < $1"),
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(done.rows_affected())
     }
 
-    async fn create_workspace(&self, row: &WorkspaceRow, audit_event: Option<&AuditEvent>) -> Result<()> {
+    async fn create_workspace(
+        &self,
+        row: &WorkspaceRow,
+        audit_event: Option<&AuditEvent>,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
         sqlx::query(&self.q(
@@ -474,16 +512,24 @@ impl Store for SqlStore {
     }
 
     async fn get_workspace(&self, id: &str) -> Result<WorkspaceRow> {
-        let row = sqlx::query(&self.q("SELECT id, name, created_at, updated_at FROM workspaces WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?
-            .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(
+            &self.q("SELECT id, name, created_at, updated_at FROM workspaces WHERE id = $1"),
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .ok_or(StoreError::NotFound)?;
         workspace(&row)
     }
 
-    async fn rename_workspace(&self, id: &str, name: &str, now: i64, audit_event: Option<&AuditEvent>) -> Result<WorkspaceRow> {
+    async fn rename_workspace(
+        &self,
+        id: &str,
+        name: &str,
+        now: i64,
+        audit_event: Option<&AuditEvent>,
+    ) -> Result<WorkspaceRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
         let row = sqlx::query(&self.q(
@@ -534,7 +580,12 @@ impl Store for SqlStore {
         tx.commit().await.map_err(db)
     }
 
-    async fn create_provider_key(&self, row: &ProviderKeyRow, secrets: &[SecretRow], audit_event: Option<&AuditEvent>) -> Result<ProviderKeyRow> {
+    async fn create_provider_key(
+        &self,
+        row: &ProviderKeyRow,
+        secrets: &[SecretRow],
+        audit_event: Option<&AuditEvent>,
+    ) -> Result<ProviderKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
         let stored = sqlx::query(&self.q(&format!(
@@ -658,7 +709,11 @@ impl Store for SqlStore {
         provider_key(&row)
     }
 
-    async fn get_provider_key_by_name(&self, workspace: &str, name: &str) -> Result<ProviderKeyRow> {
+    async fn get_provider_key_by_name(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<ProviderKeyRow> {
         let row = sqlx::query(&self.q(&format!(
             "SELECT {PK_COLS} FROM provider_keys WHERE workspace = $1 AND name = $2 AND deleted_at IS NULL"
         )))
@@ -671,7 +726,11 @@ impl Store for SqlStore {
         provider_key(&row)
     }
 
-    async fn list_provider_keys(&self, workspace: &str, page: Page) -> Result<(Vec<ProviderKeyRow>, i64)> {
+    async fn list_provider_keys(
+        &self,
+        workspace: &str,
+        page: Page,
+    ) -> Result<(Vec<ProviderKeyRow>, i64)> {
         let rows = sqlx::query(&self.q(&format!(
             "SELECT {PK_COLS} FROM provider_keys WHERE workspace = $1 AND deleted_at IS NULL
              ORDER BY created_at, id LIMIT $2 OFFSET $3"
@@ -682,19 +741,26 @@ impl Store for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let total = sqlx::query(&self.q(
-            "SELECT COUNT(*) FROM provider_keys WHERE workspace = $1 AND deleted_at IS NULL",
-        ))
-        .bind(workspace)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?
-        .try_get::<i64, _>(0)
-        .map_err(db)?;
+        let total =
+            sqlx::query(&self.q(
+                "SELECT COUNT(*) FROM provider_keys WHERE workspace = $1 AND deleted_at IS NULL",
+            ))
+            .bind(workspace)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?
+            .try_get::<i64, _>(0)
+            .map_err(db)?;
         Ok((rows.iter().map(provider_key).collect::<Result<_>>()?, total))
     }
 
-    async fn delete_provider_key(&self, workspace: &str, id: &str, now: i64, audit_event: Option<&AuditEvent>) -> Result<ProviderKeyRow> {
+    async fn delete_provider_key(
+        &self,
+        workspace: &str,
+        id: &str,
+        now: i64,
+        audit_event: Option<&AuditEvent>,
+    ) -> Result<ProviderKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
         let row = sqlx::query(&self.q(&format!(
@@ -722,15 +788,21 @@ impl Store for SqlStore {
     }
 
     async fn provider_keys_changed_since(&self, rev: i64) -> Result<Vec<ProviderKeyRow>> {
-        let rows = sqlx::query(&self.q(&format!("SELECT {PK_COLS} FROM provider_keys WHERE rev > $1 ORDER BY rev")))
-            .bind(rev)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+        let rows = sqlx::query(&self.q(&format!(
+            "SELECT {PK_COLS} FROM provider_keys WHERE rev > $1 ORDER BY rev"
+        )))
+        .bind(rev)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
         rows.iter().map(provider_key).collect()
     }
 
-    async fn create_platform_key(&self, row: &PlatformKeyRow, audit_event: Option<&AuditEvent>) -> Result<PlatformKeyRow> {
+    async fn create_platform_key(
+        &self,
+        row: &PlatformKeyRow,
+        audit_event: Option<&AuditEvent>,
+    ) -> Result<PlatformKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
         let stored = sqlx::query(&self.q(&format!(
@@ -760,7 +832,11 @@ impl Store for SqlStore {
         platform_key(&stored)
     }
 
-    async fn update_platform_key(&self, row: &PlatformKeyRow, audit_event: Option<&AuditEvent>) -> Result<PlatformKeyRow> {
+    async fn update_platform_key(
+        &self,
+        row: &PlatformKeyRow,
+        audit_event: Option<&AuditEvent>,
+    ) -> Result<PlatformKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
         let stored = sqlx::query(&self.q(&format!(
@@ -803,7 +879,11 @@ impl Store for SqlStore {
         platform_key(&row)
     }
 
-    async fn list_platform_keys(&self, workspace: &str, page: Page) -> Result<(Vec<PlatformKeyRow>, i64)> {
+    async fn list_platform_keys(
+        &self,
+        workspace: &str,
+        page: Page,
+    ) -> Result<(Vec<PlatformKeyRow>, i64)> {
         let rows = sqlx::query(&self.q(&format!(
             "SELECT {PLK_COLS} FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL
              ORDER BY created_at, id LIMIT $2 OFFSET $3"
@@ -814,15 +894,16 @@ impl Store for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let total = sqlx::query(&self.q(
-            "SELECT COUNT(*) FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL",
-        ))
-        .bind(workspace)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?
-        .try_get::<i64, _>(0)
-        .map_err(db)?;
+        let total =
+            sqlx::query(&self.q(
+                "SELECT COUNT(*) FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL",
+            ))
+            .bind(workspace)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?
+            .try_get::<i64, _>(0)
+            .map_err(db)?;
         Ok((rows.iter().map(platform_key).collect::<Result<_>>()?, total))
     }
 
@@ -835,7 +916,13 @@ impl Store for SqlStore {
             .map_err(db)
     }
 
-    async fn delete_platform_key(&self, workspace: &str, id: &str, now: i64, audit_event: Option<&AuditEvent>) -> Result<PlatformKeyRow> {
+    async fn delete_platform_key(
+        &self,
+        workspace: &str,
+        id: &str,
+        now: i64,
+        audit_event: Option<&AuditEvent>,
+    ) -> Result<PlatformKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
         let row = sqlx::query(&self.q(&format!(
@@ -857,11 +944,13 @@ impl Store for SqlStore {
     }
 
     async fn platform_keys_changed_since(&self, rev: i64) -> Result<Vec<PlatformKeyRow>> {
-        let rows = sqlx::query(&self.q(&format!("SELECT {PLK_COLS} FROM platform_keys WHERE rev > $1 ORDER BY rev")))
-            .bind(rev)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+        let rows = sqlx::query(&self.q(&format!(
+            "SELECT {PLK_COLS} FROM platform_keys WHERE rev > $1 ORDER BY rev"
+        )))
+        .bind(rev)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
         rows.iter().map(platform_key).collect()
     }
 
@@ -891,7 +980,12 @@ impl Store for SqlStore {
         tx.commit().await.map_err(db)
     }
 
-    async fn list_audit(&self, workspace: &str, filter: &AuditFilter, page: Page) -> Result<(Vec<AuditEvent>, i64)> {
+    async fn list_audit(
+        &self,
+        workspace: &str,
+        filter: &AuditFilter,
+        page: Page,
+    ) -> Result<(Vec<AuditEvent>, i64)> {
         let cond = "workspace = $1 AND ($2 IS NULL OR action = $2) AND ($3 IS NULL OR target_id = $3)
              AND ($4 IS NULL OR actor_key_id = $4) AND ($5 IS NULL OR at >= $5) AND ($6 IS NULL OR at < $6)";
         let cond = match self.backend {

@@ -1,11 +1,12 @@
 //! One suite for every backend: runs on SQLite always and on PostgreSQL when
 //! `KEYGATE_TEST_DATABASE_URL` is set (each run in a database of its own, dropped after).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 
 use keygate_store::{
-    new_id, AuditEvent, AuditFilter, Page, PlatformKeyRow, ProviderKeyRow, SecretRow, SqlStore, Store, StoreError,
-    WorkspaceRow,
+    new_id, AuditEvent, AuditFilter, Page, PlatformKeyRow, ProviderKeyRow, SecretRow, SqlStore,
+    Store, StoreError, WorkspaceRow,
 };
 
 struct Db {
@@ -43,7 +44,10 @@ async fn fresh_pg_database(base: &str) -> (String, String, String) {
     use sqlx::Connection;
     let dbname = format!("kg_test_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {dbname}")).execute(&mut conn).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {dbname}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     conn.close().await.unwrap();
     let mut u = url::Url::parse(base).unwrap();
     u.set_path(&format!("/{dbname}"));
@@ -136,7 +140,10 @@ fn event(ws: &str, action: &str, target: &str, at: i64) -> AuditEvent {
     }
 }
 
-const P: Page = Page { page: 1, limit: 100 };
+const P: Page = Page {
+    page: 1,
+    limit: 100,
+};
 
 #[tokio::test]
 async fn default_workspace_exists_and_migrations_are_idempotent() {
@@ -163,47 +170,91 @@ async fn provider_key_lifecycle() {
         let rev0 = s.revision().await.unwrap();
         let row = pk("default", "openai-prod");
         let created = s
-            .create_provider_key(&row, &[secret("default", &row.id, 1, b"sealed-1")], Some(&event("default", "provider_key.create", &row.id, 10)))
+            .create_provider_key(
+                &row,
+                &[secret("default", &row.id, 1, b"sealed-1")],
+                Some(&event("default", "provider_key.create", &row.id, 10)),
+            )
             .await
             .unwrap();
         assert!(created.rev > rev0, "{}", db.name);
-        assert_eq!(s.get_provider_key_by_name("default", "openai-prod").await.unwrap().id, row.id);
+        assert_eq!(
+            s.get_provider_key_by_name("default", "openai-prod")
+                .await
+                .unwrap()
+                .id,
+            row.id
+        );
         // Names are unique per workspace among live keys.
-        let dup = s.create_provider_key(&pk("default", "openai-prod"), &[], None).await;
-        assert!(matches!(dup, Err(StoreError::Conflict(_))), "{}: {dup:?}", db.name);
+        let dup = s
+            .create_provider_key(&pk("default", "openai-prod"), &[], None)
+            .await;
+        assert!(
+            matches!(dup, Err(StoreError::Conflict(_))),
+            "{}: {dup:?}",
+            db.name
+        );
         // Rotation: new version, old kept for a grace period.
         let mut next = created.clone();
         next.secret_version = 2;
         next.updated_at = 20;
         let updated = s
-            .update_provider_key(&next, &[secret("default", &row.id, 2, b"sealed-2")], &[1], Some(1_000), None)
+            .update_provider_key(
+                &next,
+                &[secret("default", &row.id, 2, b"sealed-2")],
+                &[1],
+                Some(1_000),
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(updated.secret_version, 2);
         let secrets = s.secrets_of("default", &row.id).await.unwrap();
         assert_eq!(secrets.len(), 2);
-        assert_eq!(secrets.iter().find(|x| x.version == 1).unwrap().expires_at, Some(1_000));
+        assert_eq!(
+            secrets.iter().find(|x| x.version == 1).unwrap().expires_at,
+            Some(1_000)
+        );
         assert_eq!(s.purge_expired_secrets(999).await.unwrap(), 0);
         assert_eq!(s.purge_expired_secrets(1_001).await.unwrap(), 1);
         assert_eq!(s.secrets_of("default", &row.id).await.unwrap().len(), 1);
         // Rename onto a taken name conflicts.
-        let other = s.create_provider_key(&pk("default", "other"), &[], None).await.unwrap();
+        let other = s
+            .create_provider_key(&pk("default", "other"), &[], None)
+            .await
+            .unwrap();
         let mut clash = other.clone();
         clash.name = "openai-prod".into();
-        assert!(matches!(s.update_provider_key(&clash, &[], &[], None, None).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            s.update_provider_key(&clash, &[], &[], None, None).await,
+            Err(StoreError::Conflict(_))
+        ));
         // Changes are visible to caches.
         let changed = s.provider_keys_changed_since(rev0).await.unwrap();
         assert!(changed.iter().any(|k| k.id == row.id) && changed.iter().any(|k| k.id == other.id));
         // Delete: gone, secrets shredded, name free again, change visible.
         let rev_before_delete = s.revision().await.unwrap();
-        s.delete_provider_key("default", &row.id, 30, None).await.unwrap();
-        assert!(matches!(s.get_provider_key("default", &row.id).await, Err(StoreError::NotFound)));
+        s.delete_provider_key("default", &row.id, 30, None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.get_provider_key("default", &row.id).await,
+            Err(StoreError::NotFound)
+        ));
         assert!(s.secrets_of("default", &row.id).await.unwrap().is_empty());
-        assert!(matches!(s.delete_provider_key("default", &row.id, 31, None).await, Err(StoreError::NotFound)));
-        let changed = s.provider_keys_changed_since(rev_before_delete).await.unwrap();
+        assert!(matches!(
+            s.delete_provider_key("default", &row.id, 31, None).await,
+            Err(StoreError::NotFound)
+        ));
+        let changed = s
+            .provider_keys_changed_since(rev_before_delete)
+            .await
+            .unwrap();
         assert_eq!(changed.len(), 1);
         assert_eq!(changed[0].deleted_at, Some(30));
-        s.create_provider_key(&pk("default", "openai-prod"), &[], None).await.unwrap();
+        s.create_provider_key(&pk("default", "openai-prod"), &[], None)
+            .await
+            .unwrap();
         let (list, total) = s.list_provider_keys("default", P).await.unwrap();
         assert_eq!((list.len(), total), (2, 2), "{}", db.name);
     }
@@ -215,16 +266,28 @@ async fn paging_is_exact() {
     let dbs = backends().await;
     for db in &dbs {
         for i in 0..7 {
-            db.store.create_provider_key(&pk("default", &format!("k{i}")), &[], None).await.unwrap();
+            db.store
+                .create_provider_key(&pk("default", &format!("k{i}")), &[], None)
+                .await
+                .unwrap();
         }
         let mut seen = Vec::new();
         for page in 1..=4 {
-            let (items, total) = db.store.list_provider_keys("default", Page { page, limit: 3 }).await.unwrap();
+            let (items, total) = db
+                .store
+                .list_provider_keys("default", Page { page, limit: 3 })
+                .await
+                .unwrap();
             assert_eq!(total, 7);
             assert!(items.len() <= 3);
             seen.extend(items.into_iter().map(|k| k.name));
         }
-        assert_eq!(seen, (0..7).map(|i| format!("k{i}")).collect::<Vec<_>>(), "{}", db.name);
+        assert_eq!(
+            seen,
+            (0..7).map(|i| format!("k{i}")).collect::<Vec<_>>(),
+            "{}",
+            db.name
+        );
     }
     finish(dbs).await;
 }
@@ -234,26 +297,65 @@ async fn workspaces_isolate_records() {
     let dbs = backends().await;
     for db in &dbs {
         let s = &db.store;
-        s.create_workspace(&WorkspaceRow { id: "team-a".into(), name: "A".into(), created_at: 1, updated_at: 1 }, None)
-            .await
-            .unwrap();
+        s.create_workspace(
+            &WorkspaceRow {
+                id: "team-a".into(),
+                name: "A".into(),
+                created_at: 1,
+                updated_at: 1,
+            },
+            None,
+        )
+        .await
+        .unwrap();
         let dup = s
-            .create_workspace(&WorkspaceRow { id: "team-a".into(), name: "A".into(), created_at: 1, updated_at: 1 }, None)
+            .create_workspace(
+                &WorkspaceRow {
+                    id: "team-a".into(),
+                    name: "A".into(),
+                    created_at: 1,
+                    updated_at: 1,
+                },
+                None,
+            )
             .await;
         assert!(matches!(dup, Err(StoreError::Conflict(_))));
-        let a = s.create_provider_key(&pk("team-a", "shared-name"), &[], None).await.unwrap();
+        let a = s
+            .create_provider_key(&pk("team-a", "shared-name"), &[], None)
+            .await
+            .unwrap();
         // The same name in another workspace is another key.
-        let d = s.create_provider_key(&pk("default", "shared-name"), &[], None).await.unwrap();
-        assert!(matches!(s.get_provider_key("default", &a.id).await, Err(StoreError::NotFound)));
-        assert!(matches!(s.delete_provider_key("team-a", &d.id, 5, None).await, Err(StoreError::NotFound)));
+        let d = s
+            .create_provider_key(&pk("default", "shared-name"), &[], None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.get_provider_key("default", &a.id).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            s.delete_provider_key("team-a", &d.id, 5, None).await,
+            Err(StoreError::NotFound)
+        ));
         assert_eq!(s.list_provider_keys("team-a", P).await.unwrap().1, 1);
         // A workspace that holds keys cannot be deleted; an empty one can.
-        assert!(matches!(s.delete_workspace("team-a", None).await, Err(StoreError::Conflict(_))));
-        s.delete_provider_key("team-a", &a.id, 6, None).await.unwrap();
-        let renamed = s.rename_workspace("team-a", "Team A", 7, None).await.unwrap();
+        assert!(matches!(
+            s.delete_workspace("team-a", None).await,
+            Err(StoreError::Conflict(_))
+        ));
+        s.delete_provider_key("team-a", &a.id, 6, None)
+            .await
+            .unwrap();
+        let renamed = s
+            .rename_workspace("team-a", "Team A", 7, None)
+            .await
+            .unwrap();
         assert_eq!(renamed.name, "Team A");
         s.delete_workspace("team-a", None).await.unwrap();
-        assert!(matches!(s.get_workspace("team-a").await, Err(StoreError::NotFound)));
+        assert!(matches!(
+            s.get_workspace("team-a").await,
+            Err(StoreError::NotFound)
+        ));
         let (list, total) = s.list_workspaces(P).await.unwrap();
         assert_eq!((list.len(), total), (1, 1), "{}", db.name);
     }
@@ -266,10 +368,19 @@ async fn platform_keys_and_cache_feed() {
     for db in &dbs {
         let s = &db.store;
         let rev0 = s.revision().await.unwrap();
-        let a = s.create_platform_key(&plk("default", 1), None).await.unwrap();
-        let b = s.create_platform_key(&plk("default", 2), None).await.unwrap();
+        let a = s
+            .create_platform_key(&plk("default", 1), None)
+            .await
+            .unwrap();
+        let b = s
+            .create_platform_key(&plk("default", 2), None)
+            .await
+            .unwrap();
         // A hash is unique.
-        assert!(s.create_platform_key(&plk("default", 1), None).await.is_err());
+        assert!(s
+            .create_platform_key(&plk("default", 1), None)
+            .await
+            .is_err());
         assert_eq!(s.count_platform_keys().await.unwrap(), 2);
         let mut rotated = a.clone();
         rotated.prev_key_hash = Some(a.key_hash.clone());
@@ -278,7 +389,9 @@ async fn platform_keys_and_cache_feed() {
         let rotated = s.update_platform_key(&rotated, None).await.unwrap();
         assert_eq!(rotated.prev_key_hash.as_deref(), Some(&[1u8; 32][..]));
         let rev1 = s.revision().await.unwrap();
-        s.delete_platform_key("default", &b.id, 9, None).await.unwrap();
+        s.delete_platform_key("default", &b.id, 9, None)
+            .await
+            .unwrap();
         let changed = s.platform_keys_changed_since(rev1).await.unwrap();
         assert_eq!(changed.len(), 1);
         assert_eq!(changed[0].deleted_at, Some(9));
@@ -287,8 +400,17 @@ async fn platform_keys_and_cache_feed() {
         let rev2 = s.revision().await.unwrap();
         s.touch_platform_keys(&[(a.id.clone(), 77)]).await.unwrap();
         assert_eq!(s.revision().await.unwrap(), rev2);
-        assert_eq!(s.get_platform_key("default", &a.id).await.unwrap().last_used_at, Some(77));
-        assert!(matches!(s.get_platform_key("other", &a.id).await, Err(StoreError::NotFound)));
+        assert_eq!(
+            s.get_platform_key("default", &a.id)
+                .await
+                .unwrap()
+                .last_used_at,
+            Some(77)
+        );
+        assert!(matches!(
+            s.get_platform_key("other", &a.id).await,
+            Err(StoreError::NotFound)
+        ));
         let (list, total) = s.list_platform_keys("default", P).await.unwrap();
         assert_eq!((list.len(), total), (1, 1), "{}", db.name);
     }
@@ -301,16 +423,29 @@ async fn master_keys_and_rewrap_feed() {
     for db in &dbs {
         let s = &db.store;
         s.insert_master_key(1, &[9; 32], 1).await.unwrap();
-        assert!(matches!(s.insert_master_key(1, &[9; 32], 1).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            s.insert_master_key(1, &[9; 32], 1).await,
+            Err(StoreError::Conflict(_))
+        ));
         let row = pk("default", "k");
-        s.create_provider_key(&row, &[secret("default", &row.id, 1, b"v1")], None).await.unwrap();
+        s.create_provider_key(&row, &[secret("default", &row.id, 1, b"v1")], None)
+            .await
+            .unwrap();
         let hash = s
-            .ensure_secret(&SecretRow { owner_id: "_hash".into(), field: "hmac".into(), ..secret("default", "_hash", 1, b"first") })
+            .ensure_secret(&SecretRow {
+                owner_id: "_hash".into(),
+                field: "hmac".into(),
+                ..secret("default", "_hash", 1, b"first")
+            })
             .await
             .unwrap();
         // ensure_secret keeps the first value.
         let again = s
-            .ensure_secret(&SecretRow { owner_id: "_hash".into(), field: "hmac".into(), ..secret("default", "_hash", 1, b"second") })
+            .ensure_secret(&SecretRow {
+                owner_id: "_hash".into(),
+                field: "hmac".into(),
+                ..secret("default", "_hash", 1, b"second")
+            })
             .await
             .unwrap();
         assert_eq!(again.sealed, hash.sealed);
@@ -318,9 +453,15 @@ async fn master_keys_and_rewrap_feed() {
         let todo = s.secrets_not_under(2, 10).await.unwrap();
         assert_eq!(todo.len(), 2);
         for row in &todo {
-            assert!(s.replace_sealed(row, &row.sealed, 2, b"rewrapped").await.unwrap());
+            assert!(s
+                .replace_sealed(row, &row.sealed, 2, b"rewrapped")
+                .await
+                .unwrap());
             // A second replace with the stale value does nothing.
-            assert!(!s.replace_sealed(row, &row.sealed, 2, b"again").await.unwrap());
+            assert!(!s
+                .replace_sealed(row, &row.sealed, 2, b"again")
+                .await
+                .unwrap());
         }
         assert_eq!(s.count_secrets_not_under(2).await.unwrap(), 0);
         s.insert_master_key(2, &[8; 32], 2).await.unwrap();
@@ -339,22 +480,57 @@ async fn audit_log_filters_and_pages() {
     for db in &dbs {
         let s = &db.store;
         for i in 0..5 {
-            s.append_audit(&event("default", if i % 2 == 0 { "a.create" } else { "a.delete" }, &format!("t{i}"), 100 + i))
-                .await
-                .unwrap();
+            s.append_audit(&event(
+                "default",
+                if i % 2 == 0 { "a.create" } else { "a.delete" },
+                &format!("t{i}"),
+                100 + i,
+            ))
+            .await
+            .unwrap();
         }
-        s.append_audit(&event("other", "a.create", "x", 1)).await.unwrap();
-        let (all, total) = s.list_audit("default", &AuditFilter::default(), P).await.unwrap();
+        s.append_audit(&event("other", "a.create", "x", 1))
+            .await
+            .unwrap();
+        let (all, total) = s
+            .list_audit("default", &AuditFilter::default(), P)
+            .await
+            .unwrap();
         assert_eq!((all.len(), total), (5, 5));
         assert_eq!(all[0].at, 104, "newest first");
-        let f = AuditFilter { action: Some("a.create".into()), ..Default::default() };
+        let f = AuditFilter {
+            action: Some("a.create".into()),
+            ..Default::default()
+        };
         assert_eq!(s.list_audit("default", &f, P).await.unwrap().1, 3);
-        let f = AuditFilter { from: Some(101), to: Some(103), ..Default::default() };
+        let f = AuditFilter {
+            from: Some(101),
+            to: Some(103),
+            ..Default::default()
+        };
         assert_eq!(s.list_audit("default", &f, P).await.unwrap().1, 2);
-        let f = AuditFilter { target_id: Some("t4".into()), ..Default::default() };
-        assert_eq!(s.list_audit("default", &f, P).await.unwrap().0[0].action, "a.create");
-        let (page2, _) = s.list_audit("default", &AuditFilter::default(), Page { page: 2, limit: 2 }).await.unwrap();
-        assert_eq!(page2.iter().map(|e| e.at).collect::<Vec<_>>(), vec![102, 101], "{}", db.name);
+        let f = AuditFilter {
+            target_id: Some("t4".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.list_audit("default", &f, P).await.unwrap().0[0].action,
+            "a.create"
+        );
+        let (page2, _) = s
+            .list_audit(
+                "default",
+                &AuditFilter::default(),
+                Page { page: 2, limit: 2 },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            page2.iter().map(|e| e.at).collect::<Vec<_>>(),
+            vec![102, 101],
+            "{}",
+            db.name
+        );
     }
     finish(dbs).await;
 }
@@ -366,7 +542,10 @@ async fn concurrent_creates_of_one_name_admit_exactly_one() {
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let s = db.store.clone();
-            tasks.push(tokio::spawn(async move { s.create_provider_key(&pk("default", "race"), &[], None).await }));
+            tasks.push(tokio::spawn(async move {
+                s.create_provider_key(&pk("default", "race"), &[], None)
+                    .await
+            }));
         }
         let mut ok = 0;
         for t in tasks {
@@ -387,10 +566,25 @@ async fn audit_events_commit_with_their_change() {
     for db in &dbs {
         let s = &db.store;
         let row = pk("default", "audited");
-        s.create_provider_key(&row, &[], Some(&event("default", "provider_key.create", &row.id, 1))).await.unwrap();
+        s.create_provider_key(
+            &row,
+            &[],
+            Some(&event("default", "provider_key.create", &row.id, 1)),
+        )
+        .await
+        .unwrap();
         // A failing change writes no audit event.
-        let _ = s.create_provider_key(&pk("default", "audited"), &[], Some(&event("default", "provider_key.create", "dup", 2))).await;
-        let (events, _) = s.list_audit("default", &AuditFilter::default(), P).await.unwrap();
+        let _ = s
+            .create_provider_key(
+                &pk("default", "audited"),
+                &[],
+                Some(&event("default", "provider_key.create", "dup", 2)),
+            )
+            .await;
+        let (events, _) = s
+            .list_audit("default", &AuditFilter::default(), P)
+            .await
+            .unwrap();
         assert_eq!(events.len(), 1, "{}", db.name);
         assert_eq!(events[0].target_id.as_deref(), Some(row.id.as_str()));
     }

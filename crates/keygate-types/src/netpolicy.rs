@@ -71,7 +71,8 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
     if ip.is_unspecified()
         || ip.is_multicast()
         || (seg[0] & 0xffc0) == 0xfe80 // link-local
-        || ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) // AWS metadata over IPv6
+        || ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+    // AWS metadata over IPv6
     {
         return AddressClass::Forbidden;
     }
@@ -80,7 +81,8 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
         || (seg[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
         || seg[0] == 0x2001 && seg[1] == 0x0db8 // documentation
         || seg[0] == 0x64 && seg[1] == 0xff9b // NAT64 may reach anything
-        || seg[0] == 0x2002 // 6to4 embeds an IPv4 address
+        || seg[0] == 0x2002
+    // 6to4 embeds an IPv4 address
     {
         return AddressClass::Private;
     }
@@ -111,16 +113,27 @@ pub fn check_upstream_url(raw: &str, allow_private: bool) -> Result<url::Url, Ur
     }
     let url = url::Url::parse(raw).map_err(|e| UrlPolicyError(format!("not a valid URL: {e}")))?;
     if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(UrlPolicyError("the URL must start with http:// or https://".into()));
+        return Err(UrlPolicyError(
+            "the URL must start with http:// or https://".into(),
+        ));
     }
-    if !url.username().is_empty() || url.password().is_some() || raw.contains('@') && authority_has_at(raw) {
-        return Err(UrlPolicyError("the URL must not carry credentials (user:password@)".into()));
+    if !url.username().is_empty()
+        || url.password().is_some()
+        || raw.contains('@') && authority_has_at(raw)
+    {
+        return Err(UrlPolicyError(
+            "the URL must not carry credentials (user:password@)".into(),
+        ));
     }
     if url.fragment().is_some() || raw.contains('#') {
-        return Err(UrlPolicyError("the URL must not have a fragment (#…)".into()));
+        return Err(UrlPolicyError(
+            "the URL must not have a fragment (#…)".into(),
+        ));
     }
     if url.query().is_some() {
-        return Err(UrlPolicyError("the base URL must not have a query string".into()));
+        return Err(UrlPolicyError(
+            "the base URL must not have a query string".into(),
+        ));
     }
     match url.host() {
         None => return Err(UrlPolicyError("the URL has no host".into())),
@@ -129,7 +142,9 @@ pub fn check_upstream_url(raw: &str, allow_private: bool) -> Result<url::Url, Ur
         Some(url::Host::Domain(d)) => {
             let d = d.trim_end_matches('.').to_ascii_lowercase();
             if METADATA_HOSTS.contains(&d.as_str()) {
-                return Err(UrlPolicyError(format!("{d} is a cloud metadata service and never allowed")));
+                return Err(UrlPolicyError(format!(
+                    "{d} is a cloud metadata service and never allowed"
+                )));
             }
             if (d == "localhost" || d.ends_with(".localhost")) && !allow_private {
                 return Err(UrlPolicyError(
@@ -146,7 +161,9 @@ pub fn check_upstream_url(raw: &str, allow_private: bool) -> Result<url::Url, Ur
 
 fn authority_has_at(raw: &str) -> bool {
     let after_scheme = raw.split_once("://").map(|(_, r)| r).unwrap_or(raw);
-    let authority_end = after_scheme.find(['/', '?', '#']).unwrap_or(after_scheme.len());
+    let authority_end = after_scheme
+        .find(['/', '?', '#'])
+        .unwrap_or(after_scheme.len());
     after_scheme[..authority_end].contains('@')
 }
 
@@ -180,7 +197,10 @@ mod tests {
             "http://0xa9.0xfe.0xa9.0xfe/",
             "http://0251.0376.0251.0376/", // octal
         ] {
-            assert!(refused(u, true), "{u} must be refused even with private upstreams allowed");
+            assert!(
+                refused(u, true),
+                "{u} must be refused even with private upstreams allowed"
+            );
         }
     }
 

@@ -36,7 +36,11 @@ impl SecretPlace<'_> {
     fn aad(&self, purpose: &[u8], master_version: Option<u32>) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         out.extend_from_slice(purpose);
-        for part in [self.workspace.as_bytes(), self.record_id.as_bytes(), self.field.as_bytes()] {
+        for part in [
+            self.workspace.as_bytes(),
+            self.record_id.as_bytes(),
+            self.field.as_bytes(),
+        ] {
             out.extend_from_slice(&(part.len() as u32).to_be_bytes());
             out.extend_from_slice(part);
         }
@@ -65,7 +69,13 @@ fn wrap_key(
     let nonce = random_nonce();
     let aad = place.aad(b"keygate/dk/v1", Some(version));
     let wrapped = cipher
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: data_key, aad: &aad })
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: data_key,
+                aad: &aad,
+            },
+        )
         .map_err(|_| VaultError::Decrypt)?;
     Ok((nonce, wrapped))
 }
@@ -102,13 +112,23 @@ pub fn master_version(sealed: &[u8]) -> Result<u32, VaultError> {
     parse(sealed).map(|p| p.version)
 }
 
-fn unwrap_key(keyring: &Keyring, place: &SecretPlace<'_>, p: &Parsed<'_>) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+fn unwrap_key(
+    keyring: &Keyring,
+    place: &SecretPlace<'_>,
+    p: &Parsed<'_>,
+) -> Result<Zeroizing<[u8; 32]>, VaultError> {
     let mk = keyring.key(p.version)?;
     let cipher = XChaCha20Poly1305::new(mk.bytes().into());
     let aad = place.aad(b"keygate/dk/v1", Some(p.version));
     let dk = Zeroizing::new(
         cipher
-            .decrypt(XNonce::from_slice(p.wrap_nonce), Payload { msg: p.wrapped, aad: &aad })
+            .decrypt(
+                XNonce::from_slice(p.wrap_nonce),
+                Payload {
+                    msg: p.wrapped,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| VaultError::Decrypt)?,
     );
     if dk.len() != 32 {
@@ -120,7 +140,11 @@ fn unwrap_key(keyring: &Keyring, place: &SecretPlace<'_>, p: &Parsed<'_>) -> Res
 }
 
 /// Seals `plaintext` for `place` under the keyring's current master key.
-pub fn seal(keyring: &Keyring, place: &SecretPlace<'_>, plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+pub fn seal(
+    keyring: &Keyring,
+    place: &SecretPlace<'_>,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, VaultError> {
     let mut dk = Zeroizing::new([0u8; 32]);
     rand::rngs::OsRng.fill_bytes(dk.as_mut());
     let version = keyring.current_version();
@@ -131,7 +155,13 @@ pub fn seal(keyring: &Keyring, place: &SecretPlace<'_>, plaintext: &[u8]) -> Res
     let cipher = XChaCha20Poly1305::new(dk.as_ref().into());
     let aad = place.aad(b"keygate/data/v1", None);
     let ct = cipher
-        .encrypt(XNonce::from_slice(&data_nonce), Payload { msg: plaintext, aad: &aad })
+        .encrypt(
+            XNonce::from_slice(&data_nonce),
+            Payload {
+                msg: plaintext,
+                aad: &aad,
+            },
+        )
         .map_err(|_| VaultError::Decrypt)?;
     let mut out = Vec::with_capacity(HEADER + ct.len());
     out.extend_from_slice(MAGIC);
@@ -144,19 +174,33 @@ pub fn seal(keyring: &Keyring, place: &SecretPlace<'_>, plaintext: &[u8]) -> Res
 }
 
 /// Opens a sealed secret that belongs at `place`.
-pub fn open(keyring: &Keyring, place: &SecretPlace<'_>, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+pub fn open(
+    keyring: &Keyring,
+    place: &SecretPlace<'_>,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, VaultError> {
     let p = parse(sealed)?;
     let dk = unwrap_key(keyring, place, &p)?;
     let cipher = XChaCha20Poly1305::new(dk.as_ref().into());
     let aad = place.aad(b"keygate/data/v1", None);
     cipher
-        .decrypt(XNonce::from_slice(p.data_nonce), Payload { msg: p.ciphertext, aad: &aad })
+        .decrypt(
+            XNonce::from_slice(p.data_nonce),
+            Payload {
+                msg: p.ciphertext,
+                aad: &aad,
+            },
+        )
         .map(Zeroizing::new)
         .map_err(|_| VaultError::Decrypt)
 }
 
 /// Opens a sealed secret as UTF-8 text.
-pub fn open_string(keyring: &Keyring, place: &SecretPlace<'_>, sealed: &[u8]) -> Result<Zeroizing<String>, VaultError> {
+pub fn open_string(
+    keyring: &Keyring,
+    place: &SecretPlace<'_>,
+    sealed: &[u8],
+) -> Result<Zeroizing<String>, VaultError> {
     let bytes = open(keyring, place, sealed)?;
     match std::str::from_utf8(&bytes) {
         Ok(s) => Ok(Zeroizing::new(s.to_string())),
@@ -166,7 +210,12 @@ pub fn open_string(keyring: &Keyring, place: &SecretPlace<'_>, sealed: &[u8]) ->
 
 /// Re-wraps a sealed secret's data key under master-key version `to_version` of the keyring.
 /// The data ciphertext is unchanged; the secret never exists in clear outside the data key.
-pub fn rewrap(keyring: &Keyring, place: &SecretPlace<'_>, sealed: &[u8], to_version: u32) -> Result<Vec<u8>, VaultError> {
+pub fn rewrap(
+    keyring: &Keyring,
+    place: &SecretPlace<'_>,
+    sealed: &[u8],
+    to_version: u32,
+) -> Result<Vec<u8>, VaultError> {
     let p = parse(sealed)?;
     let dk = unwrap_key(keyring, place, &p)?;
     let (wrap_nonce, wrapped) = wrap_key(keyring, to_version, place, &dk)?;
@@ -199,13 +248,31 @@ mod tests {
     fn moved_ciphertext_fails() {
         let ring = Keyring::new(1, MasterKey::generate());
         let sealed = seal(&ring, &place("pk-1"), b"sk-live-123").unwrap();
-        assert_eq!(&*open(&ring, &place("pk-1"), &sealed).unwrap(), b"sk-live-123");
-        assert_eq!(open(&ring, &place("pk-2"), &sealed), Err(VaultError::Decrypt));
-        let other_ws = SecretPlace { workspace: "other", ..place("pk-1") };
+        assert_eq!(
+            &*open(&ring, &place("pk-1"), &sealed).unwrap(),
+            b"sk-live-123"
+        );
+        assert_eq!(
+            open(&ring, &place("pk-2"), &sealed),
+            Err(VaultError::Decrypt)
+        );
+        let other_ws = SecretPlace {
+            workspace: "other",
+            ..place("pk-1")
+        };
         assert_eq!(open(&ring, &other_ws, &sealed), Err(VaultError::Decrypt));
-        let other_version = SecretPlace { secret_version: 2, ..place("pk-1") };
-        assert_eq!(open(&ring, &other_version, &sealed), Err(VaultError::Decrypt));
-        let other_field = SecretPlace { field: "agent_key", ..place("pk-1") };
+        let other_version = SecretPlace {
+            secret_version: 2,
+            ..place("pk-1")
+        };
+        assert_eq!(
+            open(&ring, &other_version, &sealed),
+            Err(VaultError::Decrypt)
+        );
+        let other_field = SecretPlace {
+            field: "agent_key",
+            ..place("pk-1")
+        };
         assert_eq!(open(&ring, &other_field, &sealed), Err(VaultError::Decrypt));
     }
 
@@ -214,7 +281,10 @@ mod tests {
         let ring = Keyring::new(1, MasterKey::generate());
         let sealed = seal(&ring, &place("pk-1"), b"secret").unwrap();
         let wrong = Keyring::new(1, MasterKey::generate());
-        assert_eq!(open(&wrong, &place("pk-1"), &sealed), Err(VaultError::Decrypt));
+        assert_eq!(
+            open(&wrong, &place("pk-1"), &sealed),
+            Err(VaultError::Decrypt)
+        );
         let other_version = Keyring::new(2, MasterKey::generate());
         assert_eq!(
             open(&other_version, &place("pk-1"), &sealed),
@@ -233,23 +303,38 @@ mod tests {
         assert_eq!(master_version(&moved).unwrap(), 2);
         assert_eq!(moved.len(), sealed.len());
         let only_new = Keyring::new(2, new);
-        assert_eq!(&*open(&only_new, &place("pk-1"), &moved).unwrap(), b"secret");
+        assert_eq!(
+            &*open(&only_new, &place("pk-1"), &moved).unwrap(),
+            b"secret"
+        );
         // The old envelope needs the retired key.
-        assert_eq!(open(&only_new, &place("pk-1"), &sealed), Err(VaultError::UnknownMasterKeyVersion(1)));
+        assert_eq!(
+            open(&only_new, &place("pk-1"), &sealed),
+            Err(VaultError::UnknownMasterKeyVersion(1))
+        );
         // A header swapped to claim version 2 with the old wrapping fails.
         let mut forged = sealed.clone();
         forged[4..8].copy_from_slice(&2u32.to_be_bytes());
-        assert_eq!(open(&only_new, &place("pk-1"), &forged), Err(VaultError::Decrypt));
+        assert_eq!(
+            open(&only_new, &place("pk-1"), &forged),
+            Err(VaultError::Decrypt)
+        );
     }
 
     #[test]
     fn truncated_and_foreign_input_is_malformed() {
         let ring = Keyring::new(1, MasterKey::generate());
         assert_eq!(open(&ring, &place("x"), b""), Err(VaultError::Malformed));
-        assert_eq!(open(&ring, &place("x"), b"sk-live-123"), Err(VaultError::Malformed));
+        assert_eq!(
+            open(&ring, &place("x"), b"sk-live-123"),
+            Err(VaultError::Malformed)
+        );
         let sealed = seal(&ring, &place("x"), b"").unwrap();
         assert_eq!(sealed.len(), ENVELOPE_OVERHEAD);
-        assert_eq!(open(&ring, &place("x"), &sealed[..sealed.len() - 1]), Err(VaultError::Malformed));
+        assert_eq!(
+            open(&ring, &place("x"), &sealed[..sealed.len() - 1]),
+            Err(VaultError::Malformed)
+        );
     }
 
     proptest! {

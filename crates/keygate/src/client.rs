@@ -13,7 +13,12 @@ use zeroize::Zeroizing;
 #[derive(clap::Args, Clone, Debug)]
 pub struct Conn {
     /// Server URL.
-    #[arg(long = "url", env = "KEYGATE_URL", default_value = "http://127.0.0.1:8400", global = true)]
+    #[arg(
+        long = "url",
+        env = "KEYGATE_URL",
+        default_value = "http://127.0.0.1:8400",
+        global = true
+    )]
     pub url: String,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -119,16 +124,28 @@ impl Client {
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{}", self.base, path);
-        let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.key.as_str()))
-            .context("KEYGATE_API_KEY is not a valid header value")?;
+        let mut auth =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.key.as_str()))
+                .context("KEYGATE_API_KEY is not a valid header value")?;
         auth.set_sensitive(true);
-        let mut req = self.http.request(method, &url).header(reqwest::header::AUTHORIZATION, auth);
+        let mut req = self
+            .http
+            .request(method, &url)
+            .header(reqwest::header::AUTHORIZATION, auth);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach keygate at {}", self.base))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach keygate at {}", self.base))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -150,7 +167,9 @@ fn read_secret(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
         Zeroizing::new(rpassword::prompt_password(prompt).context("cannot read the secret")?)
     } else {
         let mut buf = Zeroizing::new(String::new());
-        std::io::stdin().read_to_string(&mut buf).context("cannot read the secret from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .context("cannot read the secret from stdin")?;
         Zeroizing::new(buf.lines().next().unwrap_or("").to_string())
     };
     let trimmed = Zeroizing::new(text.trim().to_string());
@@ -183,7 +202,15 @@ fn cell(v: &Value, key: &str) -> String {
 fn print_keys(items: &[Value]) {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(["name", "hub", "secret", "version", "rate limit", "private", "last used"]);
+    t.set_header([
+        "name",
+        "hub",
+        "secret",
+        "version",
+        "rate limit",
+        "private",
+        "last used",
+    ]);
     for k in items {
         let hint = match k.get("secretHint").and_then(Value::as_str) {
             Some(h) => format!("…{h}"),
@@ -194,7 +221,11 @@ fn print_keys(items: &[Value]) {
             cell(k, "modelHub"),
             hint,
             cell(k, "secretVersion"),
-            format!("{}/{}s", cell(k, "rateLimitPerInterval"), cell(k, "rateLimitInterval")),
+            format!(
+                "{}/{}s",
+                cell(k, "rateLimitPerInterval"),
+                cell(k, "rateLimitInterval")
+            ),
             cell(k, "private"),
             cell(k, "lastUsedAt"),
         ]);
@@ -204,16 +235,24 @@ fn print_keys(items: &[Value]) {
 
 fn show(conn: &Conn, value: &Value, items: &[Value]) {
     if conn.json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
     } else {
         print_keys(items);
     }
 }
 
-fn hub_config_arg(inline: Option<String>, file: Option<std::path::PathBuf>) -> anyhow::Result<Option<Value>> {
+fn hub_config_arg(
+    inline: Option<String>,
+    file: Option<std::path::PathBuf>,
+) -> anyhow::Result<Option<Value>> {
     let text = match (inline, file) {
         (Some(s), _) => Zeroizing::new(s),
-        (None, Some(p)) => Zeroizing::new(std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?),
+        (None, Some(p)) => Zeroizing::new(
+            std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?,
+        ),
         (None, None) => return Ok(None),
     };
     let v: Value = serde_json::from_str(&text).context("--hub-config is not valid JSON")?;
@@ -238,7 +277,11 @@ pub async fn provider_keys(conn: Conn, cmd: ProviderKeysCommand) -> anyhow::Resu
                 format!("/api/v1/provider_keys?{}", q.join("&"))
             };
             let v = c.call(Method::GET, &path, None).await?;
-            let items = v.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
+            let items = v
+                .get("data")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             show(&conn, &v, &items);
         }
         ProviderKeysCommand::Create {
@@ -269,13 +312,21 @@ pub async fn provider_keys(conn: Conn, cmd: ProviderKeysCommand) -> anyhow::Resu
             if let Some(n) = rate_limit_interval {
                 body["rateLimitInterval"] = json!(n);
             }
-            let v = c.call(Method::POST, "/api/v1/provider_keys", Some(body)).await;
+            let v = c
+                .call(Method::POST, "/api/v1/provider_keys", Some(body))
+                .await;
             let v = v?;
             let item = v.get("data").cloned().unwrap_or(Value::Null);
             show(&conn, &v, &[item]);
         }
         ProviderKeysCommand::Get { name } => {
-            let v = c.call(Method::GET, &format!("/api/v1/provider_keys/{}", enc(&name)), None).await?;
+            let v = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/provider_keys/{}", enc(&name)),
+                    None,
+                )
+                .await?;
             let item = v.get("data").cloned().unwrap_or(Value::Null);
             show(&conn, &v, &[item]);
         }
@@ -317,7 +368,11 @@ pub async fn provider_keys(conn: Conn, cmd: ProviderKeysCommand) -> anyhow::Resu
                 body["private"] = json!(p);
             }
             let v = c
-                .call(Method::PATCH, &format!("/api/v1/provider_keys/{}", enc(&name)), Some(body))
+                .call(
+                    Method::PATCH,
+                    &format!("/api/v1/provider_keys/{}", enc(&name)),
+                    Some(body),
+                )
                 .await?;
             let item = v.get("data").cloned().unwrap_or(Value::Null);
             show(&conn, &v, &[item]);
@@ -334,7 +389,13 @@ pub async fn provider_keys(conn: Conn, cmd: ProviderKeysCommand) -> anyhow::Resu
             show(&conn, &v, &[item]);
         }
         ProviderKeysCommand::Delete { name } => {
-            let v = c.call(Method::DELETE, &format!("/api/v1/provider_keys/{}", enc(&name)), None).await?;
+            let v = c
+                .call(
+                    Method::DELETE,
+                    &format!("/api/v1/provider_keys/{}", enc(&name)),
+                    None,
+                )
+                .await?;
             if conn.json {
                 println!("{v}");
             } else {
@@ -348,12 +409,25 @@ pub async fn provider_keys(conn: Conn, cmd: ProviderKeysCommand) -> anyhow::Resu
 pub async fn audit(conn: Conn, cmd: AuditCommand) -> anyhow::Result<()> {
     let c = Client::new(&conn)?;
     match cmd {
-        AuditCommand::List { page, limit, action } => {
-            let mut q = vec![format!("page={}", page.unwrap_or(1)), format!("limit={}", limit.unwrap_or(50))];
+        AuditCommand::List {
+            page,
+            limit,
+            action,
+        } => {
+            let mut q = vec![
+                format!("page={}", page.unwrap_or(1)),
+                format!("limit={}", limit.unwrap_or(50)),
+            ];
             if let Some(a) = action {
                 q.push(format!("action={}", enc(&a)));
             }
-            let v = c.call(reqwest::Method::GET, &format!("/api/v1/audit?{}", q.join("&")), None).await?;
+            let v = c
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/audit?{}", q.join("&")),
+                    None,
+                )
+                .await?;
             if conn.json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                 return Ok(());
@@ -361,7 +435,12 @@ pub async fn audit(conn: Conn, cmd: AuditCommand) -> anyhow::Result<()> {
             let mut t = Table::new();
             t.load_preset(UTF8_FULL_CONDENSED);
             t.set_header(["at", "action", "target", "actor", "request"]);
-            for e in v.get("data").and_then(Value::as_array).cloned().unwrap_or_default() {
+            for e in v
+                .get("data")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+            {
                 t.add_row([
                     cell(&e, "at"),
                     cell(&e, "action"),

@@ -92,7 +92,9 @@ impl Config {
         fig = fig
             .merge(Env::prefixed("KEYGATE_").only(&ENV_KEYS))
             .merge(Serialized::defaults(overrides));
-        let config: Config = fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let config: Config = fig
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         config.validate()?;
         Ok(config)
     }
@@ -102,7 +104,10 @@ impl Config {
             anyhow::bail!("max_body_bytes must be at least 1024");
         }
         if let Some(url) = &self.database_url {
-            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
                 anyhow::bail!("database_url must start with sqlite:// or postgres://");
             }
         }
@@ -126,14 +131,20 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8400");
         assert_eq!(c.data_dir, PathBuf::from("./keygate-data"));
-        assert!(c.database_url().starts_with("sqlite://./keygate-data/keygate.db"));
+        assert!(c
+            .database_url()
+            .starts_with("sqlite://./keygate-data/keygate.db"));
     }
 
     #[test]
     fn file_then_flags_and_unknown_fields_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\nallow_private_upstreams = true\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9999\"\nallow_private_upstreams = true\n",
+        )
+        .unwrap();
         let c = Config::load(Some(path.clone()), &Overrides::default()).unwrap();
         assert_eq!(c.listen.port(), 9999);
         assert!(c.allow_private_upstreams);
@@ -141,7 +152,10 @@ mod tests {
             listen: Some("127.0.0.1:1234".parse().unwrap()),
             ..Default::default()
         };
-        assert_eq!(Config::load(Some(path.clone()), &o).unwrap().listen.port(), 1234);
+        assert_eq!(
+            Config::load(Some(path.clone()), &o).unwrap().listen.port(),
+            1234
+        );
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let err = Config::load(Some(path), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
@@ -152,8 +166,14 @@ mod tests {
         let doc = include_str!("../../../docs/configuration.md");
         let json = serde_json::to_value(Config::default()).unwrap();
         for key in json.as_object().unwrap().keys() {
-            assert!(doc.contains(&format!("`{key}`")), "docs/configuration.md does not document `{key}`");
-            assert!(doc.contains(&format!("KEYGATE_{}", key.to_uppercase())), "no env var documented for {key}");
+            assert!(
+                doc.contains(&format!("`{key}`")),
+                "docs/configuration.md does not document `{key}`"
+            );
+            assert!(
+                doc.contains(&format!("KEYGATE_{}", key.to_uppercase())),
+                "no env var documented for {key}"
+            );
         }
     }
 }

@@ -99,7 +99,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     let auth = Arc::new(AuthCache::new());
-    auth.refresh(store.as_ref()).await.context("cannot load platform keys")?;
+    auth.refresh(store.as_ref())
+        .await
+        .context("cannot load platform keys")?;
     if store.count_platform_keys().await? == 0 {
         let (_, secret) = create_platform_key(
             store.as_ref(),
@@ -113,7 +115,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 expires_at: None,
                 created_by: Some("keygate serve (first start)".into()),
             },
-            Some(system_audit(DEFAULT_WORKSPACE, "system", "api_key.create", "api_key")),
+            Some(system_audit(
+                DEFAULT_WORKSPACE,
+                "system",
+                "api_key.create",
+                "api_key",
+            )),
         )
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the first ADMIN key: {}", e.message))?;
@@ -135,7 +142,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (app, _) = keygate_api::app(state.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let refresher = tokio::spawn(run_refresher(auth, store.clone(), Duration::from_millis(250), stop_rx.clone()));
+    let refresher = tokio::spawn(run_refresher(
+        auth,
+        store.clone(),
+        Duration::from_millis(250),
+        stop_rx.clone(),
+    ));
     let purge_store = store.clone();
     let mut purge_stop = stop_rx.clone();
     let purger = tokio::spawn(async move {
@@ -145,7 +157,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 _ = tick.tick() => {}
                 _ = purge_stop.changed() => break,
             }
-            if let Err(e) = purge_store.purge_expired_secrets(keygate_types::timefmt::now_ms()).await {
+            if let Err(e) = purge_store
+                .purge_expired_secrets(keygate_types::timefmt::now_ms())
+                .await
+            {
                 tracing::warn!(error = %e, "cannot purge expired secrets");
             }
         }

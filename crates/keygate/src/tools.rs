@@ -56,8 +56,12 @@ fn env_master_key_file() -> Option<PathBuf> {
 }
 
 /// Loads the master key for a store in `data_dir`; generates one into it when allowed.
-pub fn master_key_for(data_dir: &Path, generate: bool) -> anyhow::Result<(MasterKey, MasterKeySource)> {
-    let (key, source, generated) = load_master_key(env_master_key(), env_master_key_file(), data_dir, generate)?;
+pub fn master_key_for(
+    data_dir: &Path,
+    generate: bool,
+) -> anyhow::Result<(MasterKey, MasterKeySource)> {
+    let (key, source, generated) =
+        load_master_key(env_master_key(), env_master_key_file(), data_dir, generate)?;
     if generated {
         tracing::warn!(
             path = %data_dir.join(keygate_vault::master::DATA_DIR_KEY_FILE).display(),
@@ -75,23 +79,33 @@ pub fn master_key_for(data_dir: &Path, generate: bool) -> anyhow::Result<(Master
 
 pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
     if args.database_url.is_none() {
-        std::fs::create_dir_all(&args.data_dir)
-            .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+        std::fs::create_dir_all(&args.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                args.data_dir.display()
+            )
+        })?;
         // The store holds sealed secrets and key hashes: readable by its owner only.
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700));
+            let _ =
+                std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700));
         }
     }
-    keygate_store::open(&args.url()).await.context("cannot open the store")
+    keygate_store::open(&args.url())
+        .await
+        .context("cannot open the store")
 }
 
 pub async fn admin_key(args: AdminKeyArgs) -> anyhow::Result<()> {
     let store = open_store(&args.store).await?;
     let (key, _) = master_key_for(&args.store.data_dir, true)?;
     let vault = VaultService::bootstrap(store.as_ref(), key).await?;
-    let workspace = args.workspace.clone().unwrap_or_else(|| DEFAULT_WORKSPACE.to_string());
+    let workspace = args
+        .workspace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_WORKSPACE.to_string());
     if args.workspace.is_some() {
         store
             .get_workspace(&workspace)
@@ -110,7 +124,12 @@ pub async fn admin_key(args: AdminKeyArgs) -> anyhow::Result<()> {
             expires_at: None,
             created_by: Some("keygate admin-key".into()),
         },
-        Some(system_audit(&workspace, "admin-key-command", "api_key.create", "api_key")),
+        Some(system_audit(
+            &workspace,
+            "admin-key-command",
+            "api_key.create",
+            "api_key",
+        )),
     )
     .await
     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
@@ -141,7 +160,10 @@ async fn rotate(args: RotateArgs) -> anyhow::Result<()> {
     // The new key is on disk before any secret is wrapped under it, so an interrupted
     // rotation can be resumed with the same command.
     let new = if new_path.exists() {
-        let text = Zeroizing::new(std::fs::read_to_string(&new_path).with_context(|| format!("cannot read {}", new_path.display()))?);
+        let text = Zeroizing::new(
+            std::fs::read_to_string(&new_path)
+                .with_context(|| format!("cannot read {}", new_path.display()))?,
+        );
         MasterKey::from_base64(&text)?
     } else {
         let key = MasterKey::generate();
@@ -153,8 +175,10 @@ async fn rotate(args: RotateArgs) -> anyhow::Result<()> {
     } else {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("re-wrapping data keys {bar:40} {pos}/{len} ({eta})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "re-wrapping data keys {bar:40} {pos}/{len} ({eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
     };

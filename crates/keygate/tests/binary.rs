@@ -1,0 +1,748 @@
+//! The real binary: serve, the CLI, restart, master keys, admin-key, and canary secrets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keygate");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn random_master_key() -> String {
+    use rand::RngCore;
+    let mut k = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut k);
+    base64::engine::general_purpose::STANDARD.encode(k)
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Server {
+    fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Self::try_start(data_dir, env).unwrap_or_else(|log| panic!("keygate did not start:\n{log}"))
+    }
+
+    fn try_start(data_dir: &Path, env: &[(&str, &str)]) -> Result<Server, String> {
+        let port = free_port();
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let out = data_dir
+            .parent()
+            .unwrap()
+            .join(format!("out-{port}-{n}.log"));
+        let err = data_dir
+            .parent()
+            .unwrap()
+            .join(format!("err-{port}-{n}.log"));
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .arg("--allow-private-upstreams")
+        .env_remove("KEYGATE_MASTER_KEY")
+        .env_remove("KEYGATE_MASTER_KEY_FILE")
+        .env_remove("KEYGATE_DATABASE_URL")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "exited with {status}\n{}",
+                    std::fs::read_to_string(&err).unwrap_or_default()
+                ));
+            }
+            if reqwest::blocking::get(format!("{url}/healthz"))
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+            {
+                return Ok(Server {
+                    child,
+                    url,
+                    out,
+                    err,
+                });
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("no answer on /healthz".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    fn first_admin_key(&self) -> String {
+        let out = self.stdout();
+        let i = out
+            .find("kg_adm_")
+            .expect("the first start prints an ADMIN key");
+        out[i..i + 45].to_string()
+    }
+
+    /// SIGTERM and wait: a graceful stop.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("keygate did not stop on SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn call(method: &str, url: &str, key: &str, body: Option<Value>) -> (u16, Value, String) {
+    let client = reqwest::blocking::Client::new();
+    let mut req = client
+        .request(method.parse().unwrap(), url)
+        .header("authorization", format!("Bearer {key}"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    )
+}
+
+/// Runs the CLI against `url` with `stdin` piped in.
+fn cli(url: &str, key: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("KEYGATE_URL", url)
+        .env("KEYGATE_API_KEY", key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut sin = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            sin.write_all(s.as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn admin_key_cmd(data_dir: &Path, env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["admin-key", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("KEYGATE_MASTER_KEY")
+        .env_remove("KEYGATE_DATABASE_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn provider_keys_through_the_cli_survive_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mk = random_master_key();
+    let env = [("KEYGATE_MASTER_KEY", mk.as_str())];
+    let server = Server::start(&data, &env);
+    let admin = server.first_admin_key();
+    let url = server.url.clone();
+
+    let (ok, out, err) = cli(
+        &url,
+        &admin,
+        &[
+            "provider-keys",
+            "create",
+            "--name",
+            "openai-prod",
+            "--hub",
+            "openai",
+            "--rate-limit-per-interval",
+            "600",
+            "--rate-limit-interval",
+            "60",
+            "--json",
+        ],
+        Some("sk-cli-secret-0123456789\n"),
+    );
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["data"]["secretHint"], "6789");
+    assert!(!out.contains("sk-cli-secret"));
+
+    let (ok, out, err) = cli(&url, &admin, &["provider-keys", "list"], None);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("openai-prod") && out.contains("…6789") && out.contains("600/60s"),
+        "a table for people:\n{out}"
+    );
+
+    let (ok, out, _) = cli(
+        &url,
+        &admin,
+        &[
+            "provider-keys",
+            "modify",
+            "openai-prod",
+            "--rotate",
+            "--json",
+        ],
+        Some("sk-cli-rotated-9876543210\n"),
+    );
+    assert!(ok);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["data"]["secretVersion"], 2);
+    assert_eq!(v["data"]["secretHint"], "3210");
+
+    let (ok, _, _) = cli(
+        &url,
+        &admin,
+        &["provider-keys", "rename", "openai-prod", "openai-main"],
+        None,
+    );
+    assert!(ok);
+    let (ok, out, _) = cli(
+        &url,
+        &admin,
+        &["provider-keys", "get", "openai-main", "--json"],
+        None,
+    );
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["data"]["name"],
+        "openai-main"
+    );
+    let (ok, _, _) = cli(
+        &url,
+        &admin,
+        &[
+            "provider-keys",
+            "create",
+            "--name",
+            "to-delete",
+            "--hub",
+            "together",
+        ],
+        Some("tk-secret-000000000000"),
+    );
+    assert!(ok);
+    let (ok, out, _) = cli(
+        &url,
+        &admin,
+        &["provider-keys", "delete", "to-delete"],
+        None,
+    );
+    assert!(ok, "{out}");
+    // Errors are clear and fail the command.
+    let (ok, _, err) = cli(&url, &admin, &["provider-keys", "get", "to-delete"], None);
+    assert!(!ok);
+    assert!(err.contains("404"), "{err}");
+    let (ok, _, err) = cli(
+        &url,
+        &admin,
+        &[
+            "provider-keys",
+            "create",
+            "--name",
+            "empty",
+            "--hub",
+            "openai",
+        ],
+        Some(""),
+    );
+    assert!(!ok);
+    assert!(err.contains("no secret"), "{err}");
+    let (ok, out, _) = cli(&url, &admin, &["audit", "list", "--json"], None);
+    assert!(ok);
+    let audit: Value = serde_json::from_str(&out).unwrap();
+    let actions: Vec<&str> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions[..5],
+        [
+            "provider_key.delete",
+            "provider_key.create",
+            "provider_key.rename",
+            "provider_key.rotate",
+            "provider_key.create"
+        ]
+    );
+
+    server.stop();
+    let server = Server::start(&data, &env);
+    assert!(
+        !server.stdout().contains("kg_adm_"),
+        "a store with keys prints no new key"
+    );
+    let (s, v, _) = call(
+        "GET",
+        &format!("{}/api/v1/provider_keys", server.url),
+        &admin,
+        None,
+    );
+    assert_eq!(s, 200, "the ADMIN key survives a restart");
+    let names: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["openai-main"]);
+    assert_eq!(v["data"][0]["secretVersion"], 2);
+    server.stop();
+}
+
+#[test]
+fn a_wrong_master_key_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let right = random_master_key();
+    let server = Server::start(&data, &[("KEYGATE_MASTER_KEY", right.as_str())]);
+    server.stop();
+    let wrong = random_master_key();
+    let err = Server::try_start(&data, &[("KEYGATE_MASTER_KEY", wrong.as_str())])
+        .err()
+        .expect("must refuse");
+    assert!(err.contains("does not match this store"), "{err}");
+    let err = Server::try_start(&data, &[("KEYGATE_MASTER_KEY", "not-base64!")])
+        .err()
+        .expect("must refuse");
+    assert!(err.contains("invalid master key"), "{err}");
+    // A key file works like the variable.
+    let file = tmp.path().join("mk");
+    std::fs::write(&file, format!("{right}\n")).unwrap();
+    let server = Server::start(
+        &data,
+        &[("KEYGATE_MASTER_KEY_FILE", file.to_str().unwrap())],
+    );
+    server.stop();
+}
+
+#[test]
+fn master_key_rotation_keeps_secrets_readable_and_retires_the_old_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // The embedded default: a generated key file in the data directory.
+    let server = Server::start(&data, &[]);
+    assert!(server.stderr().contains("generated a master key"));
+    let key_file = data.join("master.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let old_key = std::fs::read_to_string(&key_file).unwrap();
+    let admin = server.first_admin_key();
+    let url = server.url.clone();
+    let vertex = json!({"name":"vx","modelHub":"vertex","hubConfig":{"region":"us-central1","project_id":"p","client_id":"c","client_secret":"cs-1234567890","refresh_token":"rt-1234567890"}});
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{url}/api/v1/provider_keys"),
+            &admin,
+            Some(vertex)
+        )
+        .0,
+        201
+    );
+    for i in 0..5 {
+        let body = json!({"name": format!("k{i}"), "modelHub":"openai","apiKey": format!("sk-rotation-test-{i:06}")});
+        assert_eq!(
+            call(
+                "POST",
+                &format!("{url}/api/v1/provider_keys"),
+                &admin,
+                Some(body)
+            )
+            .0,
+            201
+        );
+    }
+    // Rotate while the server runs.
+    let out = Command::new(BIN)
+        .args(["master-key", "rotate", "--quiet", "--data-dir"])
+        .arg(&data)
+        .env_remove("KEYGATE_MASTER_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("from version 1 to version 2") && stderr.contains("8 data keys re-wrapped"),
+        "{stderr}"
+    );
+    let new_key = std::fs::read_to_string(&key_file).unwrap();
+    assert_ne!(old_key, new_key);
+    // The running server keeps authenticating from memory, and refuses to seal under the retired key.
+    assert_eq!(
+        call("GET", &format!("{url}/api/v1/provider_keys"), &admin, None).0,
+        200
+    );
+    let (s, _, _) = call(
+        "POST",
+        &format!("{url}/api/v1/provider_keys"),
+        &admin,
+        Some(json!({"name":"late","modelHub":"openai","apiKey":"sk-late-000000000000"})),
+    );
+    assert_eq!(s, 503);
+    server.stop();
+
+    // Restarted on the new key: every secret opens (changing one vertex secret re-seals the other).
+    let server = Server::start(&data, &[]);
+    let (s, v, _) = call(
+        "PATCH",
+        &format!("{}/api/v1/provider_keys/vx", server.url),
+        &admin,
+        Some(json!({"hubConfig":{"refresh_token":"rt-new-0000000000"}})),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["secretVersion"], 2);
+    let (s, v, _) = call(
+        "PATCH",
+        &format!("{}/api/v1/provider_keys/k0", server.url),
+        &admin,
+        Some(json!({"hubConfig":null,"private":true})),
+    );
+    assert_eq!(s, 200, "{v}");
+    server.stop();
+    // The retired key refuses to start.
+    let err = Server::try_start(&data, &[("KEYGATE_MASTER_KEY", old_key.trim())])
+        .err()
+        .expect("retired key must refuse");
+    assert!(err.contains("retired"), "{err}");
+}
+
+#[test]
+fn admin_key_works_before_and_while_a_server_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mk = random_master_key();
+    let env = [("KEYGATE_MASTER_KEY", mk.as_str())];
+    let (ok, out, err) = admin_key_cmd(&data, &env);
+    assert!(ok, "{err}");
+    let first = out.trim().to_string();
+    assert_eq!(out, format!("{first}\n"), "only the secret on stdout");
+    assert!(first.starts_with("kg_adm_") && first.len() == 45);
+    let server = Server::start(&data, &env);
+    assert!(
+        !server.stdout().contains("kg_adm_"),
+        "the store has a key: no first-start key"
+    );
+    assert_eq!(
+        call(
+            "GET",
+            &format!("{}/api/v1/provider_keys", server.url),
+            &first,
+            None
+        )
+        .0,
+        200
+    );
+    let (ok, out, _) = admin_key_cmd(&data, &env);
+    assert!(ok);
+    let second = out.trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let s = call(
+            "GET",
+            &format!("{}/api/v1/provider_keys", server.url),
+            &second,
+            None,
+        )
+        .0;
+        if s == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a key made by admin-key must work within 1 s, got {s}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let (_, v, _) = call(
+        "GET",
+        &format!("{}/api/v1/audit?action=api_key.create", server.url),
+        &first,
+        None,
+    );
+    assert_eq!(v["total"], 2);
+    server.stop();
+}
+
+fn forms(secret: &str) -> Vec<String> {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let mut urlenc = String::new();
+    for b in secret.bytes() {
+        if b.is_ascii_alphanumeric() {
+            urlenc.push(b as char);
+        } else {
+            urlenc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    // Base64 of a secret at an unknown offset: check the three alignments' stable middles.
+    let mut out = vec![
+        secret.to_string(),
+        b64.trim_end_matches('=').to_string(),
+        b64url,
+        urlenc,
+    ];
+    for shift in 1..3 {
+        let padded = format!("{}{}", "x".repeat(shift), secret);
+        let enc = base64::engine::general_purpose::STANDARD.encode(padded);
+        out.push(enc[4..enc.len() - 4].to_string());
+    }
+    out
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn canary_secrets_never_leak() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mk = random_master_key();
+    let env = [
+        ("KEYGATE_MASTER_KEY", mk.as_str()),
+        ("KEYGATE_LOG", "debug"),
+    ];
+    // The platform key is made by admin-key, so the server never prints one.
+    let (_, out, _) = admin_key_cmd(&data, &env[..1]);
+    let admin = out.trim().to_string();
+    let server = Server::start(&data, &env);
+    let url = server.url.clone();
+    let canaries = [
+        "sk-CANARYprovider-5b1e7d2c9a4f6e30",
+        "cs-CANARYclientsecret-81f2c4a9d0",
+        "rt-CANARYrefreshtoken-3c9e1b7f55",
+        "sk-CANARYrotated-aa11bb22cc33dd44",
+        "do-CANARYagentkey-6f0a2b9c8d7e",
+    ];
+    let mut seen = String::new();
+    let mut record = |r: (u16, Value, String)| seen.push_str(&r.2);
+    record(call(
+        "POST",
+        &format!("{url}/api/v1/provider_keys"),
+        &admin,
+        Some(json!({"name":"canary","modelHub":"openai","apiKey":canaries[0]})),
+    ));
+    record(call(
+        "POST",
+        &format!("{url}/api/v1/provider_keys"),
+        &admin,
+        Some(
+            json!({"name":"vx","modelHub":"vertex","hubConfig":{"region":"us-central1","project_id":"p","client_id":"c","client_secret":canaries[1],"refresh_token":canaries[2]}}),
+        ),
+    ));
+    record(call(
+        "POST",
+        &format!("{url}/v1/api-keys"),
+        &admin,
+        Some(
+            json!({"name":"do","hub":"digitalocean","value":null,"url":"http://127.0.0.1:9/","hub_config":{"agent_id":"a1","agent_key":canaries[4]}}),
+        ),
+    ));
+    // Error paths that carry the secret in the request.
+    record(call(
+        "POST",
+        &format!("{url}/api/v1/provider_keys"),
+        &admin,
+        Some(json!({"name":"canary","modelHub":"openai","apiKey":canaries[0]})),
+    ));
+    record(call(
+        "POST",
+        &format!("{url}/api/v1/provider_keys"),
+        &admin,
+        Some(json!({"name":"x","modelHub":canaries[0],"apiKey":canaries[0]})),
+    ));
+    record(call(
+        "POST",
+        &format!("{url}/api/v1/provider_keys"),
+        &admin,
+        Some(
+            json!({"name":"x","modelHub":"openai","apiKey":canaries[0],"rateLimitInterval":canaries[0]}),
+        ),
+    ));
+    // A name is public by nature; one that is refused is not repeated either.
+    record(call(
+        "POST",
+        &format!("{url}/api/v1/provider_keys"),
+        &admin,
+        Some(json!({"name":format!("{} x", canaries[0]),"modelHub":"openai","apiKey":canaries[0]})),
+    ));
+    record(call(
+        "PATCH",
+        &format!("{url}/api/v1/provider_keys/canary"),
+        &admin,
+        Some(json!({"apiKey":canaries[3],"gracePeriodSeconds":3600})),
+    ));
+    record(call(
+        "PATCH",
+        &format!("{url}/api/v1/provider_keys/vx"),
+        &admin,
+        Some(json!({"hubConfig":{"refresh_token":canaries[2]}})),
+    ));
+    for path in [
+        "/api/v1/provider_keys",
+        "/api/v1/provider_keys/canary",
+        "/api/v1/provider_keys/vx",
+        "/v1/api-keys",
+        "/api/v1/audit",
+        "/api/v1/openapi.json",
+    ] {
+        record(call("GET", &format!("{url}{path}"), &admin, None));
+    }
+    record(call(
+        "GET",
+        &format!("{url}/api/v1/provider_keys"),
+        "kg_adm_nope",
+        None,
+    ));
+    let (_, out, err) = cli(&url, &admin, &["provider-keys", "list", "--json"], None);
+    seen.push_str(&out);
+    seen.push_str(&err);
+    let (_, out, err) = cli(
+        &url,
+        &admin,
+        &[
+            "provider-keys",
+            "create",
+            "--name",
+            "cli",
+            "--hub",
+            "openai",
+            "--json",
+        ],
+        Some(canaries[3]),
+    );
+    seen.push_str(&out);
+    seen.push_str(&err);
+    server.stop();
+
+    let logs = {
+        let s = Server::start(&data, &env);
+        let l = format!("{}{}", s.stdout(), s.stderr());
+        s.stop();
+        l
+    };
+    let server_logs: String = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>()
+        + &logs;
+    assert!(
+        server_logs.contains("DEBUG"),
+        "the logs were written at debug level"
+    );
+    let files: Vec<(PathBuf, Vec<u8>)> = files_under(&data)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    assert!(files.iter().any(|(p, _)| p.ends_with("keygate.db")));
+    let mut all: Vec<&str> = canaries.to_vec();
+    all.push(&admin);
+    for secret in all {
+        for form in forms(secret) {
+            assert!(
+                !seen.contains(&form),
+                "a response or CLI output carries a secret ({form})"
+            );
+            assert!(
+                !server_logs.contains(&form),
+                "a log line carries a secret ({form})"
+            );
+            for (path, bytes) in &files {
+                assert!(
+                    !bytes.windows(form.len()).any(|w| w == form.as_bytes()),
+                    "{} holds a secret in clear ({form})",
+                    path.display()
+                );
+            }
+        }
+    }
+}
