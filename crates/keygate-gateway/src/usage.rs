@@ -1,0 +1,91 @@
+//! Token usage of one request, as the upstream reported it (or as estimated).
+
+use serde_json::Value;
+
+/// Tokens of one request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Prompt tokens served from the provider's cache (a subset of `prompt_tokens`).
+    pub cached_prompt_tokens: u64,
+    /// Prompt tokens written to the provider's cache (Anthropic), billed above the input price.
+    pub cache_write_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+
+    /// Reads an OpenAI-shaped `usage` object (`prompt_tokens`, `completion_tokens`,
+    /// `prompt_tokens_details.cached_tokens`). Bogus values (negative, fractional, huge) are
+    /// refused rather than trusted.
+    pub fn from_openai(usage: &Value) -> Option<Usage> {
+        let obj = usage.as_object()?;
+        let num = |v: Option<&Value>| -> Option<u64> {
+            let n = v?.as_u64()?;
+            (n <= 100_000_000).then_some(n)
+        };
+        let prompt = num(obj.get("prompt_tokens")).or_else(|| num(obj.get("input_tokens")));
+        let completion =
+            num(obj.get("completion_tokens")).or_else(|| num(obj.get("output_tokens")));
+        if prompt.is_none() && completion.is_none() {
+            return None;
+        }
+        let prompt = prompt.unwrap_or(0);
+        let cached = obj
+            .get("prompt_tokens_details")
+            .and_then(|d| num(d.get("cached_tokens")))
+            .unwrap_or(0)
+            .min(prompt);
+        Some(Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion.unwrap_or(0),
+            cached_prompt_tokens: cached,
+            cache_write_tokens: 0,
+        })
+    }
+
+    /// The OpenAI-shaped `usage` object.
+    pub fn to_openai(&self) -> Value {
+        let mut v = serde_json::json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total(),
+        });
+        if self.cached_prompt_tokens > 0 {
+            v["prompt_tokens_details"] =
+                serde_json::json!({"cached_tokens": self.cached_prompt_tokens});
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_openai_usage_and_refuses_bogus_values() {
+        let u = Usage::from_openai(&json!({"prompt_tokens":9,"completion_tokens":3,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":4}})).unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens),
+            (9, 3, 4)
+        );
+        assert_eq!(Usage::from_openai(&json!({"prompt_tokens":-1})), None);
+        assert_eq!(Usage::from_openai(&json!({"prompt_tokens":1.5})), None);
+        assert_eq!(Usage::from_openai(&json!({"prompt_tokens":1e12})), None);
+        assert_eq!(Usage::from_openai(&json!("x")), None);
+        let u = Usage::from_openai(
+            &json!({"prompt_tokens":2,"prompt_tokens_details":{"cached_tokens":99}}),
+        )
+        .unwrap();
+        assert_eq!(
+            u.cached_prompt_tokens, 2,
+            "cached tokens never exceed the prompt"
+        );
+        assert_eq!(Usage::from_openai(&u.to_openai()), Some(u));
+    }
+}
