@@ -157,6 +157,89 @@ impl std::fmt::Debug for PlatformKeyRow {
     }
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualKeyRow {
+    /// `vk_…`.
+    pub id: String,
+    pub workspace: String,
+    /// Unique among live virtual keys.
+    pub slug: String,
+    pub name: String,
+    pub note: Option<String>,
+    /// Targets, strategy, models, aliases, budget, limits… as JSON (owned by the API layer).
+    pub config: String,
+    /// `active` or `disabled` (expiry and exhaustion are derived).
+    pub status: String,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub created_by: Option<String>,
+    pub rev: i64,
+    pub deleted_at: Option<i64>,
+}
+
+/// One gateway request, metered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageRow {
+    pub id: String,
+    pub workspace: String,
+    pub at: i64,
+    pub request_id: Option<String>,
+    pub platform_key_id: Option<String>,
+    pub virtual_key_id: Option<String>,
+    pub provider_key_id: Option<String>,
+    pub hub: Option<String>,
+    pub model: Option<String>,
+    /// `chat`, `completions`, `embeddings`, `models`, `passthrough`.
+    pub endpoint: String,
+    pub status_code: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub cost_nano: i64,
+    pub latency_ms: i64,
+    /// Tokens counted locally because the upstream reported none.
+    pub estimated: bool,
+    pub stream: bool,
+    pub error_kind: Option<String>,
+}
+
+/// Which usage records to add up.
+#[derive(Clone, Debug, Default)]
+pub struct UsageFilter {
+    pub virtual_key_id: Option<String>,
+    pub platform_key_id: Option<String>,
+    pub provider_key_id: Option<String>,
+    pub model: Option<String>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+}
+
+/// How to group usage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsageGroup {
+    Day,
+    Model,
+    VirtualKey,
+    PlatformKey,
+    ProviderKey,
+    Hub,
+}
+
+/// Sums over usage records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageTotals {
+    /// The group's key (a day number since the epoch, a model, a key id…); empty for the total.
+    pub group: String,
+    pub requests: i64,
+    pub errors: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub cost_nano: i64,
+    pub estimated: i64,
+}
+
 /// One change made through the API, CLI or UI. Never carries a secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -296,6 +379,51 @@ pub trait Store: Send + Sync + 'static {
     async fn platform_keys_changed_since(&self, rev: i64) -> Result<Vec<PlatformKeyRow>>;
     /// Records last use of keys in one batch (off the hot path).
     async fn touch_platform_keys(&self, used: &[(String, i64)]) -> Result<()>;
+
+    // Virtual keys.
+    async fn create_virtual_key(
+        &self,
+        row: &VirtualKeyRow,
+        audit: Option<&AuditEvent>,
+    ) -> Result<VirtualKeyRow>;
+    async fn update_virtual_key(
+        &self,
+        row: &VirtualKeyRow,
+        audit: Option<&AuditEvent>,
+    ) -> Result<VirtualKeyRow>;
+    /// By id (`vk_…`) or slug.
+    async fn get_virtual_key(&self, workspace: &str, id_or_slug: &str) -> Result<VirtualKeyRow>;
+    async fn list_virtual_keys(
+        &self,
+        workspace: &str,
+        page: Page,
+    ) -> Result<(Vec<VirtualKeyRow>, i64)>;
+    async fn delete_virtual_key(
+        &self,
+        workspace: &str,
+        id: &str,
+        now: i64,
+        audit: Option<&AuditEvent>,
+    ) -> Result<VirtualKeyRow>;
+    async fn virtual_keys_changed_since(&self, rev: i64) -> Result<Vec<VirtualKeyRow>>;
+
+    // Usage.
+    /// Inserts a batch of usage records; ids already present are skipped (settling twice never double-counts).
+    async fn insert_usage(&self, rows: &[UsageRow]) -> Result<()>;
+    async fn usage_totals(&self, workspace: &str, filter: &UsageFilter) -> Result<UsageTotals>;
+    async fn usage_grouped(
+        &self,
+        workspace: &str,
+        filter: &UsageFilter,
+        group: UsageGroup,
+        limit: u32,
+    ) -> Result<Vec<UsageTotals>>;
+    async fn list_usage(
+        &self,
+        workspace: &str,
+        filter: &UsageFilter,
+        page: Page,
+    ) -> Result<(Vec<UsageRow>, i64)>;
 
     // Audit.
     async fn append_audit(&self, event: &AuditEvent) -> Result<()>;

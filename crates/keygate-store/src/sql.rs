@@ -13,7 +13,8 @@ use sqlx::{AnyPool, Row};
 
 use crate::{
     AuditEvent, AuditFilter, Backend, MasterKeyRow, Page, PlatformKeyRow, ProviderKeyRow, Result,
-    SecretRow, Store, StoreError, WorkspaceRow,
+    SecretRow, Store, StoreError, UsageFilter, UsageGroup, UsageRow, UsageTotals, VirtualKeyRow,
+    WorkspaceRow,
 };
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -294,6 +295,90 @@ fn audit(row: &AnyRow) -> Result<AuditEvent> {
     })
 }
 
+const VK_COLS: &str = "id, workspace, slug, name, note, config, status, expires_at, created_at, updated_at, created_by, rev, deleted_at";
+
+fn virtual_key(row: &AnyRow) -> Result<VirtualKeyRow> {
+    Ok(VirtualKeyRow {
+        id: row.try_get("id").map_err(db)?,
+        workspace: row.try_get("workspace").map_err(db)?,
+        slug: row.try_get("slug").map_err(db)?,
+        name: row.try_get("name").map_err(db)?,
+        note: row.try_get("note").map_err(db)?,
+        config: row.try_get("config").map_err(db)?,
+        status: row.try_get("status").map_err(db)?,
+        expires_at: row.try_get("expires_at").map_err(db)?,
+        created_at: row.try_get("created_at").map_err(db)?,
+        updated_at: row.try_get("updated_at").map_err(db)?,
+        created_by: row.try_get("created_by").map_err(db)?,
+        rev: row.try_get("rev").map_err(db)?,
+        deleted_at: row.try_get("deleted_at").map_err(db)?,
+    })
+}
+
+const USAGE_COLS: &str = "id, workspace, at, request_id, platform_key_id, virtual_key_id, provider_key_id, hub, model, endpoint, status_code, prompt_tokens, completion_tokens, cached_tokens, cost_nano, latency_ms, estimated, stream, error_kind";
+
+fn usage_row(row: &AnyRow) -> Result<UsageRow> {
+    Ok(UsageRow {
+        id: row.try_get("id").map_err(db)?,
+        workspace: row.try_get("workspace").map_err(db)?,
+        at: row.try_get("at").map_err(db)?,
+        request_id: row.try_get("request_id").map_err(db)?,
+        platform_key_id: row.try_get("platform_key_id").map_err(db)?,
+        virtual_key_id: row.try_get("virtual_key_id").map_err(db)?,
+        provider_key_id: row.try_get("provider_key_id").map_err(db)?,
+        hub: row.try_get("hub").map_err(db)?,
+        model: row.try_get("model").map_err(db)?,
+        endpoint: row.try_get("endpoint").map_err(db)?,
+        status_code: row.try_get("status_code").map_err(db)?,
+        prompt_tokens: row.try_get("prompt_tokens").map_err(db)?,
+        completion_tokens: row.try_get("completion_tokens").map_err(db)?,
+        cached_tokens: row.try_get("cached_tokens").map_err(db)?,
+        cost_nano: row.try_get("cost_nano").map_err(db)?,
+        latency_ms: row.try_get("latency_ms").map_err(db)?,
+        estimated: flag(row, "estimated")?,
+        stream: flag(row, "stream")?,
+        error_kind: row.try_get("error_kind").map_err(db)?,
+    })
+}
+
+/// The WHERE clause of a usage filter; binds `$1` (workspace) to `$7`.
+fn usage_where(backend: Backend) -> String {
+    let cond = "workspace = $1 AND ($2 IS NULL OR virtual_key_id = $2) AND ($3 IS NULL OR platform_key_id = $3)
+         AND ($4 IS NULL OR provider_key_id = $4) AND ($5 IS NULL OR model = $5) AND ($6 IS NULL OR at >= $6)
+         AND ($7 IS NULL OR at < $7)";
+    match backend {
+        Backend::Postgres => cond
+            .replace("($2 IS NULL", "($2::text IS NULL")
+            .replace("($3 IS NULL", "($3::text IS NULL")
+            .replace("($4 IS NULL", "($4::text IS NULL")
+            .replace("($5 IS NULL", "($5::text IS NULL")
+            .replace("($6 IS NULL", "($6::bigint IS NULL")
+            .replace("($7 IS NULL", "($7::bigint IS NULL"),
+        Backend::Sqlite => cond.to_string(),
+    }
+}
+
+const TOTALS: &str = "COUNT(*) AS requests,
+    CAST(COALESCE(SUM(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors,
+    CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens,
+    CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens,
+    CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS cached_tokens,
+    CAST(COALESCE(SUM(cost_nano), 0) AS BIGINT) AS cost_nano,
+    CAST(COALESCE(SUM(estimated), 0) AS BIGINT) AS estimated";
+
+fn totals(row: &AnyRow, group: String) -> Result<UsageTotals> {
+    Ok(UsageTotals {
+        group,
+        requests: row.try_get("requests").map_err(db)?,
+        errors: row.try_get("errors").map_err(db)?,
+        prompt_tokens: row.try_get("prompt_tokens").map_err(db)?,
+        completion_tokens: row.try_get("completion_tokens").map_err(db)?,
+        cached_tokens: row.try_get("cached_tokens").map_err(db)?,
+        cost_nano: row.try_get("cost_nano").map_err(db)?,
+        estimated: row.try_get("estimated").map_err(db)?,
+    })
+}
+
 fn bool_i(b: bool) -> i64 {
     i64::from(b)
 }
@@ -551,7 +636,7 @@ impl Store for SqlStore {
     async fn delete_workspace(&self, id: &str, audit_event: Option<&AuditEvent>) -> Result<()> {
         let mut tx = self.begin().await?;
         self.next_rev(&mut tx).await?;
-        for table in ["provider_keys", "platform_keys"] {
+        for table in ["provider_keys", "platform_keys", "virtual_keys"] {
             let live = sqlx::query(&self.q(&format!(
                 "SELECT COUNT(*) FROM {table} WHERE workspace = $1 AND deleted_at IS NULL"
             )))
@@ -972,6 +1057,282 @@ impl Store for SqlStore {
             .map_err(db)?;
         }
         tx.commit().await.map_err(db)
+    }
+
+    async fn create_virtual_key(
+        &self,
+        row: &VirtualKeyRow,
+        audit_event: Option<&AuditEvent>,
+    ) -> Result<VirtualKeyRow> {
+        let mut tx = self.begin().await?;
+        let rev = self.next_rev(&mut tx).await?;
+        let stored = sqlx::query(&self.q(&format!(
+            "INSERT INTO virtual_keys ({VK_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL) RETURNING {VK_COLS}"
+        )))
+        .bind(&row.id)
+        .bind(&row.workspace)
+        .bind(&row.slug)
+        .bind(&row.name)
+        .bind(&row.note)
+        .bind(&row.config)
+        .bind(&row.status)
+        .bind(row.expires_at)
+        .bind(row.created_at)
+        .bind(row.updated_at)
+        .bind(&row.created_by)
+        .bind(rev)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)
+        .map_err(conflict(format!("a virtual key with slug {} already exists", row.slug)))?;
+        self.audit_in(&mut tx, audit_event).await?;
+        tx.commit().await.map_err(db)?;
+        virtual_key(&stored)
+    }
+
+    async fn update_virtual_key(
+        &self,
+        row: &VirtualKeyRow,
+        audit_event: Option<&AuditEvent>,
+    ) -> Result<VirtualKeyRow> {
+        let mut tx = self.begin().await?;
+        let rev = self.next_rev(&mut tx).await?;
+        let stored = sqlx::query(&self.q(&format!(
+            "UPDATE virtual_keys SET slug = $1, name = $2, note = $3, config = $4, status = $5, expires_at = $6,
+                updated_at = $7, rev = $8
+             WHERE workspace = $9 AND id = $10 AND deleted_at IS NULL RETURNING {VK_COLS}"
+        )))
+        .bind(&row.slug)
+        .bind(&row.name)
+        .bind(&row.note)
+        .bind(&row.config)
+        .bind(&row.status)
+        .bind(row.expires_at)
+        .bind(row.updated_at)
+        .bind(rev)
+        .bind(&row.workspace)
+        .bind(&row.id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)
+        .map_err(conflict(format!("a virtual key with slug {} already exists", row.slug)))?
+        .ok_or(StoreError::NotFound)?;
+        self.audit_in(&mut tx, audit_event).await?;
+        tx.commit().await.map_err(db)?;
+        virtual_key(&stored)
+    }
+
+    async fn get_virtual_key(&self, workspace: &str, id_or_slug: &str) -> Result<VirtualKeyRow> {
+        let row = sqlx::query(&self.q(&format!(
+            "SELECT {VK_COLS} FROM virtual_keys WHERE workspace = $1 AND (id = $2 OR slug = $2) AND deleted_at IS NULL"
+        )))
+        .bind(workspace)
+        .bind(id_or_slug)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .ok_or(StoreError::NotFound)?;
+        virtual_key(&row)
+    }
+
+    async fn list_virtual_keys(
+        &self,
+        workspace: &str,
+        page: Page,
+    ) -> Result<(Vec<VirtualKeyRow>, i64)> {
+        let rows = sqlx::query(&self.q(&format!(
+            "SELECT {VK_COLS} FROM virtual_keys WHERE workspace = $1 AND deleted_at IS NULL
+             ORDER BY created_at, id LIMIT $2 OFFSET $3"
+        )))
+        .bind(workspace)
+        .bind(i64::from(page.limit))
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let total = sqlx::query(
+            &self
+                .q("SELECT COUNT(*) FROM virtual_keys WHERE workspace = $1 AND deleted_at IS NULL"),
+        )
+        .bind(workspace)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?
+        .try_get::<i64, _>(0)
+        .map_err(db)?;
+        Ok((rows.iter().map(virtual_key).collect::<Result<_>>()?, total))
+    }
+
+    async fn delete_virtual_key(
+        &self,
+        workspace: &str,
+        id: &str,
+        now: i64,
+        audit_event: Option<&AuditEvent>,
+    ) -> Result<VirtualKeyRow> {
+        let mut tx = self.begin().await?;
+        let rev = self.next_rev(&mut tx).await?;
+        let row = sqlx::query(&self.q(&format!(
+            "UPDATE virtual_keys SET deleted_at = $1, updated_at = $2, rev = $3
+             WHERE workspace = $4 AND id = $5 AND deleted_at IS NULL RETURNING {VK_COLS}"
+        )))
+        .bind(now)
+        .bind(now)
+        .bind(rev)
+        .bind(workspace)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .ok_or(StoreError::NotFound)?;
+        self.audit_in(&mut tx, audit_event).await?;
+        tx.commit().await.map_err(db)?;
+        virtual_key(&row)
+    }
+
+    async fn virtual_keys_changed_since(&self, rev: i64) -> Result<Vec<VirtualKeyRow>> {
+        let rows = sqlx::query(&self.q(&format!(
+            "SELECT {VK_COLS} FROM virtual_keys WHERE rev > $1 ORDER BY rev"
+        )))
+        .bind(rev)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(virtual_key).collect()
+    }
+
+    async fn insert_usage(&self, rows: &[UsageRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let sql = self.q(&format!(
+            "INSERT INTO usage_records ({USAGE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+             ON CONFLICT (id) DO NOTHING"
+        ))
+        .into_owned();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for r in rows {
+            sqlx::query(&sql)
+                .bind(&r.id)
+                .bind(&r.workspace)
+                .bind(r.at)
+                .bind(&r.request_id)
+                .bind(&r.platform_key_id)
+                .bind(&r.virtual_key_id)
+                .bind(&r.provider_key_id)
+                .bind(&r.hub)
+                .bind(&r.model)
+                .bind(&r.endpoint)
+                .bind(r.status_code)
+                .bind(r.prompt_tokens)
+                .bind(r.completion_tokens)
+                .bind(r.cached_tokens)
+                .bind(r.cost_nano)
+                .bind(r.latency_ms)
+                .bind(bool_i(r.estimated))
+                .bind(bool_i(r.stream))
+                .bind(&r.error_kind)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn usage_totals(&self, workspace: &str, f: &UsageFilter) -> Result<UsageTotals> {
+        let sql = format!(
+            "SELECT {TOTALS} FROM usage_records WHERE {}",
+            usage_where(self.backend)
+        );
+        let row = sqlx::query(&self.q(&sql))
+            .bind(workspace)
+            .bind(&f.virtual_key_id)
+            .bind(&f.platform_key_id)
+            .bind(&f.provider_key_id)
+            .bind(&f.model)
+            .bind(f.from)
+            .bind(f.to)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        totals(&row, String::new())
+    }
+
+    async fn usage_grouped(
+        &self,
+        workspace: &str,
+        f: &UsageFilter,
+        group: UsageGroup,
+        limit: u32,
+    ) -> Result<Vec<UsageTotals>> {
+        let key = match group {
+            UsageGroup::Day => "CAST(at / 86400000 AS TEXT)",
+            UsageGroup::Model => "COALESCE(model, '')",
+            UsageGroup::VirtualKey => "COALESCE(virtual_key_id, '')",
+            UsageGroup::PlatformKey => "COALESCE(platform_key_id, '')",
+            UsageGroup::ProviderKey => "COALESCE(provider_key_id, '')",
+            UsageGroup::Hub => "COALESCE(hub, '')",
+        };
+        let sql = format!(
+            "SELECT {key} AS grp, {TOTALS} FROM usage_records WHERE {} GROUP BY {key} ORDER BY {key} LIMIT $8",
+            usage_where(self.backend)
+        );
+        let rows = sqlx::query(&self.q(&sql))
+            .bind(workspace)
+            .bind(&f.virtual_key_id)
+            .bind(&f.platform_key_id)
+            .bind(&f.provider_key_id)
+            .bind(&f.model)
+            .bind(f.from)
+            .bind(f.to)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let g: String = r.try_get("grp").map_err(db)?;
+                totals(r, g)
+            })
+            .collect()
+    }
+
+    async fn list_usage(
+        &self,
+        workspace: &str,
+        f: &UsageFilter,
+        page: Page,
+    ) -> Result<(Vec<UsageRow>, i64)> {
+        let cond = usage_where(self.backend);
+        let sql = format!("SELECT {USAGE_COLS} FROM usage_records WHERE {cond} ORDER BY at DESC, id DESC LIMIT $8 OFFSET $9");
+        let rows = sqlx::query(&self.q(&sql))
+            .bind(workspace)
+            .bind(&f.virtual_key_id)
+            .bind(&f.platform_key_id)
+            .bind(&f.provider_key_id)
+            .bind(&f.model)
+            .bind(f.from)
+            .bind(f.to)
+            .bind(i64::from(page.limit))
+            .bind(page.offset())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let count =
+            sqlx::query(&self.q(&format!("SELECT COUNT(*) FROM usage_records WHERE {cond}")))
+                .bind(workspace)
+                .bind(&f.virtual_key_id)
+                .bind(&f.platform_key_id)
+                .bind(&f.provider_key_id)
+                .bind(&f.model)
+                .bind(f.from)
+                .bind(f.to)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?
+                .try_get::<i64, _>(0)
+                .map_err(db)?;
+        Ok((rows.iter().map(usage_row).collect::<Result<_>>()?, count))
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<()> {

@@ -590,3 +590,180 @@ async fn audit_events_commit_with_their_change() {
     }
     finish(dbs).await;
 }
+
+fn vk(ws: &str, slug: &str) -> keygate_store::VirtualKeyRow {
+    keygate_store::VirtualKeyRow {
+        id: format!("vk_{}", uuid::Uuid::new_v4().simple()),
+        workspace: ws.into(),
+        slug: slug.into(),
+        name: slug.into(),
+        note: None,
+        config: "{}".into(),
+        status: "active".into(),
+        expires_at: None,
+        created_at: 1,
+        updated_at: 1,
+        created_by: None,
+        rev: 0,
+        deleted_at: None,
+    }
+}
+
+#[tokio::test]
+async fn virtual_keys_by_id_or_slug() {
+    let dbs = backends().await;
+    for db in &dbs {
+        let s = &db.store;
+        let rev0 = s.revision().await.unwrap();
+        let a = s
+            .create_virtual_key(&vk("default", "openai-prod-1a2b"), None)
+            .await
+            .unwrap();
+        // Slugs are unique across workspaces among live keys.
+        assert!(matches!(
+            s.create_virtual_key(&vk("other", "openai-prod-1a2b"), None)
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            s.get_virtual_key("default", &a.id).await.unwrap().slug,
+            "openai-prod-1a2b"
+        );
+        assert_eq!(
+            s.get_virtual_key("default", "openai-prod-1a2b")
+                .await
+                .unwrap()
+                .id,
+            a.id
+        );
+        assert!(matches!(
+            s.get_virtual_key("other", &a.id).await,
+            Err(StoreError::NotFound)
+        ));
+        let mut b = a.clone();
+        b.status = "disabled".into();
+        b.note = Some("n".into());
+        let b = s.update_virtual_key(&b, None).await.unwrap();
+        assert_eq!(b.status, "disabled");
+        assert!(b.rev > a.rev);
+        assert_eq!(s.virtual_keys_changed_since(rev0).await.unwrap().len(), 1);
+        s.delete_virtual_key("default", &a.id, 5, None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.get_virtual_key("default", &a.id).await,
+            Err(StoreError::NotFound)
+        ));
+        // The slug is free again once deleted.
+        s.create_virtual_key(&vk("default", "openai-prod-1a2b"), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.list_virtual_keys("default", P).await.unwrap().1,
+            1,
+            "{}",
+            db.name
+        );
+    }
+    finish(dbs).await;
+}
+
+#[tokio::test]
+async fn usage_is_added_up_and_never_double_counted() {
+    use keygate_store::{UsageFilter, UsageGroup, UsageRow};
+    let dbs = backends().await;
+    for db in &dbs {
+        let s = &db.store;
+        let day = 86_400_000i64;
+        let mk = |id: &str, at: i64, model: &str, vk: &str, cost: i64, status: i64| UsageRow {
+            id: id.into(),
+            workspace: "default".into(),
+            at,
+            virtual_key_id: Some(vk.into()),
+            platform_key_id: Some("pk1".into()),
+            provider_key_id: Some("prov1".into()),
+            hub: Some("openai".into()),
+            model: Some(model.into()),
+            endpoint: "chat".into(),
+            status_code: status,
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            cached_tokens: 2,
+            cost_nano: cost,
+            latency_ms: 3,
+            ..Default::default()
+        };
+        let rows = vec![
+            mk("u1", day, "gpt-4o-mini", "vk_a", 100, 200),
+            mk("u2", day + 5, "gpt-4o", "vk_a", 1_000, 200),
+            mk("u3", 2 * day, "gpt-4o-mini", "vk_b", 50, 502),
+        ];
+        s.insert_usage(&rows).await.unwrap();
+        s.insert_usage(&rows[..1]).await.unwrap();
+        let t = s
+            .usage_totals("default", &UsageFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                t.requests,
+                t.errors,
+                t.prompt_tokens,
+                t.completion_tokens,
+                t.cached_tokens,
+                t.cost_nano
+            ),
+            (3, 1, 30, 15, 6, 1_150)
+        );
+        let f = UsageFilter {
+            virtual_key_id: Some("vk_a".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.usage_totals("default", &f).await.unwrap().cost_nano,
+            1_100
+        );
+        let f = UsageFilter {
+            from: Some(day + 1),
+            to: Some(2 * day + 1),
+            ..Default::default()
+        };
+        assert_eq!(s.usage_totals("default", &f).await.unwrap().requests, 2);
+        assert_eq!(
+            s.usage_totals("other", &UsageFilter::default())
+                .await
+                .unwrap()
+                .requests,
+            0
+        );
+        let by_day = s
+            .usage_grouped("default", &UsageFilter::default(), UsageGroup::Day, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            by_day
+                .iter()
+                .map(|g| (g.group.as_str(), g.requests))
+                .collect::<Vec<_>>(),
+            vec![("1", 2), ("2", 1)]
+        );
+        let by_model = s
+            .usage_grouped("default", &UsageFilter::default(), UsageGroup::Model, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            by_model
+                .iter()
+                .map(|g| (g.group.as_str(), g.cost_nano))
+                .collect::<Vec<_>>(),
+            vec![("gpt-4o", 1_000), ("gpt-4o-mini", 150)]
+        );
+        let (list, total) = s
+            .list_usage("default", &UsageFilter::default(), P)
+            .await
+            .unwrap();
+        assert_eq!((list.len(), total), (3, 3));
+        assert_eq!(list[0].id, "u3", "{}", db.name);
+    }
+    finish(dbs).await;
+}
