@@ -245,13 +245,14 @@ impl AuthCache {
     }
 }
 
-/// Keeps the cache current until `shutdown` fires, flushing last-use times as it goes.
+/// Keeps the caches current until `shutdown` fires, flushing last-use times as it goes.
 pub async fn run_refresher(
-    cache: Arc<AuthCache>,
-    store: Arc<dyn Store>,
+    state: crate::state::AppState,
     every: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let cache = state.auth.clone();
+    let store: Arc<dyn Store> = state.store.clone();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut flush_at = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -262,6 +263,9 @@ pub async fn run_refresher(
         }
         if let Err(e) = cache.refresh(store.as_ref()).await {
             tracing::warn!(error = %e, "platform-key cache refresh failed; serving the keys already loaded");
+        }
+        if let Err(e) = state.runtime.refresh(store.as_ref(), &state.vault).await {
+            tracing::warn!(error = %e, "key cache refresh failed; serving the keys already loaded");
         }
         if tokio::time::Instant::now() >= flush_at {
             flush_at = tokio::time::Instant::now() + Duration::from_secs(5);

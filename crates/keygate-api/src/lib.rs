@@ -9,13 +9,19 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod gateway;
 pub mod health;
+pub mod meter;
 pub mod openapi;
 pub mod platform_keys;
+pub mod portkey;
 pub mod provider_keys;
+pub mod runtime;
 pub mod state;
+pub mod usage;
 pub mod vault;
 pub mod vijil;
+pub mod virtual_keys;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{Method, Uri};
@@ -92,7 +98,7 @@ impl RouteTable {
 /// Every route keygate serves, with its role.
 pub fn routes(state: AppState) -> RouteTable {
     use Method as M;
-    use Role::{Admin, Public};
+    use Role::{Admin, Inference, Public};
     RouteTable::new(state)
         .add(M::GET, "/healthz", Public, health::healthz)
         .add(M::GET, "/readyz", Public, health::readyz)
@@ -134,13 +140,63 @@ pub fn routes(state: AppState) -> RouteTable {
             Admin,
             provider_keys::rename_handler,
         )
-        // Audit log.
+        // Native virtual keys.
+        .add(
+            M::GET,
+            "/api/v1/virtual_keys",
+            Admin,
+            virtual_keys::list_handler,
+        )
+        .add(
+            M::POST,
+            "/api/v1/virtual_keys",
+            Admin,
+            virtual_keys::create_handler,
+        )
+        .add(
+            M::GET,
+            "/api/v1/virtual_keys/{slug}",
+            Admin,
+            virtual_keys::get_handler,
+        )
+        .add(
+            M::PATCH,
+            "/api/v1/virtual_keys/{slug}",
+            Admin,
+            virtual_keys::update_handler,
+        )
+        .add(
+            M::DELETE,
+            "/api/v1/virtual_keys/{slug}",
+            Admin,
+            virtual_keys::delete_handler,
+        )
+        // Usage and audit.
+        .add(M::GET, "/api/v1/usage", Admin, usage::summary)
+        .add(M::GET, "/api/v1/usage/records", Admin, usage::records)
         .add(M::GET, "/api/v1/audit", Admin, audit::list)
         // Vijil's mount.
         .add(M::GET, "/v1/api-keys", Admin, vijil::list)
         .add(M::POST, "/v1/api-keys", Admin, vijil::create)
         .add(M::PUT, "/v1/api-keys/{id}", Admin, vijil::update)
         .add(M::DELETE, "/v1/api-keys/{id}", Admin, vijil::delete)
+        // Portkey's mount.
+        .add(M::GET, "/v1/virtual-keys", Admin, portkey::list)
+        .add(M::POST, "/v1/virtual-keys", Admin, portkey::create)
+        .add(M::GET, "/v1/virtual-keys/{slug}", Admin, portkey::retrieve)
+        .add(M::PUT, "/v1/virtual-keys/{slug}", Admin, portkey::update)
+        .add(M::DELETE, "/v1/virtual-keys/{slug}", Admin, portkey::delete)
+        // The gateway.
+        .add(M::POST, "/v1/chat/completions", Inference, gateway::chat)
+        .add(M::POST, "/v1/completions", Inference, gateway::completions)
+        .add(M::POST, "/v1/embeddings", Inference, gateway::embeddings)
+        .add(M::GET, "/v1/models", Inference, gateway::list_models)
+        .add(M::GET, "/v1/models/{*id}", Inference, gateway::get_model)
+        .add(M::GET, "/v1/{*path}", Inference, gateway::passthrough)
+        .add(M::POST, "/v1/{*path}", Inference, gateway::passthrough)
+        .add(M::PUT, "/v1/{*path}", Inference, gateway::passthrough)
+        .add(M::PATCH, "/v1/{*path}", Inference, gateway::passthrough)
+        .add(M::DELETE, "/v1/{*path}", Inference, gateway::passthrough)
 }
 
 /// Collapses repeated slashes in the path (`/v1//api-keys`, from a base URL with a trailing

@@ -709,6 +709,7 @@ pub async fn create_handler(
     JsonBody(input): JsonBody<CreateProviderKey>,
 ) -> ApiResult<impl IntoResponse> {
     let row = create(&state, &ctx, input).await?;
+    state.refresh_caches().await;
     Ok((
         StatusCode::CREATED,
         Json(json!({"success": true, "data": view(&row)})),
@@ -740,6 +741,7 @@ pub async fn update_handler(
 ) -> ApiResult<Json<Value>> {
     let current = by_name(&state, &ctx, &name).await?;
     let row = update(&state, &ctx, current, patch).await?;
+    state.refresh_caches().await;
     Ok(Json(json!({"success": true, "data": view(&row)})))
 }
 
@@ -756,6 +758,7 @@ pub async fn rename_handler(
 ) -> ApiResult<Json<Value>> {
     let current = by_name(&state, &ctx, &name).await?;
     let row = rename(&state, &ctx, current, &body.new_name).await?;
+    state.refresh_caches().await;
     Ok(Json(json!({"success": true, "data": view(&row)})))
 }
 
@@ -770,5 +773,6 @@ pub async fn delete_handler(
 ) -> ApiResult<Json<Value>> {
     let current = by_name(&state, &ctx, &name).await?;
     delete(&state, &ctx, &current).await?;
+    state.refresh_caches().await;
     Ok(Json(json!({"success": true})))
 }

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use keygate_store::Store;
 
 use crate::auth::AuthCache;
+use crate::gateway::Upstream;
+use crate::meter::Meter;
+use crate::runtime::Runtime;
 use crate::vault::VaultService;
 
 /// Settings of the HTTP surface, validated once at start.
@@ -30,6 +33,9 @@ pub struct StateInner {
     pub store: Arc<dyn Store>,
     pub vault: Arc<VaultService>,
     pub auth: Arc<AuthCache>,
+    pub runtime: Arc<Runtime>,
+    pub meter: Meter,
+    pub upstream: Arc<Upstream>,
     pub settings: ApiSettings,
     ready: AtomicBool,
 }
@@ -46,19 +52,73 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// The state; the caller spawns the meter's writer (see [`Meter::new`]).
     pub fn new(
         store: Arc<dyn Store>,
         vault: Arc<VaultService>,
         auth: Arc<AuthCache>,
+        runtime: Arc<Runtime>,
+        meter: Meter,
+        upstream: Arc<Upstream>,
         settings: ApiSettings,
     ) -> Self {
         AppState(Arc::new(StateInner {
             store,
             vault,
             auth,
+            runtime,
+            meter,
+            upstream,
             settings,
             ready: AtomicBool::new(true),
         }))
+    }
+
+    /// Builds the whole state over a store and a vault, loads every key, and spawns the
+    /// usage writer on the current runtime.
+    pub async fn build(
+        store: Arc<dyn Store>,
+        vault: Arc<VaultService>,
+        settings: ApiSettings,
+        gateway: crate::gateway::GatewaySettings,
+        prices: Arc<keygate_types::pricing::PriceTable>,
+    ) -> Result<(AppState, tokio::task::JoinHandle<()>), String> {
+        let auth = Arc::new(AuthCache::new());
+        let runtime = Arc::new(Runtime::new());
+        let (meter, writer) = Meter::new(store.clone());
+        let writer = tokio::spawn(writer);
+        let upstream = Upstream::new(gateway, prices, settings.allow_private_upstreams)
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let state = AppState::new(
+            store,
+            vault,
+            auth,
+            runtime,
+            meter,
+            Arc::new(upstream),
+            settings,
+        );
+        state
+            .auth
+            .refresh(state.store.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
+        state
+            .runtime
+            .refresh(state.store.as_ref(), &state.vault)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((state, writer))
+    }
+
+    /// Reloads keys changed by this process at once, so the next request sees them.
+    pub async fn refresh_caches(&self) {
+        if let Err(e) = self.auth.refresh(self.store.as_ref()).await {
+            tracing::warn!(error = %e, "cannot refresh the platform-key cache");
+        }
+        self.runtime
+            .refresh_now(self.store.as_ref(), &self.vault)
+            .await;
     }
 
     pub fn is_ready(&self) -> bool {

@@ -94,6 +94,7 @@ pub async fn create(
         private: None,
     };
     let row = provider_keys::create(&state, &ctx, input).await?;
+    state.refresh_caches().await;
     Ok((StatusCode::CREATED, Json(vijil_view(&row))))
 }
 
@@ -134,6 +135,7 @@ pub async fn update(
             row = provider_keys::rename(&state, &ctx, row, &name).await?;
         }
     }
+    state.refresh_caches().await;
     Ok(Json(vijil_view(&row)))
 }
 
@@ -144,5 +146,6 @@ pub async fn delete(
 ) -> ApiResult<Json<Value>> {
     let row = by_id(&state, &ctx, &id).await?;
     provider_keys::delete(&state, &ctx, &row).await?;
+    state.refresh_caches().await;
     Ok(Json(json!({"message": "deleted", "id": row.id})))
 }

@@ -13,6 +13,7 @@ use keygate_api::platform_keys::{create_platform_key, KeySettings, NewPlatformKe
 use keygate_api::vault::VaultService;
 use keygate_api::{ApiSettings, AppState, Role};
 use keygate_store::{Store, WorkspaceRow};
+use keygate_types::pricing::PriceTable;
 use keygate_types::PlatformKeyType;
 use keygate_vault::MasterKey;
 use serde_json::{json, Value};
@@ -33,8 +34,15 @@ async fn harness_with(settings: ApiSettings) -> H {
     let vault = VaultService::bootstrap(store.as_ref(), MasterKey::generate())
         .await
         .unwrap();
-    let auth = Arc::new(AuthCache::new());
-    let state = AppState::new(store.clone(), vault, auth, settings);
+    let (state, _writer) = AppState::build(
+        store.clone(),
+        vault,
+        settings,
+        Default::default(),
+        Arc::new(PriceTable::builtin().clone()),
+    )
+    .await
+    .unwrap();
     let admin = key(&state, "default", PlatformKeyType::Admin, true, None).await;
     let (app, _) = keygate_api::app(state.clone());
     H {
@@ -770,12 +778,15 @@ async fn master_key_rotation_keeps_every_secret_readable() {
     let vault = VaultService::bootstrap(store.as_ref(), old.clone())
         .await
         .unwrap();
-    let state = AppState::new(
+    let (state, _writer) = AppState::build(
         store.clone(),
         vault,
-        Arc::new(AuthCache::new()),
         ApiSettings::default(),
-    );
+        Default::default(),
+        Arc::new(PriceTable::builtin().clone()),
+    )
+    .await
+    .unwrap();
     let admin = key(&state, "default", PlatformKeyType::Admin, true, None).await;
     let (app, _) = keygate_api::app(state.clone());
     let h = H {

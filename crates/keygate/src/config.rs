@@ -3,6 +3,7 @@
 //! Unknown fields are refused. Every option is documented in `docs/configuration.md`
 //! (a test checks that each field appears there).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -36,6 +37,30 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Seconds in-flight requests may take to finish at shutdown.
     pub shutdown_grace_seconds: u64,
+    /// Seconds to connect to an upstream.
+    pub upstream_connect_timeout_seconds: u64,
+    /// Seconds from sending a request upstream to its status line.
+    pub upstream_first_byte_timeout_seconds: u64,
+    /// Seconds a streamed answer may pause between two chunks.
+    pub upstream_idle_timeout_seconds: u64,
+    /// Seconds one gateway request may take in all.
+    pub upstream_total_timeout_seconds: u64,
+    /// `max_tokens` sent to Anthropic when a request gives none.
+    pub anthropic_default_max_tokens: u32,
+    /// Price overrides, keyed `hub/model`.
+    pub prices: BTreeMap<String, PriceOverride>,
+}
+
+/// A price override: USD per million tokens, as decimal strings or numbers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceOverride {
+    pub input: f64,
+    pub output: f64,
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
 }
 
 impl Default for Config {
@@ -48,12 +73,18 @@ impl Default for Config {
             log_format: LogFormat::Text,
             max_body_bytes: 32 * 1024 * 1024,
             shutdown_grace_seconds: 30,
+            upstream_connect_timeout_seconds: 10,
+            upstream_first_byte_timeout_seconds: 120,
+            upstream_idle_timeout_seconds: 120,
+            upstream_total_timeout_seconds: 900,
+            anthropic_default_max_tokens: 4096,
+            prices: BTreeMap::new(),
         }
     }
 }
 
 /// Environment variables read as configuration (`KEYGATE_` + the upper-case field name).
-pub const ENV_KEYS: [&str; 7] = [
+pub const ENV_KEYS: [&str; 12] = [
     "listen",
     "data_dir",
     "database_url",
@@ -61,6 +92,11 @@ pub const ENV_KEYS: [&str; 7] = [
     "log_format",
     "max_body_bytes",
     "shutdown_grace_seconds",
+    "upstream_connect_timeout_seconds",
+    "upstream_first_byte_timeout_seconds",
+    "upstream_idle_timeout_seconds",
+    "upstream_total_timeout_seconds",
+    "anthropic_default_max_tokens",
 ];
 
 /// Flags that override the file and the environment; `None` leaves them alone.
@@ -103,6 +139,40 @@ impl Config {
         if self.max_body_bytes < 1024 {
             anyhow::bail!("max_body_bytes must be at least 1024");
         }
+        for (key, p) in &self.prices {
+            if !key.contains('/') {
+                anyhow::bail!(
+                    "prices.{key}: price keys are hub/model, e.g. \"openai/gpt-4o-mini\""
+                );
+            }
+            for v in [p.input, p.output, p.cached_input.unwrap_or(0.0)] {
+                if !v.is_finite() || v < 0.0 {
+                    anyhow::bail!("prices.{key}: prices must be non-negative numbers");
+                }
+            }
+        }
+        for (name, v) in [
+            (
+                "upstream_connect_timeout_seconds",
+                self.upstream_connect_timeout_seconds,
+            ),
+            (
+                "upstream_first_byte_timeout_seconds",
+                self.upstream_first_byte_timeout_seconds,
+            ),
+            (
+                "upstream_idle_timeout_seconds",
+                self.upstream_idle_timeout_seconds,
+            ),
+            (
+                "upstream_total_timeout_seconds",
+                self.upstream_total_timeout_seconds,
+            ),
+        ] {
+            if v == 0 {
+                anyhow::bail!("{name} must be at least 1");
+            }
+        }
         if let Some(url) = &self.database_url {
             if !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
@@ -112,6 +182,39 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The price table: the shipped one with this deployment's overrides.
+    pub fn price_table(&self) -> keygate_types::pricing::PriceTable {
+        use keygate_types::pricing::{ModelPrice, PriceMode, PriceTable};
+        use keygate_types::NanoUsd;
+        let overrides = self.prices.iter().map(|(k, p)| {
+            let nano = |usd: f64| NanoUsd::from_usd_f64(usd).unwrap_or(NanoUsd::ZERO);
+            (
+                k.clone(),
+                ModelPrice {
+                    input_per_mtok: nano(p.input),
+                    output_per_mtok: nano(p.output),
+                    cached_input_per_mtok: p.cached_input.map(nano),
+                    max_output_tokens: p.max_output_tokens,
+                    max_input_tokens: None,
+                    mode: PriceMode::Chat,
+                },
+            )
+        });
+        PriceTable::builtin().with_overrides(overrides)
+    }
+
+    pub fn gateway_settings(&self) -> keygate_api::gateway::GatewaySettings {
+        use std::time::Duration;
+        keygate_api::gateway::GatewaySettings {
+            connect_timeout: Duration::from_secs(self.upstream_connect_timeout_seconds),
+            first_byte_timeout: Duration::from_secs(self.upstream_first_byte_timeout_seconds),
+            idle_timeout: Duration::from_secs(self.upstream_idle_timeout_seconds),
+            total_timeout: Duration::from_secs(self.upstream_total_timeout_seconds),
+            anthropic_default_max_tokens: self.anthropic_default_max_tokens,
+            ..Default::default()
+        }
     }
 
     /// The database URL: the configured one, else SQLite in the data directory.
@@ -162,10 +265,28 @@ mod tests {
     }
 
     #[test]
+    fn price_overrides_replace_the_shipped_price() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(
+            &path,
+            "[prices.\"openai/gpt-4o-mini\"]\ninput = 1.0\noutput = 2.5\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(path.clone()), &Overrides::default()).unwrap();
+        let t = c.price_table();
+        let p = t.lookup("openai", "gpt-4o-mini").unwrap();
+        assert_eq!(p.input_per_mtok.0, 1_000_000_000);
+        assert_eq!(p.output_per_mtok.0, 2_500_000_000);
+        std::fs::write(&path, "[prices.nohub]\ninput = 1.0\noutput = 1.0\n").unwrap();
+        assert!(Config::load(Some(path), &Overrides::default()).is_err());
+    }
+
+    #[test]
     fn every_option_is_documented() {
         let doc = include_str!("../../../docs/configuration.md");
         let json = serde_json::to_value(Config::default()).unwrap();
-        for key in json.as_object().unwrap().keys() {
+        for key in json.as_object().unwrap().keys().filter(|k| *k != "prices") {
             assert!(
                 doc.contains(&format!("`{key}`")),
                 "docs/configuration.md does not document `{key}`"

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use keygate_api::auth::{run_refresher, AuthCache};
+use keygate_api::auth::run_refresher;
 use keygate_api::platform_keys::{create_platform_key, system_audit, KeySettings, NewPlatformKey};
 use keygate_api::vault::VaultService;
 use keygate_api::{ApiSettings, AppState};
@@ -98,10 +98,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "store opened"
     );
 
-    let auth = Arc::new(AuthCache::new());
-    auth.refresh(store.as_ref())
-        .await
-        .context("cannot load platform keys")?;
     if store.count_platform_keys().await? == 0 {
         let (_, secret) = create_platform_key(
             store.as_ref(),
@@ -124,7 +120,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the first ADMIN key: {}", e.message))?;
-        auth.refresh(store.as_ref()).await?;
         // Printed, not logged: it is shown once and must not reach log collectors.
         println!(
             "\nkeygate: this is a new store. Its first ADMIN key (shown only now; keep it safe):\n\n    {}\n\n\
@@ -138,13 +133,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         allow_private_upstreams: config.allow_private_upstreams,
         max_body_bytes: config.max_body_bytes,
     };
-    let state = AppState::new(store.clone(), vault, auth.clone(), settings);
+    let (state, meter_writer) = AppState::build(
+        store.clone(),
+        vault,
+        settings,
+        config.gateway_settings(),
+        Arc::new(config.price_table()),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
+    let (providers, vks) = state.runtime.counts();
+    tracing::info!(
+        platform_keys = state.auth.len(),
+        provider_keys = providers,
+        virtual_keys = vks,
+        "keys loaded"
+    );
     let (app, _) = keygate_api::app(state.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let refresher = tokio::spawn(run_refresher(
-        auth,
-        store.clone(),
+        state.clone(),
         Duration::from_millis(250),
         stop_rx.clone(),
     ));
@@ -203,6 +212,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = refresher.await;
     let _ = purger.await;
+    // Every request that reached an upstream is metered before the process exits.
+    state.meter.flush().await;
+    drop(state);
+    meter_writer.abort();
     store.close().await;
     tracing::info!("keygate stopped");
     Ok(())

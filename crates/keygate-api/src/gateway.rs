@@ -1,0 +1,1441 @@
+//! The OpenAI-compatible gateway (DESIGN §2): authenticate (done by the route's role), choose
+//! the virtual key, check it, resolve the model, pick a target, build the upstream request
+//! with the stored secret, forward, stream the answer back unbuffered, meter it.
+//!
+//! What must stay true: no store round trip on this path (keys and secrets come from
+//! [`crate::runtime::Runtime`]); the client's credentials never reach the upstream; no header
+//! or body field changes the upstream URL; nothing retries after the first byte reached the
+//! client; every request that reached an upstream leaves one usage record, also when the
+//! client goes away mid-stream.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use keygate_gateway::hubs::anthropic::{self, StreamTranslator};
+use keygate_gateway::hubs::vertex_auth::{TokenCache, VertexCredentials};
+use keygate_gateway::hubs::{self, Endpoint, Plan, Provider, Wire};
+use keygate_gateway::sse::{SseEvent, SseParser};
+use keygate_gateway::Usage;
+use keygate_store::UsageRow;
+use keygate_types::netpolicy;
+use keygate_types::pricing::{cost, PriceTable};
+use keygate_types::timefmt::now_ms;
+use keygate_types::ModelHub;
+use rand::Rng;
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::meter::Meter;
+use crate::runtime::{ProviderRuntime, VkRuntime};
+use crate::state::AppState;
+use crate::virtual_keys::Strategy;
+
+/// Timeouts and defaults of upstream calls.
+#[derive(Clone, Debug)]
+pub struct GatewaySettings {
+    pub connect_timeout: Duration,
+    /// From sending the request to the answer's status line.
+    pub first_byte_timeout: Duration,
+    /// Between two chunks of a streamed answer.
+    pub idle_timeout: Duration,
+    /// The whole request.
+    pub total_timeout: Duration,
+    /// `max_tokens` sent to Anthropic when the client gives none (Anthropic requires one).
+    pub anthropic_default_max_tokens: u32,
+    /// Largest non-streamed upstream answer keygate reads.
+    pub max_response_bytes: usize,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(120),
+            total_timeout: Duration::from_secs(900),
+            anthropic_default_max_tokens: 4096,
+            max_response_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The upstream side: one HTTP client per process, the Vertex token cache, the prices.
+pub struct Upstream {
+    pub client: reqwest::Client,
+    pub vertex_tokens: TokenCache,
+    pub settings: GatewaySettings,
+    pub prices: Arc<PriceTable>,
+    pub allow_private: bool,
+}
+
+/// Resolves names and refuses addresses the URL policy forbids, at connect time.
+struct PolicyResolver {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<std::net::SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| netpolicy::address_allowed(a.ip(), allow_private).is_ok())
+                .collect();
+            if allowed.is_empty() {
+                let err: Box<dyn std::error::Error + Send + Sync> =
+                    format!("{host} resolves only to addresses keygate may not connect to").into();
+                return Err(err);
+            }
+            let iter: reqwest::dns::Addrs = Box::new(allowed.into_iter());
+            Ok(iter)
+        })
+    }
+}
+
+impl Upstream {
+    pub fn new(
+        settings: GatewaySettings,
+        prices: Arc<PriceTable>,
+        allow_private: bool,
+    ) -> Result<Upstream, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(settings.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .user_agent(concat!("keygate/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(PolicyResolver { allow_private }))
+            .build()?;
+        let token_client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(settings.connect_timeout)
+            .dns_resolver(Arc::new(PolicyResolver { allow_private }))
+            .build()?;
+        Ok(Upstream {
+            client,
+            vertex_tokens: TokenCache::new(token_client, Duration::from_secs(300)),
+            settings,
+            prices,
+            allow_private,
+        })
+    }
+}
+
+fn gw_error(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(status, code, message)
+}
+
+/// One message for every reason a virtual key cannot be used, so none can be told apart.
+fn vk_forbidden() -> ApiError {
+    gw_error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "the virtual key is unknown, disabled, expired or not usable with this API key",
+    )
+}
+
+const NO_VK: &str = "no virtual key: send the header x-keygate-virtual-key (or x-portkey-virtual-key), write the model as \
+                     @slug/model, or give the API key a defaultVirtualKey";
+
+/// Which virtual key a request names, and the model with any `@slug/` prefix removed.
+fn choose_vk(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    model: &str,
+) -> Result<(Arc<VkRuntime>, String), ApiError> {
+    let header = ["x-keygate-virtual-key", "x-portkey-virtual-key"]
+        .iter()
+        .find_map(|h| {
+            headers
+                .get(*h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        });
+    let (name, model) = if let Some(h) = header {
+        (h.to_string(), model.to_string())
+    } else if let Some(rest) = model.strip_prefix('@') {
+        match rest.split_once('/') {
+            Some((slug, m)) => (slug.to_string(), m.to_string()),
+            None => (rest.to_string(), String::new()),
+        }
+    } else if let Some(d) = &principal.settings.default_virtual_key {
+        (d.clone(), model.to_string())
+    } else {
+        return Err(ApiError::bad_request(NO_VK));
+    };
+    let vk = state.runtime.virtual_key(&name).ok_or_else(vk_forbidden)?;
+    check_vk(principal, &vk, now_ms())?;
+    Ok((vk, model))
+}
+
+fn check_vk(principal: &Principal, vk: &VkRuntime, now: i64) -> Result<(), ApiError> {
+    let same_workspace = vk.workspace == principal.workspace || principal.org_admin;
+    let listed = principal.settings.virtual_keys.is_empty()
+        || principal
+            .settings
+            .virtual_keys
+            .iter()
+            .any(|v| v == &vk.slug || v == &vk.id);
+    let expired = vk.expires_at.is_some_and(|e| now >= e);
+    if !same_workspace || !listed || vk.disabled || expired {
+        return Err(vk_forbidden());
+    }
+    Ok(())
+}
+
+/// The upstream model: the virtual key's alias for it, its default when the model is empty
+/// (or Portkey's placeholder), checked against the allow-list.
+fn resolve_model(vk: &VkRuntime, requested: &str) -> Result<String, ApiError> {
+    let cfg = &vk.config;
+    let requested = if requested.is_empty() || requested == "portkey-default" {
+        match &cfg.default_model {
+            Some(d) => d.as_str(),
+            None => requested,
+        }
+    } else {
+        requested
+    };
+    let resolved = cfg
+        .aliases
+        .get(requested)
+        .map(String::as_str)
+        .unwrap_or(requested);
+    if !cfg.models.is_empty() && !cfg.models.iter().any(|m| m == requested || m == resolved) {
+        return Err(gw_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this model is not allowed for the virtual key",
+        ));
+    }
+    Ok(resolved.to_string())
+}
+
+/// The order in which targets are tried.
+fn target_order(vk: &VkRuntime) -> Vec<String> {
+    let targets = &vk.config.targets;
+    match vk.config.strategy {
+        Strategy::Single | Strategy::Fallback => {
+            targets.iter().map(|t| t.provider_key_id.clone()).collect()
+        }
+        Strategy::Loadbalance => {
+            // Weighted draw without replacement: the first pick follows the weights, the rest are fallbacks.
+            let mut pool: Vec<(String, u64)> = targets
+                .iter()
+                .map(|t| (t.provider_key_id.clone(), u64::from(t.weight)))
+                .collect();
+            let mut out = Vec::with_capacity(pool.len());
+            let mut rng = rand::thread_rng();
+            while !pool.is_empty() {
+                let total: u64 = pool.iter().map(|p| p.1).sum();
+                let mut pick = rng.gen_range(0..total.max(1));
+                let mut idx = 0;
+                for (i, p) in pool.iter().enumerate() {
+                    if pick < p.1 {
+                        idx = i;
+                        break;
+                    }
+                    pick -= p.1;
+                }
+                out.push(pool.remove(idx).0);
+            }
+            out
+        }
+    }
+}
+
+/// The credential to present upstream: the key, an agent key, or a Vertex access token.
+async fn credential(state: &AppState, p: &ProviderRuntime) -> Result<Zeroizing<String>, ApiError> {
+    let missing = || {
+        gw_error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "the provider key has no usable secret",
+        )
+    };
+    match p.hub {
+        ModelHub::Vertex => {
+            let creds = if let Some(sa) = p.expose_secret("service_account_json") {
+                VertexCredentials::ServiceAccount {
+                    json: Zeroizing::new(sa.to_string()),
+                }
+            } else {
+                VertexCredentials::OAuth {
+                    client_id: p.settings.client_id.clone().unwrap_or_default(),
+                    client_secret: Zeroizing::new(
+                        p.expose_secret("client_secret")
+                            .ok_or_else(missing)?
+                            .to_string(),
+                    ),
+                    refresh_token: Zeroizing::new(
+                        p.expose_secret("refresh_token")
+                            .ok_or_else(missing)?
+                            .to_string(),
+                    ),
+                }
+            };
+            let key = format!("{}:{}", p.id, p.secret_version);
+            let token = state
+                .upstream
+                .vertex_tokens
+                .token(&key, &creds, p.settings.token_url.as_deref())
+                .await
+                .map_err(|e| {
+                    tracing::warn!(provider_key = %p.id, error = %e, "cannot get a Vertex access token");
+                    gw_error(StatusCode::BAD_GATEWAY, "upstream_error", "cannot get an access token for the Vertex provider key")
+                })?;
+            Ok(Zeroizing::new(token.as_str().to_string()))
+        }
+        ModelHub::DigitalOcean if p.settings.agent_id.is_some() => Ok(Zeroizing::new(
+            p.expose_secret("agent_key")
+                .ok_or_else(missing)?
+                .to_string(),
+        )),
+        _ => Ok(Zeroizing::new(
+            p.expose_secret("api_key").ok_or_else(missing)?.to_string(),
+        )),
+    }
+}
+
+/// Rough local token count, used only when the upstream reports none (marked estimated).
+fn estimate_prompt_tokens(body: &Value) -> u64 {
+    fn text_len(v: &Value) -> u64 {
+        match v {
+            Value::String(s) => s.len() as u64,
+            Value::Array(a) => a.iter().map(text_len).sum(),
+            Value::Object(o) => o
+                .get("text")
+                .or_else(|| o.get("content"))
+                .map(text_len)
+                .unwrap_or(0),
+            _ => 0,
+        }
+    }
+    let (bytes, messages) = match body.get("messages").and_then(Value::as_array) {
+        Some(msgs) => (
+            msgs.iter()
+                .map(|m| m.get("content").map(text_len).unwrap_or(0))
+                .sum(),
+            msgs.len() as u64,
+        ),
+        None => (
+            body.get("input")
+                .or_else(|| body.get("prompt"))
+                .map(text_len)
+                .unwrap_or(0),
+            0,
+        ),
+    };
+    bytes.div_ceil(4) + 4 * messages + 3
+}
+
+/// Records a request's usage exactly once: when it ends, or when it is dropped (the client
+/// went away) with what the upstream produced until then.
+struct MeterGuard {
+    meter: Meter,
+    prices: Arc<PriceTable>,
+    row: Option<UsageRow>,
+    started: Instant,
+    usage: Option<Usage>,
+    estimated_prompt: u64,
+    completion_events: u64,
+}
+
+impl MeterGuard {
+    fn finish(&mut self, status: u16, error_kind: Option<&str>) {
+        let Some(mut row) = self.row.take() else {
+            return;
+        };
+        let (usage, estimated) = match self.usage {
+            Some(u) => (u, false),
+            None if status < 400 || self.completion_events > 0 => (
+                Usage {
+                    prompt_tokens: self.estimated_prompt,
+                    completion_tokens: self.completion_events,
+                    ..Usage::default()
+                },
+                true,
+            ),
+            None => (Usage::default(), false),
+        };
+        let hub = row.hub.clone().unwrap_or_default();
+        let model = row.model.clone().unwrap_or_default();
+        let price = self.prices.lookup(&hub, &model);
+        let nano = price
+            .map(|p| {
+                cost(
+                    p,
+                    usage.prompt_tokens,
+                    usage.cached_prompt_tokens,
+                    usage.completion_tokens,
+                )
+                .0
+            })
+            .unwrap_or(0);
+        row.status_code = i64::from(status);
+        row.prompt_tokens = usage.prompt_tokens as i64;
+        row.completion_tokens = usage.completion_tokens as i64;
+        row.cached_tokens = usage.cached_prompt_tokens as i64;
+        row.cost_nano = nano;
+        row.estimated = estimated;
+        row.latency_ms = self.started.elapsed().as_millis() as i64;
+        row.error_kind = error_kind.map(str::to_string);
+        self.meter.record(row);
+    }
+}
+
+impl Drop for MeterGuard {
+    fn drop(&mut self) {
+        if self.row.is_some() {
+            self.finish(499, Some("client_disconnected"));
+        }
+    }
+}
+
+/// What the client asked for, parsed once.
+struct Call {
+    endpoint: Endpoint,
+    body: Option<Value>,
+    stream: bool,
+    client_wants_usage: bool,
+    model: String,
+}
+
+fn error_response(e: ApiError) -> Response {
+    e.into_response()
+}
+
+/// Gateway entry for the JSON endpoints: chat, completions, embeddings.
+pub async fn handle_json(state: AppState, endpoint: Endpoint, req: Request) -> Response {
+    let principal = match req.extensions().get::<Arc<Principal>>().cloned() {
+        Some(p) => p,
+        None => return error_response(ApiError::unauthorized("missing API key")),
+    };
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, state.settings.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error_response(ApiError::too_large(format!(
+                "the request body is larger than the limit of {} bytes",
+                state.settings.max_body_bytes
+            )))
+        }
+    };
+    let body: Value = match serde_json::from_slice(&bytes) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return error_response(ApiError::bad_request("the body must be a JSON object")),
+        Err(e) => {
+            return error_response(ApiError::bad_request(format!(
+                "the body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            )))
+        }
+    };
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false)
+        && endpoint != Endpoint::Embeddings;
+    let client_wants_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let call = Call {
+        endpoint,
+        body: Some(body),
+        stream,
+        client_wants_usage,
+        model,
+    };
+    dispatch(
+        state,
+        principal,
+        &parts.headers,
+        request_id,
+        call,
+        "",
+        None,
+        &parts.method,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    state: AppState,
+    principal: Arc<Principal>,
+    headers: &HeaderMap,
+    request_id: Option<String>,
+    mut call: Call,
+    suffix: &str,
+    query: Option<&str>,
+    method: &Method,
+) -> Response {
+    let (vk, model) = match choose_vk(&state, &principal, headers, &call.model) {
+        Ok(x) => x,
+        Err(e) => return error_response(e),
+    };
+    let upstream_model = match resolve_model(&vk, &model) {
+        Ok(m) => m,
+        Err(e) => return error_response(e),
+    };
+    call.model = upstream_model;
+    let order = target_order(&vk);
+    let mut last_error: Option<ApiError> = None;
+    let attempts = order.len();
+    for (i, provider_id) in order.iter().enumerate() {
+        let Some(provider) = state.runtime.provider(provider_id) else {
+            last_error = Some(gw_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_error",
+                "the virtual key's provider key no longer exists",
+            ));
+            continue;
+        };
+        if provider.workspace != vk.workspace {
+            continue;
+        }
+        let is_last = i + 1 == attempts;
+        match attempt(
+            &state,
+            &principal,
+            &vk,
+            &provider,
+            &call,
+            request_id.clone(),
+            suffix,
+            query,
+            method,
+            is_last,
+        )
+        .await
+        {
+            Attempt::Done(resp) => return resp,
+            Attempt::Retry(e) => {
+                tracing::debug!(provider_key = %provider.id, error = %e, "upstream failed before the first byte; trying the next target");
+                last_error = Some(e);
+            }
+        }
+    }
+    error_response(last_error.unwrap_or_else(|| {
+        gw_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_error",
+            "the virtual key has no usable provider key",
+        )
+    }))
+}
+
+enum Attempt {
+    Done(Response),
+    /// Failed before anything reached the client: another target may be tried.
+    Retry(ApiError),
+}
+
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    state: &AppState,
+    principal: &Principal,
+    vk: &VkRuntime,
+    provider: &ProviderRuntime,
+    call: &Call,
+    request_id: Option<String>,
+    suffix: &str,
+    query: Option<&str>,
+    method: &Method,
+    is_last: bool,
+) -> Attempt {
+    let fail = |e: ApiError| {
+        if is_last {
+            Attempt::Done(error_response(e))
+        } else {
+            Attempt::Retry(e)
+        }
+    };
+    let Some(base_url) = provider.base_url.as_deref() else {
+        return fail(gw_error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "the provider key has no base URL",
+        ));
+    };
+    // Checked again at connect time: names by the resolver, literal addresses here.
+    if let Err(e) = netpolicy::check_upstream_url(base_url, state.upstream.allow_private) {
+        tracing::warn!(provider_key = %provider.id, error = %e, "upstream URL refused at connect time");
+        return fail(gw_error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "the provider key's URL is not allowed",
+        ));
+    }
+    let secret = match credential(state, provider).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let hub_provider = Provider {
+        hub: provider.hub,
+        base_url,
+        settings: &provider.settings,
+    };
+    let plan = match hubs::plan(
+        hub_provider,
+        call.endpoint,
+        suffix,
+        query,
+        &call.model,
+        &secret,
+    ) {
+        Ok(p) => p,
+        Err(e) => return Attempt::Done(error_response(ApiError::bad_request(e.to_string()))),
+    };
+    drop(secret);
+    let (body_bytes, inject_usage) = match upstream_body(state, call, &plan) {
+        Ok(b) => b,
+        Err(e) => return Attempt::Done(error_response(e)),
+    };
+    let priced_model = if call.model.is_empty() {
+        plan.body_model.clone().unwrap_or_default()
+    } else {
+        call.model.clone()
+    };
+    let mut guard = MeterGuard {
+        meter: state.meter.clone(),
+        prices: state.upstream.prices.clone(),
+        row: Some(UsageRow {
+            id: keygate_store::new_id(),
+            workspace: vk.workspace.clone(),
+            at: now_ms(),
+            request_id,
+            platform_key_id: Some(principal.id.clone()),
+            virtual_key_id: Some(vk.id.clone()),
+            provider_key_id: Some(provider.id.clone()),
+            hub: Some(provider.hub.as_str().to_string()),
+            model: Some(priced_model),
+            endpoint: call.endpoint.as_str().to_string(),
+            stream: call.stream,
+            ..Default::default()
+        }),
+        started: Instant::now(),
+        usage: None,
+        estimated_prompt: call.body.as_ref().map(estimate_prompt_tokens).unwrap_or(0),
+        completion_events: 0,
+    };
+
+    let settings = &state.upstream.settings;
+    let mut req = state
+        .upstream
+        .client
+        .request(method.clone(), &plan.url)
+        .header(plan.auth.0.clone(), plan.auth.1.clone());
+    for (k, v) in &plan.extra_headers {
+        req = req.header(k.clone(), v.clone());
+    }
+    if let Some(b) = body_bytes {
+        req = req
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(b);
+    }
+    req = req.header(
+        http::header::ACCEPT,
+        if call.stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        },
+    );
+    let sent = tokio::time::timeout(
+        settings.first_byte_timeout.min(settings.total_timeout),
+        req.send(),
+    )
+    .await;
+    let resp = match sent {
+        Err(_) => {
+            guard.finish(504, Some("upstream_timeout"));
+            return fail(gw_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the upstream did not answer in time",
+            ));
+        }
+        Ok(Err(e)) => {
+            let kind = if e.is_connect() {
+                "connect"
+            } else if e.is_timeout() {
+                "timeout"
+            } else {
+                "request"
+            };
+            tracing::warn!(provider_key = %provider.id, kind, "upstream request failed");
+            // A request that never connected cost nothing upstream.
+            if e.is_connect() {
+                guard.row = None;
+            } else {
+                guard.finish(502, Some("upstream_error"));
+            }
+            return fail(gw_error(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "the upstream could not be reached",
+            ));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status();
+    if !status.is_success() {
+        if retryable(status) && !is_last {
+            guard.finish(status.as_u16(), Some("upstream_retry"));
+            return Attempt::Retry(gw_error(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                format!("the upstream answered {status}"),
+            ));
+        }
+        let retry_after = resp.headers().get(http::header::RETRY_AFTER).cloned();
+        let body = read_limited(resp, 1024 * 1024).await.unwrap_or_default();
+        guard.finish(status.as_u16(), Some("upstream_status"));
+        return Attempt::Done(upstream_error_response(
+            status,
+            &body,
+            plan.wire,
+            provider,
+            retry_after,
+        ));
+    }
+    let is_sse = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if call.stream && is_sse {
+        return Attempt::Done(stream_response(
+            state,
+            resp,
+            plan.wire,
+            call,
+            inject_usage,
+            guard,
+        ));
+    }
+    if call.endpoint == Endpoint::Passthrough {
+        return Attempt::Done(passthrough_response(resp, guard));
+    }
+    let body = match read_limited(resp, settings.max_response_bytes).await {
+        Ok(b) => b,
+        Err(kind) => {
+            guard.finish(502, Some(kind));
+            return Attempt::Done(error_response(gw_error(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "the upstream answer could not be read",
+            )));
+        }
+    };
+    Attempt::Done(json_response(status, body, plan.wire, call, guard))
+}
+
+/// The body sent upstream, and whether keygate asked for a usage chunk the client did not.
+fn upstream_body(
+    state: &AppState,
+    call: &Call,
+    plan: &Plan,
+) -> Result<(Option<Bytes>, bool), ApiError> {
+    let Some(body) = &call.body else {
+        return Ok((None, false));
+    };
+    match plan.wire {
+        Wire::Anthropic => {
+            let model = plan.body_model.as_deref().unwrap_or(&call.model);
+            let translated = anthropic::chat_to_messages(
+                body,
+                model,
+                state.upstream.settings.anthropic_default_max_tokens,
+            )
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let bytes = serde_json::to_vec(&translated)
+                .map_err(|_| ApiError::internal("cannot encode the request"))?;
+            Ok((Some(Bytes::from(bytes)), false))
+        }
+        Wire::OpenAi => {
+            let mut body = body.clone();
+            if let (Some(m), Some(obj)) = (&plan.body_model, body.as_object_mut()) {
+                obj.insert("model".into(), Value::String(m.clone()));
+            }
+            let mut inject = false;
+            if call.stream
+                && matches!(call.endpoint, Endpoint::Chat | Endpoint::Completions)
+                && !call.client_wants_usage
+            {
+                if let Some(obj) = body.as_object_mut() {
+                    let opts = obj.entry("stream_options").or_insert_with(|| json!({}));
+                    if let Some(o) = opts.as_object_mut() {
+                        o.insert("include_usage".into(), Value::Bool(true));
+                        inject = true;
+                    }
+                }
+            }
+            let bytes = serde_json::to_vec(&body)
+                .map_err(|_| ApiError::internal("cannot encode the request"))?;
+            Ok((Some(Bytes::from(bytes)), inject))
+        }
+    }
+}
+
+async fn read_limited(resp: reqwest::Response, cap: usize) -> Result<Bytes, &'static str> {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| "upstream_error")?;
+        if out.len() + chunk.len() > cap {
+            return Err("upstream_too_large");
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// An upstream error in OpenAI's shape. The message is the upstream's own when it is
+/// OpenAI-shaped (secrets scrubbed), else a fixed one; never a raw body.
+fn upstream_error_response(
+    status: StatusCode,
+    body: &[u8],
+    wire: Wire,
+    provider: &ProviderRuntime,
+    retry_after: Option<HeaderValue>,
+) -> Response {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let mut out = match (wire, parsed) {
+        (Wire::Anthropic, Some(v)) => anthropic::error_to_openai(&v),
+        (Wire::OpenAi, Some(v)) if v.get("error").is_some_and(|e| e.is_object()) => {
+            let e = &v["error"];
+            json!({"error": {
+                "message": e.get("message").and_then(Value::as_str).unwrap_or("upstream error"),
+                "type": e.get("type").and_then(Value::as_str).unwrap_or("upstream_error"),
+                "param": e.get("param").cloned().unwrap_or(Value::Null),
+                "code": e.get("code").cloned().unwrap_or(Value::Null),
+            }})
+        }
+        _ => {
+            json!({"error": {"message": format!("the upstream answered {}", status.as_u16()), "type": "upstream_error", "param": null, "code": "upstream_error"}})
+        }
+    };
+    scrub_secrets(&mut out, provider);
+    let mut resp = (status, axum::Json(out)).into_response();
+    if let Some(ra) = retry_after {
+        resp.headers_mut().insert(http::header::RETRY_AFTER, ra);
+    }
+    if status.is_server_error() {
+        resp.headers_mut()
+            .insert("x-should-retry", HeaderValue::from_static("false"));
+    }
+    resp
+}
+
+/// Replaces any stored secret of the provider found in an upstream message.
+fn scrub_secrets(v: &mut Value, provider: &ProviderRuntime) {
+    match v {
+        Value::String(s) => {
+            for field in ["api_key", "agent_key", "client_secret", "refresh_token"] {
+                if let Some(secret) = provider.expose_secret(field) {
+                    if secret.len() >= 6 && s.contains(secret) {
+                        *s = s.replace(secret, "[redacted]");
+                    }
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| scrub_secrets(x, provider)),
+        Value::Object(o) => o.values_mut().for_each(|x| scrub_secrets(x, provider)),
+        _ => {}
+    }
+}
+
+fn json_response(
+    status: StatusCode,
+    body: Bytes,
+    wire: Wire,
+    call: &Call,
+    mut guard: MeterGuard,
+) -> Response {
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let out_body = match (wire, parsed) {
+        (Wire::Anthropic, Some(v)) => match anthropic::messages_to_chat(&v, &call.model) {
+            Ok((chat, usage)) => {
+                guard.usage = Some(usage);
+                Bytes::from(serde_json::to_vec(&chat).unwrap_or_default())
+            }
+            Err(_) => {
+                guard.finish(502, Some("upstream_invalid"));
+                return error_response(gw_error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "the upstream answer could not be translated",
+                ));
+            }
+        },
+        (Wire::OpenAi, Some(mut v)) => {
+            guard.usage = v.get("usage").and_then(Usage::from_openai);
+            if let Some(m) = v.get("model").and_then(Value::as_str) {
+                if let Some(row) = guard.row.as_mut() {
+                    if !m.is_empty() && m.len() < 256 {
+                        row.model = Some(m.to_string());
+                    }
+                }
+            }
+            if call.endpoint == Endpoint::Embeddings
+                && wants_base64(call)
+                && convert_embeddings_to_base64(&mut v)
+            {
+                Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+            } else {
+                body
+            }
+        }
+        (_, None) => body,
+    };
+    guard.finish(status.as_u16(), None);
+    let mut resp = Response::new(Body::from(out_body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn wants_base64(call: &Call) -> bool {
+    call.body
+        .as_ref()
+        .and_then(|b| b.get("encoding_format"))
+        .and_then(Value::as_str)
+        == Some("base64")
+}
+
+/// Float arrays to base64 of little-endian f32, for a client that asked for base64 from a hub
+/// that answered floats. Returns whether anything changed.
+fn convert_embeddings_to_base64(v: &mut Value) -> bool {
+    use base64::Engine;
+    let mut changed = false;
+    if let Some(items) = v.get_mut("data").and_then(Value::as_array_mut) {
+        for item in items {
+            if let Some(arr) = item.get("embedding").and_then(Value::as_array) {
+                let mut bytes = Vec::with_capacity(arr.len() * 4);
+                for x in arr {
+                    bytes.extend_from_slice(&(x.as_f64().unwrap_or(0.0) as f32).to_le_bytes());
+                }
+                item["embedding"] =
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+fn passthrough_response(resp: reqwest::Response, mut guard: MeterGuard) -> Response {
+    let status = resp.status();
+    let content_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
+    guard.finish(status.as_u16(), None);
+    let stream = resp
+        .bytes_stream()
+        .map(|r| r.map_err(std::io::Error::other));
+    let mut out = Response::new(Body::from_stream(stream));
+    *out.status_mut() = status;
+    if let Some(ct) = content_type {
+        out.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+    }
+    out
+}
+
+enum Mode {
+    /// Bytes pass through as they come; only scanned for usage.
+    Raw,
+    /// Events re-framed, dropping the usage chunk keygate asked for and the client did not.
+    Strip,
+    Anthropic(Box<StreamTranslator>),
+}
+
+struct StreamState {
+    upstream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    parser: SseParser,
+    mode: Mode,
+    guard: MeterGuard,
+    done: bool,
+    idle: Duration,
+    deadline: tokio::time::Instant,
+}
+
+fn frame(ev: &SseEvent, out: &mut Vec<u8>) {
+    if let Some(name) = &ev.event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    for line in ev.data.split('\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+}
+
+impl StreamState {
+    /// Handles one OpenAI-shaped event: reads usage, counts content events, and (in Strip
+    /// mode) writes it out unless it is the injected usage-only chunk.
+    fn on_openai_event(&mut self, ev: &SseEvent, out: &mut Vec<u8>) {
+        let data = ev.data.as_str();
+        let mut drop_it = false;
+        if data != "[DONE]" {
+            if data.contains("\"usage\"") {
+                if let Ok(v) = serde_json::from_str::<Value>(data) {
+                    if let Some(u) = v.get("usage").and_then(Usage::from_openai) {
+                        self.guard.usage = Some(u);
+                        let no_choices = v
+                            .get("choices")
+                            .and_then(Value::as_array)
+                            .is_some_and(|c| c.is_empty());
+                        drop_it = no_choices && matches!(self.mode, Mode::Strip);
+                    }
+                }
+            } else if data.contains("\"content\"") || data.contains("\"text\"") {
+                self.guard.completion_events += 1;
+            }
+        }
+        if matches!(self.mode, Mode::Strip) && !drop_it {
+            frame(ev, out);
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
+        let mut events = Vec::new();
+        self.parser
+            .feed(chunk, |e| events.push(e))
+            .map_err(|_| ())?;
+        self.handle(events, out);
+        Ok(())
+    }
+
+    fn handle(&mut self, events: Vec<SseEvent>, out: &mut Vec<u8>) {
+        for ev in events {
+            if let Mode::Anthropic(t) = &mut self.mode {
+                t.on_event(&ev, out);
+                let u = t.usage();
+                if t.saw_usage() {
+                    self.guard.usage = Some(u);
+                }
+                if ev.event.as_deref() == Some("content_block_delta") {
+                    self.guard.completion_events += 1;
+                }
+            } else {
+                self.on_openai_event(&ev, out);
+            }
+        }
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>, error: Option<(&'static str, &str)>) {
+        let mut events = Vec::new();
+        let _ = self.parser.finish(|e| events.push(e));
+        self.handle(events, out);
+        if let Some((kind, message)) = error {
+            let payload = json!({"error": {"message": message, "type": kind, "code": kind}});
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(payload.to_string().as_bytes());
+            out.extend_from_slice(b"\n\n");
+            self.guard.finish(502, Some(kind));
+        } else {
+            self.guard.finish(200, None);
+        }
+        if let Mode::Anthropic(t) = &mut self.mode {
+            t.finish(out);
+        }
+        self.done = true;
+    }
+}
+
+fn stream_response(
+    state: &AppState,
+    resp: reqwest::Response,
+    wire: Wire,
+    call: &Call,
+    inject_usage: bool,
+    guard: MeterGuard,
+) -> Response {
+    let settings = &state.upstream.settings;
+    let mode = match wire {
+        Wire::Anthropic => {
+            let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+            Mode::Anthropic(Box::new(StreamTranslator::new(
+                &call.model,
+                &id,
+                now_ms() / 1000,
+                call.client_wants_usage,
+            )))
+        }
+        Wire::OpenAi if inject_usage => Mode::Strip,
+        Wire::OpenAi => Mode::Raw,
+    };
+    let st = StreamState {
+        upstream: Box::pin(resp.bytes_stream()),
+        parser: SseParser::default(),
+        mode,
+        guard,
+        done: false,
+        idle: settings.idle_timeout,
+        deadline: tokio::time::Instant::now() + settings.total_timeout,
+    };
+    let body = futures::stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            let wait = st.idle.min(
+                st.deadline
+                    .saturating_duration_since(tokio::time::Instant::now()),
+            );
+            let mut out = Vec::new();
+            match tokio::time::timeout(wait, st.upstream.next()).await {
+                Err(_) => {
+                    st.end(
+                        &mut out,
+                        Some(("upstream_timeout", "the upstream stopped sending")),
+                    );
+                    return Some((Ok::<Bytes, std::io::Error>(Bytes::from(out)), st));
+                }
+                Ok(None) => {
+                    st.end(&mut out, None);
+                    if out.is_empty() {
+                        return None;
+                    }
+                    return Some((Ok(Bytes::from(out)), st));
+                }
+                Ok(Some(Err(_))) => {
+                    st.end(
+                        &mut out,
+                        Some(("upstream_error", "the upstream stream ended unexpectedly")),
+                    );
+                    return Some((Ok(Bytes::from(out)), st));
+                }
+                Ok(Some(Ok(chunk))) => {
+                    if st.feed(&chunk, &mut out).is_err() {
+                        st.end(
+                            &mut out,
+                            Some(("upstream_error", "the upstream sent an oversized event")),
+                        );
+                        return Some((Ok(Bytes::from(out)), st));
+                    }
+                    if matches!(st.mode, Mode::Raw) {
+                        return Some((Ok(chunk), st));
+                    }
+                    if !out.is_empty() {
+                        return Some((Ok(Bytes::from(out)), st));
+                    }
+                }
+            }
+        }
+    });
+    let mut out = Response::new(Body::from_stream(body));
+    let h = out.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    out
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat(State(state): State<AppState>, req: Request) -> Response {
+    handle_json(state, Endpoint::Chat, req).await
+}
+
+/// `POST /v1/completions`.
+pub async fn completions(State(state): State<AppState>, req: Request) -> Response {
+    handle_json(state, Endpoint::Completions, req).await
+}
+
+/// `POST /v1/embeddings`.
+pub async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
+    handle_json(state, Endpoint::Embeddings, req).await
+}
+
+/// Any other `/v1/*` path, passed through to OpenAI-compatible hubs.
+pub async fn passthrough(State(state): State<AppState>, req: Request) -> Response {
+    let principal = match req.extensions().get::<Arc<Principal>>().cloned() {
+        Some(p) => p,
+        None => return error_response(ApiError::unauthorized("missing API key")),
+    };
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let suffix = path.strip_prefix("/v1").unwrap_or(&path).to_string();
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, state.settings.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => return error_response(ApiError::too_large("the request body is too large")),
+    };
+    // A JSON body may name the virtual key as `@slug/model`; anything else goes as it is.
+    let json: Option<Value> = if bytes.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(&bytes).ok()
+    };
+    let model = json
+        .as_ref()
+        .and_then(|v| v.get("model"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let stream = json
+        .as_ref()
+        .and_then(|v| v.get("stream"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let (vk, model) = match choose_vk(&state, &principal, &parts.headers, &model) {
+        Ok(x) => x,
+        Err(e) => return error_response(e),
+    };
+    let hub_ok = vk.config.targets.iter().all(|t| {
+        state.runtime.provider(&t.provider_key_id).is_some_and(|p| {
+            p.hub.is_openai_compatible()
+                && !(p.hub == ModelHub::DigitalOcean && p.settings.agent_id.is_some())
+        })
+    });
+    if !hub_ok {
+        return error_response(ApiError::bad_request(
+            "this path is passed through only to OpenAI-compatible hubs",
+        ));
+    }
+    let body = match json {
+        Some(mut v) => {
+            if let Some(o) = v.as_object_mut() {
+                if o.contains_key("model") {
+                    o.insert("model".into(), Value::String(model.clone()));
+                }
+            }
+            Some(v)
+        }
+        None => None,
+    };
+    let call = Call {
+        endpoint: Endpoint::Passthrough,
+        body,
+        stream,
+        client_wants_usage: true,
+        model,
+    };
+    // Non-JSON bodies (audio uploads…) are not supported through the pass-through yet.
+    if call.body.is_none() && !bytes.is_empty() {
+        return error_response(ApiError::bad_request(
+            "the pass-through forwards JSON bodies only",
+        ));
+    }
+    let _ = &vk;
+    dispatch(
+        state,
+        principal,
+        &parts.headers,
+        request_id,
+        call,
+        &suffix,
+        query.as_deref(),
+        &parts.method,
+    )
+    .await
+}
+
+/// `GET /v1/models`: what this key may use.
+pub async fn list_models(State(state): State<AppState>, req: Request) -> Response {
+    let principal = match req.extensions().get::<Arc<Principal>>().cloned() {
+        Some(p) => p,
+        None => return error_response(ApiError::unauthorized("missing API key")),
+    };
+    let now = now_ms();
+    let chosen = match choose_vk(&state, &principal, req.headers(), "") {
+        Ok((vk, _)) => Some(vk),
+        Err(e) if e.status == StatusCode::BAD_REQUEST => None,
+        Err(e) => return error_response(e),
+    };
+    let mut data = Vec::new();
+    match chosen {
+        Some(vk) => {
+            for id in model_names(&state, &vk) {
+                data.push(model_object(&id, &owner(&state, &vk)));
+            }
+        }
+        None => {
+            // No virtual key named: every usable one, as `@slug/model`.
+            for vk in state.runtime.virtual_keys_of(&principal.workspace) {
+                if check_vk(&principal, &vk, now).is_err() {
+                    continue;
+                }
+                let names = model_names(&state, &vk);
+                for id in names {
+                    data.push(model_object(
+                        &format!("@{}/{id}", vk.slug),
+                        &owner(&state, &vk),
+                    ));
+                }
+            }
+        }
+    }
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{id}` (the id may contain `/`, e.g. `@slug/model` or `org/model`).
+pub async fn get_model(State(state): State<AppState>, req: Request) -> Response {
+    let principal = match req.extensions().get::<Arc<Principal>>().cloned() {
+        Some(p) => p,
+        None => return error_response(ApiError::unauthorized("missing API key")),
+    };
+    let raw = req.uri().path().strip_prefix("/v1/models/").unwrap_or("");
+    let id = percent_decode(raw);
+    let (vk, model) = match choose_vk(&state, &principal, req.headers(), &id) {
+        Ok(x) => x,
+        Err(e) => return error_response(e),
+    };
+    if resolve_model(&vk, &model).is_err() {
+        return error_response(ApiError::not_found("no such model for this key"));
+    }
+    let names = model_names(&state, &vk);
+    if !vk.config.models.is_empty() && !names.iter().any(|n| n == &model) {
+        return error_response(ApiError::not_found("no such model for this key"));
+    }
+    axum::Json(model_object(&id, &owner(&state, &vk))).into_response()
+}
+
+fn owner(state: &AppState, vk: &VkRuntime) -> String {
+    vk.config
+        .targets
+        .first()
+        .and_then(|t| state.runtime.provider(&t.provider_key_id))
+        .map(|p| p.hub.as_str().to_string())
+        .unwrap_or_else(|| "keygate".into())
+}
+
+fn model_object(id: &str, owner: &str) -> Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
+}
+
+/// The names a virtual key answers to: its allow-list, aliases and default; without any,
+/// the models of its hub in the price table (Azure: the deployment aliases).
+fn model_names(state: &AppState, vk: &VkRuntime) -> Vec<String> {
+    let cfg = &vk.config;
+    let mut names: Vec<String> = cfg.models.clone();
+    for a in cfg.aliases.keys() {
+        if !names.contains(a) {
+            names.push(a.clone());
+        }
+    }
+    if let Some(d) = &cfg.default_model {
+        if !names.contains(d) {
+            names.push(d.clone());
+        }
+    }
+    if names.is_empty() {
+        if let Some(p) = cfg
+            .targets
+            .first()
+            .and_then(|t| state.runtime.provider(&t.provider_key_id))
+        {
+            if p.hub == ModelHub::Azure {
+                names.extend(p.settings.deployments.keys().cloned());
+            } else {
+                let hub = p.hub.as_str();
+                let lookup_hub = if p.hub.is_openai_compatible()
+                    && state.upstream.prices.iter().all(|(h, _, _)| h != hub)
+                {
+                    "openai"
+                } else {
+                    hub
+                };
+                names.extend(
+                    state
+                        .upstream
+                        .prices
+                        .iter()
+                        .filter(|(h, m, _)| *h == lookup_hub && !m.contains('/'))
+                        .map(|(_, m, _)| m.to_string()),
+                );
+            }
+        }
+    }
+    names
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_keeps_slashes() {
+        assert_eq!(percent_decode("org%2Fmodel%20name"), "org/model name");
+        assert_eq!(percent_decode("plain"), "plain");
+        assert_eq!(percent_decode("bad%zz"), "bad%zz");
+        assert_eq!(percent_decode("end%2"), "end%2");
+    }
+
+    #[test]
+    fn prompt_estimate_is_bytes_over_four_plus_framing() {
+        let body = json!({"messages":[{"role":"user","content":"12345678"},{"role":"user","content":[{"type":"text","text":"abcd"}]}]});
+        assert_eq!(estimate_prompt_tokens(&body), 2 + 1 + 8 + 3);
+        assert_eq!(
+            estimate_prompt_tokens(&json!({"input":["abcd","efgh"]})),
+            2 + 3
+        );
+    }
+
+    #[test]
+    fn base64_embeddings() {
+        let mut v = json!({"data":[{"embedding":[0.1,-0.2,0.3]}]});
+        assert!(convert_embeddings_to_base64(&mut v));
+        assert_eq!(v["data"][0]["embedding"], "zczMPc3MTL6amZk+");
+    }
+}

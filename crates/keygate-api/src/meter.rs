@@ -1,0 +1,141 @@
+//! Metering: usage records leave the hot path through a bounded channel and are written to
+//! the store in batches (at most every 100 ms or 500 records). `flush` waits until what was
+//! recorded before it is stored; shutdown drains the channel. Records carry their own ids, so a
+//! batch written twice (a retry after an ambiguous failure) never counts twice.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keygate_store::{Store, UsageRow};
+use tokio::sync::{mpsc, oneshot};
+
+enum Msg {
+    Row(Box<UsageRow>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The sending side, cheap to clone.
+#[derive(Clone)]
+pub struct Meter {
+    tx: mpsc::Sender<Msg>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// Records that could not be queued because the writer fell too far behind.
+impl Meter {
+    /// A meter and the writer task to spawn.
+    pub fn new(store: Arc<dyn Store>) -> (Meter, impl std::future::Future<Output = ()>) {
+        let (tx, rx) = mpsc::channel(65_536);
+        let dropped = Arc::new(AtomicU64::new(0));
+        (
+            Meter {
+                tx,
+                dropped: dropped.clone(),
+            },
+            run(rx, store),
+        )
+    }
+
+    /// Queues a record without waiting. Only a writer more than 65,536 records behind (a store
+    /// that is down) makes this drop one; the count is kept and logged.
+    pub fn record(&self, row: UsageRow) {
+        if let Err(e) = self.tx.try_send(Msg::Row(Box::new(row))) {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let full = matches!(e, mpsc::error::TrySendError::Full(_));
+            tracing::error!(
+                dropped_total = n,
+                queue_full = full,
+                "usage record dropped: the usage writer is behind"
+            );
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until everything recorded before this call is stored.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
+        }
+    }
+}
+
+async fn write(store: &dyn Store, batch: &mut Vec<UsageRow>) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut delay = Duration::from_millis(50);
+    for attempt in 0..6 {
+        match store.insert_usage(batch).await {
+            Ok(()) => {
+                batch.clear();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, rows = batch.len(), "cannot store usage records; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    tracing::error!(
+        rows = batch.len(),
+        "usage records kept in memory after repeated store failures"
+    );
+    // Keep them for the next round, but bounded.
+    if batch.len() > 100_000 {
+        let excess = batch.len() - 100_000;
+        batch.drain(..excess);
+        tracing::error!(
+            dropped = excess,
+            "usage records dropped: the store has been down too long"
+        );
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<Msg>, store: Arc<dyn Store>) {
+    let mut batch: Vec<UsageRow> = Vec::with_capacity(512);
+    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    loop {
+        let first = if batch.is_empty() && waiters.is_empty() {
+            match rx.recv().await {
+                Some(m) => Some(m),
+                None => break,
+            }
+        } else {
+            None
+        };
+        if let Some(m) = first {
+            match m {
+                Msg::Row(r) => batch.push(*r),
+                Msg::Flush(w) => waiters.push(w),
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        while batch.len() < 500 && waiters.is_empty() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Msg::Row(r))) => batch.push(*r),
+                Ok(Some(Msg::Flush(w))) => waiters.push(w),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        write(store.as_ref(), &mut batch).await;
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+        if rx.is_closed() && rx.is_empty() {
+            break;
+        }
+    }
+    // Shutdown: store what is left.
+    while let Ok(m) = rx.try_recv() {
+        if let Msg::Row(r) = m {
+            batch.push(*r);
+        }
+    }
+    write(store.as_ref(), &mut batch).await;
+}

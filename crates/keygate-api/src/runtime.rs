@@ -1,0 +1,234 @@
+//! What the hot path reads: virtual keys and provider keys with their secrets opened, in
+//! memory. Loaded at start and kept current like the platform-key cache (the store revision,
+//! then only what changed), so a gateway request makes no store round trip.
+//!
+//! What must stay true: opened secrets live only in zeroizing buffers inside
+//! [`ProviderRuntime`], whose `Debug` shows none of them; a deleted or rotated key is replaced
+//! at the next refresh (within 250 ms here, within a second on other replicas).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use keygate_store::{ProviderKeyRow, Store, StoreError, VirtualKeyRow};
+use keygate_types::hubconfig::{effective_base_url, HubSettings};
+use keygate_types::ModelHub;
+use keygate_vault::SecretPlace;
+use parking_lot::RwLock;
+use zeroize::Zeroizing;
+
+use crate::provider_keys::{rate_limit_of, settings_of};
+use crate::vault::VaultService;
+use crate::virtual_keys::{config_of, VkConfig};
+
+/// A provider key ready for use: its hub, where to send, and its opened secrets.
+pub struct ProviderRuntime {
+    pub id: String,
+    pub workspace: String,
+    pub name: String,
+    pub hub: ModelHub,
+    /// The configured base URL or the hub's (no trailing slash).
+    pub base_url: Option<String>,
+    pub settings: HubSettings,
+    pub private: bool,
+    pub secret_version: i64,
+    /// Requests per interval (seconds): the key's own or its hub's default.
+    pub rate_limit: (i64, i64),
+    secrets: HashMap<String, Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for ProviderRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderRuntime")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("hub", &self.hub)
+            .field("secret_version", &self.secret_version)
+            .field("secret_fields", &self.secrets.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProviderRuntime {
+    /// An opened secret field (`api_key`, `client_secret`…). Use only to inject it upstream.
+    pub fn expose_secret(&self, field: &str) -> Option<&str> {
+        self.secrets.get(field).map(|s| s.as_str())
+    }
+
+    /// A runtime for tests and benchmarks, built without a store.
+    pub fn for_test(row: &ProviderKeyRow, secrets: &[(&str, &str)]) -> ProviderRuntime {
+        let mut map = HashMap::new();
+        for (k, v) in secrets {
+            map.insert((*k).to_string(), Zeroizing::new((*v).to_string()));
+        }
+        build(row, map)
+    }
+}
+
+fn build(row: &ProviderKeyRow, secrets: HashMap<String, Zeroizing<String>>) -> ProviderRuntime {
+    let settings = settings_of(row);
+    let hub = ModelHub::parse(&row.hub).unwrap_or(ModelHub::Custom);
+    let (per, interval, _) = rate_limit_of(row);
+    ProviderRuntime {
+        id: row.id.clone(),
+        workspace: row.workspace.clone(),
+        name: row.name.clone(),
+        hub,
+        base_url: effective_base_url(hub, row.base_url.as_deref(), &settings),
+        settings,
+        private: row.private,
+        secret_version: row.secret_version,
+        rate_limit: (per, interval),
+        secrets,
+    }
+}
+
+/// A virtual key ready for use.
+#[derive(Debug)]
+pub struct VkRuntime {
+    pub id: String,
+    pub workspace: String,
+    pub slug: String,
+    pub name: String,
+    pub disabled: bool,
+    pub expires_at: Option<i64>,
+    pub config: VkConfig,
+}
+
+#[derive(Default)]
+struct Vks {
+    by_slug: HashMap<String, Arc<VkRuntime>>,
+    by_id: HashMap<String, Arc<VkRuntime>>,
+}
+
+/// The in-memory state of the hot path.
+#[derive(Default)]
+pub struct Runtime {
+    providers: RwLock<HashMap<String, Arc<ProviderRuntime>>>,
+    vks: RwLock<Vks>,
+    rev: AtomicI64,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl Runtime {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn provider(&self, id: &str) -> Option<Arc<ProviderRuntime>> {
+        self.providers.read().get(id).cloned()
+    }
+
+    pub fn provider_name(&self, id: &str) -> Option<String> {
+        self.providers.read().get(id).map(|p| p.name.clone())
+    }
+
+    /// A virtual key by slug or `vk_…` id.
+    pub fn virtual_key(&self, slug_or_id: &str) -> Option<Arc<VkRuntime>> {
+        let vks = self.vks.read();
+        vks.by_slug
+            .get(slug_or_id)
+            .or_else(|| vks.by_id.get(slug_or_id))
+            .cloned()
+    }
+
+    /// The virtual keys of a workspace.
+    pub fn virtual_keys_of(&self, workspace: &str) -> Vec<Arc<VkRuntime>> {
+        self.vks
+            .read()
+            .by_id
+            .values()
+            .filter(|v| v.workspace == workspace)
+            .cloned()
+            .collect()
+    }
+
+    pub fn counts(&self) -> (usize, usize) {
+        (self.providers.read().len(), self.vks.read().by_id.len())
+    }
+
+    /// Installs a provider key directly (tests and benchmarks).
+    pub fn insert_provider(&self, p: ProviderRuntime) {
+        self.providers.write().insert(p.id.clone(), Arc::new(p));
+    }
+
+    fn apply_vk(&self, row: &VirtualKeyRow) {
+        let mut vks = self.vks.write();
+        if let Some(old) = vks.by_id.remove(&row.id) {
+            vks.by_slug.remove(&old.slug);
+        }
+        if row.deleted_at.is_some() {
+            return;
+        }
+        let vk = Arc::new(VkRuntime {
+            id: row.id.clone(),
+            workspace: row.workspace.clone(),
+            slug: row.slug.clone(),
+            name: row.name.clone(),
+            disabled: row.status == "disabled",
+            expires_at: row.expires_at,
+            config: config_of(row),
+        });
+        vks.by_slug.insert(vk.slug.clone(), vk.clone());
+        vks.by_id.insert(vk.id.clone(), vk);
+    }
+
+    async fn load_provider(
+        &self,
+        store: &dyn Store,
+        vault: &VaultService,
+        row: &ProviderKeyRow,
+    ) -> Result<(), StoreError> {
+        if row.deleted_at.is_some() {
+            self.providers.write().remove(&row.id);
+            return Ok(());
+        }
+        let stored = store.secrets_of(&row.workspace, &row.id).await?;
+        let mut secrets = HashMap::new();
+        for s in stored.iter().filter(|s| s.version == row.secret_version) {
+            let place = SecretPlace {
+                workspace: &row.workspace,
+                record_id: &row.id,
+                secret_version: u32::try_from(s.version).unwrap_or(u32::MAX),
+                field: &s.field,
+            };
+            match vault.open_string(&place, &s.sealed) {
+                Ok(text) => {
+                    secrets.insert(s.field.clone(), text);
+                }
+                Err(e) => {
+                    tracing::error!(provider_key = %row.id, field = %s.field, error = %e, "cannot open a provider secret");
+                }
+            }
+        }
+        self.providers
+            .write()
+            .insert(row.id.clone(), Arc::new(build(row, secrets)));
+        Ok(())
+    }
+
+    /// Loads what changed since the last refresh.
+    pub async fn refresh(&self, store: &dyn Store, vault: &VaultService) -> Result<(), StoreError> {
+        let _guard = self.refreshing.lock().await;
+        let known = self.rev.load(Ordering::Acquire);
+        let current = store.revision().await?;
+        if current == known {
+            return Ok(());
+        }
+        for row in store.provider_keys_changed_since(known).await? {
+            self.load_provider(store, vault, &row).await?;
+        }
+        for row in store.virtual_keys_changed_since(known).await? {
+            self.apply_vk(&row);
+        }
+        self.rev.store(current, Ordering::Release);
+        Ok(())
+    }
+
+    /// Refreshes now (after a change made by this process), logging a failure.
+    pub async fn refresh_now(&self, store: &dyn Store, vault: &VaultService) {
+        if let Err(e) = self.refresh(store, vault).await {
+            tracing::warn!(error = %e, "cannot refresh the key cache");
+        }
+    }
+}

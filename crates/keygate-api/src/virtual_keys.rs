@@ -1,0 +1,882 @@
+//! Virtual keys: the model (targets, strategy, models, aliases, budget, limits, expiry), the
+//! service and the native API `/api/v1/virtual_keys`. Portkey's mount (`portkey.rs`) calls
+//! the same service.
+//!
+//! What must stay true: a virtual key's id cannot be derived from anything and reveals no
+//! secret; targets name provider keys of the same workspace; limits are validated here and
+//! enforced on the hot path.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use keygate_store::{ProviderKeyRow, StoreError, VirtualKeyRow};
+use keygate_types::timefmt::{format_ms, now_ms, parse_ms};
+use keygate_types::NanoUsd;
+use rand::Rng;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Ctx, JsonBody};
+use crate::provider_keys::{list_body, PageQuery};
+use crate::state::AppState;
+
+/// How a virtual key spreads requests over its targets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    #[default]
+    Single,
+    Loadbalance,
+    Fallback,
+}
+
+/// When a budget starts again (UTC boundaries).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Period {
+    /// The UTC day (also `DAY`).
+    #[serde(alias = "DAY")]
+    Epoch,
+    Week,
+    Month,
+    #[default]
+    Lifetime,
+}
+
+impl Period {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Epoch => "EPOCH",
+            Period::Week => "WEEK",
+            Period::Month => "MONTH",
+            Period::Lifetime => "LIFETIME",
+        }
+    }
+}
+
+/// One provider key behind a virtual key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    pub provider_key_id: String,
+    pub weight: u32,
+}
+
+/// A budget: any of USD (nano-USD inside), tokens, requests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_nano: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
+}
+
+impl Budget {
+    pub fn is_empty(&self) -> bool {
+        self.usd_nano.is_none() && self.tokens.is_none() && self.requests.is_none()
+    }
+}
+
+/// Rate limits per window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rph: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpd: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tph: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpd: Option<u64>,
+}
+
+impl RateLimits {
+    pub fn is_empty(&self) -> bool {
+        self == &RateLimits::default()
+    }
+
+    fn validate(&self, at: &str) -> ApiResult<()> {
+        for (name, v) in [
+            ("rpm", self.rpm),
+            ("rph", self.rph),
+            ("rpd", self.rpd),
+            ("tpm", self.tpm),
+            ("tph", self.tph),
+            ("tpd", self.tpd),
+        ] {
+            if v == Some(0) {
+                return Err(ApiError::bad_request(format!(
+                    "{at}.{name} must be at least 1"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Overrides for one model.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelLimit {
+    #[serde(default, skip_serializing_if = "Budget::is_empty")]
+    pub budget: Budget,
+    #[serde(default, skip_serializing_if = "RateLimits::is_empty")]
+    pub rate_limits: RateLimits,
+}
+
+/// What a virtual key is, stored as JSON beside it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VkConfig {
+    pub targets: Vec<Target>,
+    pub strategy: Strategy,
+    /// Allowed models (after alias resolution); empty allows every model.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// Alias -> upstream model (or Azure deployment alias).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_model: Option<String>,
+    #[serde(skip_serializing_if = "Budget::is_empty")]
+    pub budget: Budget,
+    pub budget_period: Period,
+    #[serde(skip_serializing_if = "RateLimits::is_empty")]
+    pub rate_limits: RateLimits,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_limits: BTreeMap<String, ModelLimit>,
+    /// The provider key was created with this virtual key (Portkey's inline `key`); it is
+    /// deleted with it when nothing else uses it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inline_provider_key: Option<String>,
+    /// Portkey's alert threshold (percent), kept to show it back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_threshold: Option<u32>,
+}
+
+pub fn config_of(row: &VirtualKeyRow) -> VkConfig {
+    serde_json::from_str(&row.config).unwrap_or_default()
+}
+
+/// The status a client sees: stored `active`/`disabled`, or derived `expired`.
+pub fn status_of(row: &VirtualKeyRow, now: i64) -> &'static str {
+    if row.status == "disabled" {
+        "disabled"
+    } else if row.expires_at.is_some_and(|e| now >= e) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A budget as given in JSON: USD as a decimal number.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BudgetInput {
+    pub usd: Option<f64>,
+    pub tokens: Option<u64>,
+    pub requests: Option<u64>,
+}
+
+impl BudgetInput {
+    fn to_budget(&self, at: &str) -> ApiResult<Budget> {
+        let usd_nano = match self.usd {
+            None => None,
+            Some(v) => Some(
+                NanoUsd::from_usd_f64(v)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("{at}.usd must be a non-negative amount"))
+                    })?
+                    .0,
+            ),
+        };
+        Ok(Budget {
+            usd_nano,
+            tokens: self.tokens,
+            requests: self.requests,
+        })
+    }
+}
+
+pub fn budget_view(b: &Budget) -> Value {
+    let mut v = serde_json::Map::new();
+    if let Some(n) = b.usd_nano {
+        v.insert("usd".into(), json!(NanoUsd(n).to_usd_f64()));
+    }
+    if let Some(t) = b.tokens {
+        v.insert("tokens".into(), json!(t));
+    }
+    if let Some(r) = b.requests {
+        v.insert("requests".into(), json!(r));
+    }
+    Value::Object(v)
+}
+
+/// Per-model overrides as given in JSON.
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelLimitInput {
+    pub budget: Option<BudgetInput>,
+    pub rate_limits: Option<RateLimits>,
+}
+
+/// One target as given in JSON: a provider key by name or id.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetInput {
+    pub provider_key: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Body of `POST /api/v1/virtual_keys`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateVirtualKey {
+    pub name: String,
+    /// Unique; generated from the name when absent.
+    pub slug: Option<String>,
+    /// Shorthand for one target: a provider key name or id.
+    pub provider_key: Option<String>,
+    pub targets: Option<Vec<TargetInput>>,
+    pub strategy: Option<Strategy>,
+    pub models: Option<Vec<String>>,
+    pub aliases: Option<BTreeMap<String, String>>,
+    pub default_model: Option<String>,
+    pub budget: Option<BudgetInput>,
+    pub budget_period: Option<Period>,
+    pub rate_limits: Option<RateLimits>,
+    #[schema(value_type = Option<Object>)]
+    pub model_limits: Option<BTreeMap<String, ModelLimitInput>>,
+    /// RFC 3339 or `YYYY-MM-DD`.
+    pub expires_at: Option<String>,
+    pub note: Option<String>,
+}
+
+/// Body of `PATCH /api/v1/virtual_keys/{slug}`: only the fields given change; `null`
+/// clears an optional field.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateVirtualKey {
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    pub provider_key: Option<String>,
+    pub targets: Option<Vec<TargetInput>>,
+    pub strategy: Option<Strategy>,
+    pub models: Option<Vec<String>>,
+    pub aliases: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub default_model: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<BudgetInput>)]
+    pub budget: Option<Option<BudgetInput>>,
+    pub budget_period: Option<Period>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<RateLimits>)]
+    pub rate_limits: Option<Option<RateLimits>>,
+    #[schema(value_type = Option<Object>)]
+    pub model_limits: Option<BTreeMap<String, ModelLimitInput>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub note: Option<Option<String>>,
+    /// `active` or `disabled`.
+    pub status: Option<String>,
+}
+
+/// Makes a slug from a name: lower case, `-` for anything else, plus 6 random hex digits.
+pub fn slug_from(name: &str) -> String {
+    let mut base: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while base.contains("--") {
+        base = base.replace("--", "-");
+    }
+    let base = base.trim_matches('-');
+    let base: String = base.chars().take(40).collect();
+    let suffix: u32 = rand::thread_rng().gen_range(0..0x0100_0000);
+    if base.is_empty() {
+        format!("vk-{suffix:06x}")
+    } else {
+        format!("{base}-{suffix:06x}")
+    }
+}
+
+/// A new virtual-key id: `vk_` and 24 random base62 characters.
+pub fn new_vk_id() -> String {
+    const A: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rngs::OsRng;
+    let body: String = (0..24)
+        .map(|_| A[rng.gen_range(0..A.len())] as char)
+        .collect();
+    format!("vk_{body}")
+}
+
+pub fn validate_slug(slug: &str) -> ApiResult<()> {
+    let ok = !slug.is_empty()
+        && slug.len() <= 64
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !slug.starts_with("vk_");
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "slug must be 1 to 64 letters, digits, '-', '_' or '.', and must not start with vk_",
+        ))
+    }
+}
+
+fn validate_vk_name(name: &str) -> ApiResult<()> {
+    if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "name must be 1 to 128 printable characters",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_model_name(what: &str, m: &str) -> ApiResult<()> {
+    if m.is_empty() || m.len() > 256 || m.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{what} must be 1 to 256 printable characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Finds a provider key of the workspace by name or id.
+pub async fn resolve_provider_key(
+    state: &AppState,
+    workspace: &str,
+    name_or_id: &str,
+) -> ApiResult<ProviderKeyRow> {
+    match state
+        .store
+        .get_provider_key_by_name(workspace, name_or_id)
+        .await
+    {
+        Ok(row) => Ok(row),
+        Err(StoreError::NotFound) => state
+            .store
+            .get_provider_key(workspace, name_or_id)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => ApiError::bad_request(format!(
+                    "no provider key named {name_or_id} in this workspace"
+                )),
+                other => other.into(),
+            }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn targets_from(
+    state: &AppState,
+    workspace: &str,
+    provider_key: Option<&String>,
+    targets: Option<&Vec<TargetInput>>,
+) -> ApiResult<Option<Vec<Target>>> {
+    let inputs: Vec<TargetInput> = match (provider_key, targets) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give providerKey or targets, not both",
+            ))
+        }
+        (Some(p), None) => vec![TargetInput {
+            provider_key: p.clone(),
+            weight: 1,
+        }],
+        (None, Some(t)) => t.clone(),
+        (None, None) => return Ok(None),
+    };
+    if inputs.is_empty() {
+        return Err(ApiError::bad_request(
+            "a virtual key needs at least one target",
+        ));
+    }
+    if inputs.len() > 16 {
+        return Err(ApiError::bad_request(
+            "a virtual key has at most 16 targets",
+        ));
+    }
+    let mut out = Vec::with_capacity(inputs.len());
+    for t in &inputs {
+        if t.weight == 0 || t.weight > 1_000_000 {
+            return Err(ApiError::bad_request(
+                "a target's weight must be 1 to 1000000",
+            ));
+        }
+        let row = resolve_provider_key(state, workspace, &t.provider_key).await?;
+        if out.iter().any(|x: &Target| x.provider_key_id == row.id) {
+            return Err(ApiError::bad_request(format!(
+                "provider key {} is named twice",
+                row.name
+            )));
+        }
+        out.push(Target {
+            provider_key_id: row.id,
+            weight: t.weight,
+        });
+    }
+    Ok(Some(out))
+}
+
+fn model_limits_from(
+    input: &BTreeMap<String, ModelLimitInput>,
+) -> ApiResult<BTreeMap<String, ModelLimit>> {
+    let mut out = BTreeMap::new();
+    for (model, l) in input {
+        validate_model_name("a modelLimits key", model)?;
+        let budget = match &l.budget {
+            Some(b) => b.to_budget(&format!("modelLimits.{model}.budget"))?,
+            None => Budget::default(),
+        };
+        let rate_limits = l.rate_limits.clone().unwrap_or_default();
+        rate_limits.validate(&format!("modelLimits.{model}.rateLimits"))?;
+        out.insert(
+            model.clone(),
+            ModelLimit {
+                budget,
+                rate_limits,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn check_config(cfg: &VkConfig) -> ApiResult<()> {
+    if cfg.targets.is_empty() {
+        return Err(ApiError::bad_request(
+            "a virtual key needs a providerKey or targets",
+        ));
+    }
+    if cfg.strategy == Strategy::Single && cfg.targets.len() > 1 {
+        return Err(ApiError::bad_request(
+            "strategy single takes one target; use loadbalance or fallback for several",
+        ));
+    }
+    for m in &cfg.models {
+        validate_model_name("a model", m)?;
+    }
+    for (a, m) in &cfg.aliases {
+        validate_model_name("an alias", a)?;
+        validate_model_name("an alias target", m)?;
+    }
+    if let Some(d) = &cfg.default_model {
+        validate_model_name("defaultModel", d)?;
+    }
+    cfg.rate_limits.validate("rateLimits")?;
+    Ok(())
+}
+
+fn parse_expiry(s: &str) -> ApiResult<i64> {
+    parse_ms(s)
+        .ok_or_else(|| ApiError::bad_request("expiresAt must be an RFC 3339 time or YYYY-MM-DD"))
+}
+
+/// Creates a virtual key from a validated config.
+pub async fn create_row(
+    state: &AppState,
+    ctx: &Ctx,
+    name: &str,
+    slug: Option<String>,
+    note: Option<String>,
+    cfg: VkConfig,
+    expires_at: Option<i64>,
+) -> ApiResult<VirtualKeyRow> {
+    validate_vk_name(name)?;
+    check_config(&cfg)?;
+    let given = slug.is_some();
+    let mut slug = slug.unwrap_or_else(|| slug_from(name));
+    validate_slug(&slug)?;
+    let now = now_ms();
+    for attempt in 0..4 {
+        let row = VirtualKeyRow {
+            id: new_vk_id(),
+            workspace: ctx.workspace.clone(),
+            slug: slug.clone(),
+            name: name.to_string(),
+            note: note.clone(),
+            config: serde_json::to_string(&cfg).unwrap_or_else(|_| "{}".into()),
+            status: "active".into(),
+            expires_at,
+            created_at: now,
+            updated_at: now,
+            created_by: Some(ctx.principal.id.clone()),
+            rev: 0,
+            deleted_at: None,
+        };
+        let audit = ctx.audit(
+            "virtual_key.create",
+            "virtual_key",
+            Some(&row.id),
+            json!({"slug": row.slug, "name": row.name, "targets": cfg.targets.len()}),
+        );
+        match state.store.create_virtual_key(&row, Some(&audit)).await {
+            Ok(stored) => return Ok(stored),
+            // A generated slug collided: draw another suffix.
+            Err(StoreError::Conflict(_)) if !given && attempt < 3 => slug = slug_from(name),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::conflict("could not find a free slug; give one"))
+}
+
+pub async fn create(
+    state: &AppState,
+    ctx: &Ctx,
+    input: CreateVirtualKey,
+) -> ApiResult<VirtualKeyRow> {
+    let targets = targets_from(
+        state,
+        &ctx.workspace,
+        input.provider_key.as_ref(),
+        input.targets.as_ref(),
+    )
+    .await?
+    .ok_or_else(|| ApiError::bad_request("a virtual key needs a providerKey or targets"))?;
+    let strategy = input.strategy.unwrap_or(if targets.len() > 1 {
+        Strategy::Loadbalance
+    } else {
+        Strategy::Single
+    });
+    let budget = match &input.budget {
+        Some(b) => b.to_budget("budget")?,
+        None => Budget::default(),
+    };
+    let cfg = VkConfig {
+        targets,
+        strategy,
+        models: input.models.unwrap_or_default(),
+        aliases: input.aliases.unwrap_or_default(),
+        default_model: input.default_model,
+        budget,
+        budget_period: input.budget_period.unwrap_or_default(),
+        rate_limits: input.rate_limits.unwrap_or_default(),
+        model_limits: model_limits_from(&input.model_limits.unwrap_or_default())?,
+        inline_provider_key: None,
+        alert_threshold: None,
+    };
+    let expires_at = input.expires_at.as_deref().map(parse_expiry).transpose()?;
+    create_row(
+        state,
+        ctx,
+        &input.name,
+        input.slug,
+        input.note,
+        cfg,
+        expires_at,
+    )
+    .await
+}
+
+pub async fn update(
+    state: &AppState,
+    ctx: &Ctx,
+    current: VirtualKeyRow,
+    patch: UpdateVirtualKey,
+) -> ApiResult<VirtualKeyRow> {
+    let mut row = current.clone();
+    let mut cfg = config_of(&current);
+    let mut changed: Vec<&str> = Vec::new();
+    if let Some(n) = &patch.name {
+        validate_vk_name(n)?;
+        row.name = n.clone();
+        changed.push("name");
+    }
+    if let Some(s) = &patch.slug {
+        validate_slug(s)?;
+        row.slug = s.clone();
+        changed.push("slug");
+    }
+    if let Some(t) = targets_from(
+        state,
+        &ctx.workspace,
+        patch.provider_key.as_ref(),
+        patch.targets.as_ref(),
+    )
+    .await?
+    {
+        cfg.targets = t;
+        changed.push("targets");
+        if patch.strategy.is_none() && cfg.targets.len() > 1 && cfg.strategy == Strategy::Single {
+            cfg.strategy = Strategy::Loadbalance;
+        }
+    }
+    if let Some(s) = patch.strategy {
+        cfg.strategy = s;
+        changed.push("strategy");
+    }
+    if let Some(m) = patch.models {
+        cfg.models = m;
+        changed.push("models");
+    }
+    if let Some(a) = patch.aliases {
+        cfg.aliases = a;
+        changed.push("aliases");
+    }
+    if let Some(d) = patch.default_model {
+        cfg.default_model = d;
+        changed.push("defaultModel");
+    }
+    if let Some(b) = &patch.budget {
+        cfg.budget = match b {
+            Some(b) => b.to_budget("budget")?,
+            None => Budget::default(),
+        };
+        changed.push("budget");
+    }
+    if let Some(p) = patch.budget_period {
+        cfg.budget_period = p;
+        changed.push("budgetPeriod");
+    }
+    if let Some(r) = patch.rate_limits {
+        cfg.rate_limits = r.unwrap_or_default();
+        changed.push("rateLimits");
+    }
+    if let Some(m) = &patch.model_limits {
+        cfg.model_limits = model_limits_from(m)?;
+        changed.push("modelLimits");
+    }
+    if let Some(e) = &patch.expires_at {
+        row.expires_at = e.as_deref().map(parse_expiry).transpose()?;
+        changed.push("expiresAt");
+    }
+    if let Some(n) = patch.note {
+        row.note = n;
+        changed.push("note");
+    }
+    if let Some(s) = &patch.status {
+        match s.as_str() {
+            "active" | "disabled" => row.status = s.clone(),
+            _ => return Err(ApiError::bad_request("status must be active or disabled")),
+        }
+        changed.push("status");
+    }
+    check_config(&cfg)?;
+    row.config = serde_json::to_string(&cfg).unwrap_or_else(|_| "{}".into());
+    row.updated_at = now_ms();
+    let audit = ctx.audit(
+        "virtual_key.update",
+        "virtual_key",
+        Some(&row.id),
+        json!({"slug": row.slug, "changed": changed}),
+    );
+    Ok(state.store.update_virtual_key(&row, Some(&audit)).await?)
+}
+
+/// Deletes a virtual key, and the provider key created inline with it when nothing else uses it.
+pub async fn delete(
+    state: &AppState,
+    ctx: &Ctx,
+    current: &VirtualKeyRow,
+) -> ApiResult<VirtualKeyRow> {
+    let audit = ctx.audit(
+        "virtual_key.delete",
+        "virtual_key",
+        Some(&current.id),
+        json!({"slug": current.slug}),
+    );
+    let deleted = state
+        .store
+        .delete_virtual_key(&current.workspace, &current.id, now_ms(), Some(&audit))
+        .await?;
+    if let Some(pk) = config_of(current).inline_provider_key {
+        if !provider_key_in_use(state, &current.workspace, &pk).await? {
+            if let Ok(row) = state.store.get_provider_key(&current.workspace, &pk).await {
+                crate::provider_keys::delete(state, ctx, &row).await?;
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+async fn provider_key_in_use(
+    state: &AppState,
+    workspace: &str,
+    provider_key_id: &str,
+) -> ApiResult<bool> {
+    let mut page = 1;
+    loop {
+        let (rows, total) = state
+            .store
+            .list_virtual_keys(workspace, keygate_store::Page { page, limit: 500 })
+            .await?;
+        if rows.iter().any(|r| {
+            config_of(r)
+                .targets
+                .iter()
+                .any(|t| t.provider_key_id == provider_key_id)
+        }) {
+            return Ok(true);
+        }
+        if i64::from(page) * 500 >= total || rows.is_empty() {
+            return Ok(false);
+        }
+        page += 1;
+    }
+}
+
+pub async fn find(state: &AppState, ctx: &Ctx, id_or_slug: &str) -> ApiResult<VirtualKeyRow> {
+    state
+        .store
+        .get_virtual_key(&ctx.workspace, id_or_slug)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found(format!("no virtual key {id_or_slug}")),
+            other => other.into(),
+        })
+}
+
+/// The native view of a virtual key. Provider keys are named from memory.
+pub fn view(state: &AppState, row: &VirtualKeyRow) -> Value {
+    let cfg = config_of(row);
+    let targets: Vec<Value> = cfg
+        .targets
+        .iter()
+        .map(|t| {
+            let name = state.runtime.provider_name(&t.provider_key_id);
+            json!({"providerKeyId": t.provider_key_id, "providerKey": name, "weight": t.weight})
+        })
+        .collect();
+    let model_limits: serde_json::Map<String, Value> = cfg
+        .model_limits
+        .iter()
+        .map(|(m, l)| {
+            (
+                m.clone(),
+                json!({"budget": budget_view(&l.budget), "rateLimits": l.rate_limits}),
+            )
+        })
+        .collect();
+    json!({
+        "id": row.id,
+        "slug": row.slug,
+        "name": row.name,
+        "note": row.note,
+        "status": status_of(row, now_ms()),
+        "targets": targets,
+        "strategy": cfg.strategy,
+        "models": cfg.models,
+        "aliases": cfg.aliases,
+        "defaultModel": cfg.default_model,
+        "budget": budget_view(&cfg.budget),
+        "budgetPeriod": cfg.budget_period.as_str(),
+        "rateLimits": cfg.rate_limits,
+        "modelLimits": model_limits,
+        "expiresAt": row.expires_at.map(format_ms),
+        "workspace": row.workspace,
+        "createdAt": format_ms(row.created_at),
+        "updatedAt": format_ms(row.updated_at),
+    })
+}
+
+/// List virtual keys.
+#[utoipa::path(get, path = "/api/v1/virtual_keys", tag = "virtual keys", params(PageQuery),
+    responses((status = 200, description = "`{object, data: [VirtualKey], page, limit, total}`")), security(("bearer" = [])))]
+pub async fn list_handler(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    q: Query<PageQuery>,
+) -> ApiResult<Json<Value>> {
+    let page = q.page()?;
+    let (rows, total) = state.store.list_virtual_keys(&ctx.workspace, page).await?;
+    Ok(Json(list_body(
+        rows.iter().map(|r| view(&state, r)).collect(),
+        page,
+        total,
+    )))
+}
+
+/// Create a virtual key.
+#[utoipa::path(post, path = "/api/v1/virtual_keys", tag = "virtual keys", request_body = CreateVirtualKey,
+    responses((status = 201, description = "`{success, data: VirtualKey}`"), (status = 400, description = "invalid input"),
+        (status = 409, description = "slug taken")), security(("bearer" = [])))]
+pub async fn create_handler(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    JsonBody(input): JsonBody<CreateVirtualKey>,
+) -> ApiResult<impl IntoResponse> {
+    let row = create(&state, &ctx, input).await?;
+    state.refresh_caches().await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"success": true, "data": view(&state, &row)})),
+    ))
+}
+
+/// Get a virtual key by slug or id.
+#[utoipa::path(get, path = "/api/v1/virtual_keys/{slug}", tag = "virtual keys", params(("slug" = String, Path, description = "slug or vk_ id")),
+    responses((status = 200, description = "`{data: VirtualKey}`"), (status = 404, description = "no such key")), security(("bearer" = [])))]
+pub async fn get_handler(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let row = find(&state, &ctx, &slug).await?;
+    Ok(Json(json!({"data": view(&state, &row)})))
+}
+
+/// Change a virtual key.
+#[utoipa::path(patch, path = "/api/v1/virtual_keys/{slug}", tag = "virtual keys", params(("slug" = String, Path)),
+    request_body = UpdateVirtualKey, responses((status = 200, description = "`{success, data: VirtualKey}`")), security(("bearer" = [])))]
+pub async fn update_handler(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+    JsonBody(patch): JsonBody<UpdateVirtualKey>,
+) -> ApiResult<Json<Value>> {
+    let current = find(&state, &ctx, &slug).await?;
+    let row = update(&state, &ctx, current, patch).await?;
+    state.refresh_caches().await;
+    Ok(Json(json!({"success": true, "data": view(&state, &row)})))
+}
+
+/// Delete a virtual key.
+#[utoipa::path(delete, path = "/api/v1/virtual_keys/{slug}", tag = "virtual keys", params(("slug" = String, Path)),
+    responses((status = 200, description = "`{success: true}`"), (status = 404, description = "no such key")), security(("bearer" = [])))]
+pub async fn delete_handler(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let current = find(&state, &ctx, &slug).await?;
+    delete(&state, &ctx, &current).await?;
+    state.refresh_caches().await;
+    Ok(Json(json!({"success": true})))
+}
