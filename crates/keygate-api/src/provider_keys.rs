@@ -555,7 +555,7 @@ pub async fn update(
         _ => None,
     };
     let mut changed: Vec<&str> = Vec::new();
-    if patch.model_hub.is_some() {
+    if row.hub != current.hub {
         changed.push("modelHub");
     }
     if patch.base_url.is_some() {
@@ -564,7 +564,9 @@ pub async fn update(
     if patch.hub_config.is_some() {
         changed.push("hubConfig");
     }
-    if patch.rate_limit_per_interval.is_some() || patch.rate_limit_interval.is_some() {
+    if row.rate_limit_per_interval != current.rate_limit_per_interval
+        || row.rate_limit_interval != current.rate_limit_interval
+    {
         changed.push("rateLimit");
     }
     if patch.private.is_some() {

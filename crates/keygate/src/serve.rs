@@ -178,8 +178,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let bound = listener.local_addr().unwrap_or(config.listen);
     tracing::info!(
-        listen = %config.listen,
+        listen = %bound,
         startup_ms = started.elapsed().as_millis() as u64,
         "keygate is ready"
     );
