@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{audit, provider_keys};
+use crate::{audit, provider_keys, usage, virtual_keys};
 
 struct Security;
 
@@ -35,6 +35,13 @@ impl Modify for Security {
         provider_keys::update_handler,
         provider_keys::rename_handler,
         provider_keys::delete_handler,
+        virtual_keys::list_handler,
+        virtual_keys::create_handler,
+        virtual_keys::get_handler,
+        virtual_keys::update_handler,
+        virtual_keys::delete_handler,
+        usage::summary,
+        usage::records,
         audit::list,
     ),
     components(schemas(
@@ -42,6 +49,14 @@ impl Modify for Security {
         provider_keys::UpdateProviderKey,
         provider_keys::RenameProviderKey,
         provider_keys::ProviderKeyView,
+        virtual_keys::CreateVirtualKey,
+        virtual_keys::UpdateVirtualKey,
+        virtual_keys::TargetInput,
+        virtual_keys::BudgetInput,
+        virtual_keys::RateLimits,
+        virtual_keys::ModelLimitInput,
+        virtual_keys::Strategy,
+        virtual_keys::Period,
     )),
     modifiers(&Security),
 )]

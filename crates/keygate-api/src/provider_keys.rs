@@ -270,6 +270,35 @@ pub async fn check_base_url(raw: &str, allow_private: bool) -> ApiResult<String>
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
+/// Checks what a hub config points at or carries beyond its shape: the Vertex token
+/// endpoint passes the URL policy like a base URL, and a service-account JSON must hold an
+/// RSA key (its own `token_uri` is checked too, since the signed assertion goes there).
+async fn check_hub_secrets(state: &AppState, parsed: &hubconfig::ParsedHubConfig) -> ApiResult<()> {
+    use keygate_gateway::hubs::vertex_auth::{check_service_account, service_account_token_uri};
+    let allow = state.settings.allow_private_upstreams;
+    if let Some(u) = &parsed.settings.token_url {
+        check_base_url(u, allow).await.map_err(|e| {
+            ApiError::bad_request(e.message.replace("baseUrl", "hubConfig.token_url"))
+        })?;
+    }
+    for s in &parsed.secrets {
+        if s.field == "service_account_json" && s.value.as_str() != "stored" {
+            check_service_account(&s.value).map_err(|e| {
+                ApiError::bad_request(format!("hubConfig.service_account_json: {e}"))
+            })?;
+            if let Ok(Some(uri)) = service_account_token_uri(&s.value) {
+                check_base_url(&uri, allow).await.map_err(|e| {
+                    ApiError::bad_request(
+                        e.message
+                            .replace("baseUrl", "service_account_json.token_uri"),
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn place<'a>(row: &'a ProviderKeyRow, version: i64, field: &'a str) -> SecretPlace<'a> {
     SecretPlace {
         workspace: &row.workspace,
@@ -328,6 +357,7 @@ pub async fn create(
     .map_err(|e| ApiError::bad_request(e.0))?;
     let (per, interval) =
         check_rate_limit(input.rate_limit_per_interval, input.rate_limit_interval)?;
+    check_hub_secrets(state, &parsed).await?;
     state.vault.ensure_current(state.store.as_ref()).await?;
 
     let mut settings = parsed.settings;
@@ -474,6 +504,7 @@ pub async fn update(
             check_rate_limit(per, int)?
         }
     };
+    check_hub_secrets(state, &parsed).await?;
     state.vault.ensure_current(state.store.as_ref()).await?;
 
     let mut settings = parsed.settings;

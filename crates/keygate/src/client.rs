@@ -93,6 +93,184 @@ pub enum ProviderKeysCommand {
     Delete { name: String },
 }
 
+/// Virtual-key fields shared by create and update.
+#[derive(clap::Args, Debug, Default)]
+pub struct VkFields {
+    /// A target provider key (name or id), optionally with a weight: `name` or `name:3`. Repeat for several.
+    #[arg(long = "provider-key")]
+    pub provider_keys: Vec<String>,
+    /// single, loadbalance or fallback.
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// An allowed model; repeat for several.
+    #[arg(long = "model")]
+    pub models: Vec<String>,
+    /// An alias, `alias=upstream-model`; repeat for several.
+    #[arg(long = "alias")]
+    pub aliases: Vec<String>,
+    #[arg(long)]
+    pub default_model: Option<String>,
+    #[arg(long)]
+    pub budget_usd: Option<f64>,
+    #[arg(long)]
+    pub budget_tokens: Option<u64>,
+    #[arg(long)]
+    pub budget_requests: Option<u64>,
+    /// EPOCH (or DAY), WEEK, MONTH, LIFETIME.
+    #[arg(long)]
+    pub budget_period: Option<String>,
+    #[arg(long)]
+    pub rpm: Option<u64>,
+    #[arg(long)]
+    pub rph: Option<u64>,
+    #[arg(long)]
+    pub rpd: Option<u64>,
+    #[arg(long)]
+    pub tpm: Option<u64>,
+    /// RFC 3339 time or YYYY-MM-DD.
+    #[arg(long)]
+    pub expires_at: Option<String>,
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+impl VkFields {
+    fn apply(&self, body: &mut Value) -> anyhow::Result<()> {
+        if !self.provider_keys.is_empty() {
+            let mut targets = Vec::new();
+            for t in &self.provider_keys {
+                let (name, weight) = match t.rsplit_once(':') {
+                    Some((n, w)) if w.parse::<u32>().is_ok() => {
+                        (n.to_string(), w.parse::<u32>().unwrap_or(1))
+                    }
+                    _ => (t.clone(), 1),
+                };
+                targets.push(json!({"providerKey": name, "weight": weight}));
+            }
+            body["targets"] = Value::Array(targets);
+        }
+        if let Some(s) = &self.strategy {
+            body["strategy"] = json!(s);
+        }
+        if !self.models.is_empty() {
+            body["models"] = json!(self.models);
+        }
+        if !self.aliases.is_empty() {
+            let mut map = serde_json::Map::new();
+            for a in &self.aliases {
+                let (k, v) = a
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--alias takes alias=model, got {a}"))?;
+                map.insert(k.to_string(), json!(v));
+            }
+            body["aliases"] = Value::Object(map);
+        }
+        if let Some(d) = &self.default_model {
+            body["defaultModel"] = json!(d);
+        }
+        if self.budget_usd.is_some()
+            || self.budget_tokens.is_some()
+            || self.budget_requests.is_some()
+        {
+            let mut b = serde_json::Map::new();
+            if let Some(v) = self.budget_usd {
+                b.insert("usd".into(), json!(v));
+            }
+            if let Some(v) = self.budget_tokens {
+                b.insert("tokens".into(), json!(v));
+            }
+            if let Some(v) = self.budget_requests {
+                b.insert("requests".into(), json!(v));
+            }
+            body["budget"] = Value::Object(b);
+        }
+        if let Some(p) = &self.budget_period {
+            body["budgetPeriod"] = json!(p.to_ascii_uppercase());
+        }
+        if self.rpm.is_some() || self.rph.is_some() || self.rpd.is_some() || self.tpm.is_some() {
+            let mut r = serde_json::Map::new();
+            for (k, v) in [
+                ("rpm", self.rpm),
+                ("rph", self.rph),
+                ("rpd", self.rpd),
+                ("tpm", self.tpm),
+            ] {
+                if let Some(v) = v {
+                    r.insert(k.into(), json!(v));
+                }
+            }
+            body["rateLimits"] = Value::Object(r);
+        }
+        if let Some(e) = &self.expires_at {
+            body["expiresAt"] = json!(e);
+        }
+        if let Some(n) = &self.note {
+            body["note"] = json!(n);
+        }
+        Ok(())
+    }
+}
+
+#[derive(clap::Subcommand)]
+pub enum VirtualKeysCommand {
+    /// List virtual keys.
+    List {
+        #[arg(long)]
+        page: Option<u32>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Create a virtual key over one or more provider keys.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Generated from the name when absent.
+        #[arg(long)]
+        slug: Option<String>,
+        #[command(flatten)]
+        fields: VkFields,
+    },
+    /// Show one virtual key (slug or vk_ id).
+    Get { slug: String },
+    /// Change a virtual key.
+    Update {
+        slug: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// active or disabled.
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        fields: VkFields,
+    },
+    /// Delete a virtual key.
+    Delete { slug: String },
+}
+
+#[derive(clap::Args)]
+pub struct UsageArgs {
+    /// Virtual key slug or id.
+    #[arg(long)]
+    pub virtual_key: Option<String>,
+    /// Platform API key id.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Provider key name or id.
+    #[arg(long)]
+    pub provider_key: Option<String>,
+    #[arg(long)]
+    pub model: Option<String>,
+    /// RFC 3339 time or YYYY-MM-DD (inclusive).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// RFC 3339 time or YYYY-MM-DD (exclusive).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// day, model, key, apiKey, providerKey or hub.
+    #[arg(long)]
+    pub group_by: Option<String>,
+}
+
 #[derive(clap::Subcommand)]
 pub enum AuditCommand {
     /// List audit events, newest first.
@@ -403,6 +581,212 @@ pub async fn provider_keys(conn: Conn, cmd: ProviderKeysCommand) -> anyhow::Resu
             }
         }
     }
+    Ok(())
+}
+
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", enc(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+fn print_vks(items: &[Value]) {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header([
+        "slug",
+        "name",
+        "status",
+        "targets",
+        "strategy",
+        "budget",
+        "rate limits",
+        "expires",
+    ]);
+    for k in items {
+        let targets: Vec<String> = k["targets"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| format!("{}×{}", cell(x, "providerKey"), cell(x, "weight")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        t.add_row([
+            cell(k, "slug"),
+            cell(k, "name"),
+            cell(k, "status"),
+            targets.join(", "),
+            cell(k, "strategy"),
+            format!("{} {}", k["budget"], cell(k, "budgetPeriod")),
+            k["rateLimits"].to_string(),
+            cell(k, "expiresAt"),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub async fn virtual_keys(conn: Conn, cmd: VirtualKeysCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let c = Client::new(&conn)?;
+    let (v, items) = match cmd {
+        VirtualKeysCommand::List { page, limit } => {
+            let q = query(&[
+                ("page", page.map(|p| p.to_string())),
+                ("limit", limit.map(|l| l.to_string())),
+            ]);
+            let v = c
+                .call(Method::GET, &format!("/api/v1/virtual_keys{q}"), None)
+                .await?;
+            let items = v["data"].as_array().cloned().unwrap_or_default();
+            (v, items)
+        }
+        VirtualKeysCommand::Create { name, slug, fields } => {
+            let mut body = json!({"name": name});
+            if let Some(s) = slug {
+                body["slug"] = json!(s);
+            }
+            fields.apply(&mut body)?;
+            let v = c
+                .call(Method::POST, "/api/v1/virtual_keys", Some(body))
+                .await?;
+            let item = v["data"].clone();
+            (v, vec![item])
+        }
+        VirtualKeysCommand::Get { slug } => {
+            let v = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/virtual_keys/{}", enc(&slug)),
+                    None,
+                )
+                .await?;
+            let item = v["data"].clone();
+            (v, vec![item])
+        }
+        VirtualKeysCommand::Update {
+            slug,
+            name,
+            status,
+            fields,
+        } => {
+            let mut body = json!({});
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            if let Some(s) = status {
+                body["status"] = json!(s);
+            }
+            fields.apply(&mut body)?;
+            let v = c
+                .call(
+                    Method::PATCH,
+                    &format!("/api/v1/virtual_keys/{}", enc(&slug)),
+                    Some(body),
+                )
+                .await?;
+            let item = v["data"].clone();
+            (v, vec![item])
+        }
+        VirtualKeysCommand::Delete { slug } => {
+            let v = c
+                .call(
+                    Method::DELETE,
+                    &format!("/api/v1/virtual_keys/{}", enc(&slug)),
+                    None,
+                )
+                .await?;
+            if conn.json {
+                println!("{v}");
+            } else {
+                println!("deleted virtual key {slug}");
+            }
+            return Ok(());
+        }
+    };
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        print_vks(&items);
+    }
+    Ok(())
+}
+
+pub async fn usage(conn: Conn, args: UsageArgs) -> anyhow::Result<()> {
+    let c = Client::new(&conn)?;
+    let q = query(&[
+        ("virtualKey", args.virtual_key),
+        ("apiKey", args.api_key),
+        ("providerKey", args.provider_key),
+        ("model", args.model),
+        ("from", args.from),
+        ("to", args.to),
+        ("groupBy", args.group_by.clone()),
+    ]);
+    let v = c
+        .call(reqwest::Method::GET, &format!("/api/v1/usage{q}"), None)
+        .await?;
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    let d = &v["data"];
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    let group = args.group_by.as_deref().map(|g| match g {
+        "key" => "virtualKey",
+        other => other,
+    });
+    let mut header = vec![
+        "requests",
+        "errors",
+        "prompt tokens",
+        "completion tokens",
+        "cost (USD)",
+    ];
+    if let Some(g) = group {
+        header.insert(0, g);
+    }
+    t.set_header(header);
+    let row = |r: &Value, label: Option<String>| {
+        let mut cells = vec![
+            cell(r, "requests"),
+            cell(r, "errors"),
+            cell(r, "promptTokens"),
+            cell(r, "completionTokens"),
+            format!("{:.6}", r["costUsd"].as_f64().unwrap_or(0.0)),
+        ];
+        if let Some(l) = label {
+            cells.insert(0, l);
+        }
+        cells
+    };
+    if let (Some(g), Some(rows)) = (group, d["rows"].as_array()) {
+        for r in rows {
+            let label = r
+                .get("virtualKeySlug")
+                .or_else(|| r.get("providerKeyName"))
+                .or_else(|| r.get(g));
+            t.add_row(row(
+                r,
+                Some(
+                    label
+                        .map(|l| l.as_str().unwrap_or("").to_string())
+                        .unwrap_or_default(),
+                ),
+            ));
+        }
+        t.add_row(row(d, Some("total".into())));
+    } else {
+        t.add_row(row(d, None));
+    }
+    println!("{t}");
     Ok(())
 }
 

@@ -61,6 +61,21 @@ enum Command {
         #[command(subcommand)]
         command: client::ProviderKeysCommand,
     },
+    /// Manage virtual keys on a running server (KEYGATE_URL, KEYGATE_API_KEY).
+    #[command(name = "virtual-keys")]
+    VirtualKeys {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        command: client::VirtualKeysCommand,
+    },
+    /// Requests, tokens and cost of a running server (KEYGATE_URL, KEYGATE_API_KEY).
+    Usage {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(flatten)]
+        args: client::UsageArgs,
+    },
     /// Read the audit log of a running server (KEYGATE_URL, KEYGATE_API_KEY).
     Audit {
         #[command(flatten)]
@@ -92,6 +107,8 @@ fn main() -> ExitCode {
             Command::MasterKey { command } => tools::master_key(command).await,
             Command::ProviderKeys { conn, command } => client::provider_keys(conn, command).await,
             Command::Audit { conn, command } => client::audit(conn, command).await,
+            Command::VirtualKeys { conn, command } => client::virtual_keys(conn, command).await,
+            Command::Usage { conn, args } => client::usage(conn, args).await,
         }
     });
     match result {

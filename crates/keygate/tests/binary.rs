@@ -746,3 +746,126 @@ fn canary_secrets_never_leak() {
         }
     }
 }
+
+#[test]
+fn virtual_keys_and_usage_through_the_cli() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(keygate_testkit::MockUpstream::start());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mk = random_master_key();
+    let server = Server::start(&data, &[("KEYGATE_MASTER_KEY", mk.as_str())]);
+    let admin = server.first_admin_key();
+    let url = server.url.clone();
+    let base = format!("{}/v1", mock.url());
+    let (ok, _, err) = cli(
+        &url,
+        &admin,
+        &[
+            "provider-keys",
+            "create",
+            "--name",
+            "openai-main",
+            "--hub",
+            "openai",
+            "--base-url",
+            &base,
+        ],
+        Some("sk-upstream-secret-424242"),
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(
+        &url,
+        &admin,
+        &[
+            "virtual-keys",
+            "create",
+            "--name",
+            "Prod App",
+            "--provider-key",
+            "openai-main",
+            "--model",
+            "gpt-4o-mini",
+            "--alias",
+            "fast=gpt-4o-mini",
+            "--budget-usd",
+            "25",
+            "--budget-period",
+            "month",
+            "--rpm",
+            "60",
+            "--json",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let slug = v["data"]["slug"].as_str().unwrap().to_string();
+    assert!(slug.starts_with("prod-app-"), "{slug}");
+    assert!(v["data"]["id"].as_str().unwrap().starts_with("vk_"));
+    assert_eq!(v["data"]["budget"]["usd"], 25.0);
+    assert_eq!(v["data"]["budgetPeriod"], "MONTH");
+    assert_eq!(v["data"]["rateLimits"]["rpm"], 60);
+    let (ok, out, _) = cli(&url, &admin, &["virtual-keys", "list"], None);
+    assert!(ok);
+    assert!(
+        out.contains(&slug) && out.contains("openai-main×1"),
+        "{out}"
+    );
+    // A request through the gateway, then the usage it left.
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(&admin)
+        .json(&json!({"model": format!("@{slug}/fast"), "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 16}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        mock.last_request().unwrap().bearer(),
+        Some("sk-upstream-secret-424242")
+    );
+    let (ok, out, err) = cli(
+        &url,
+        &admin,
+        &["usage", "--virtual-key", &slug, "--json"],
+        None,
+    );
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            v["data"]["requests"].as_i64(),
+            v["data"]["promptTokens"].as_i64()
+        ),
+        (Some(1), Some(9))
+    );
+    let (ok, out, _) = cli(&url, &admin, &["usage", "--group-by", "model"], None);
+    assert!(ok);
+    assert!(
+        out.contains("gpt-4o-mini") && out.contains("total"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(
+        &url,
+        &admin,
+        &[
+            "virtual-keys",
+            "update",
+            &slug,
+            "--status",
+            "disabled",
+            "--json",
+        ],
+        None,
+    );
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["data"]["status"],
+        "disabled"
+    );
+    let (ok, _, _) = cli(&url, &admin, &["virtual-keys", "delete", &slug], None);
+    assert!(ok);
+    let (ok, _, err) = cli(&url, &admin, &["virtual-keys", "get", &slug], None);
+    assert!(!ok && err.contains("404"), "{err}");
+    server.stop();
+}
