@@ -33,6 +33,15 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// What using a wallet sign-in token found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Web3TokenState {
+    Valid,
+    Unknown,
+    Expired,
+    AlreadyUsed,
+}
+
 /// Which database a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -240,6 +249,35 @@ pub struct UsageTotals {
     pub estimated: i64,
 }
 
+/// An Ethereum address registered for wallet sign-in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalletRow {
+    /// Lower-case `0x…`.
+    pub address: String,
+    pub workspace: String,
+    /// Whether the wallet may mint ADMIN keys (INFERENCE only otherwise).
+    pub allow_admin: bool,
+    pub created_at: i64,
+    pub created_by: Option<String>,
+}
+
+/// One refused request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RateLimitEventRow {
+    pub id: String,
+    pub workspace: String,
+    pub at: i64,
+    pub platform_key_id: Option<String>,
+    pub virtual_key_id: Option<String>,
+    pub provider_key_id: Option<String>,
+    pub model: Option<String>,
+    /// `RPM`, `RPH`, `RPD`, `TPM`, `TPH`, `TPD`, `BUDGET`…
+    pub limit_type: String,
+    pub limit_value: i64,
+    /// Whose limit: `api_key`, `virtual_key`, `model`, `provider_key`.
+    pub scope: String,
+}
+
 /// One change made through the API, CLI or UI. Never carries a secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -424,6 +462,37 @@ pub trait Store: Send + Sync + 'static {
         filter: &UsageFilter,
         page: Page,
     ) -> Result<(Vec<UsageRow>, i64)>;
+
+    // Wallets and sign-in tokens.
+    async fn create_wallet(&self, row: &WalletRow, audit: Option<&AuditEvent>)
+        -> Result<WalletRow>;
+    async fn list_wallets(&self, workspace: &str) -> Result<Vec<WalletRow>>;
+    /// A registered wallet, whatever its workspace (sign-in finds the workspace through it).
+    async fn find_wallet(&self, address: &str) -> Result<WalletRow>;
+    async fn delete_wallet(
+        &self,
+        workspace: &str,
+        address: &str,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()>;
+    async fn insert_web3_token(&self, token_hash: &[u8], expires_at: i64) -> Result<()>;
+    /// Uses a sign-in token once: Ok(true) when it existed, was unused and unexpired.
+    async fn consume_web3_token(&self, token_hash: &[u8], now: i64) -> Result<Web3TokenState>;
+
+    // Rate-limit events.
+    async fn insert_rate_limit_events(&self, rows: &[RateLimitEventRow]) -> Result<()>;
+    /// The newest events, of one platform key or of the whole workspace.
+    async fn list_rate_limit_events(
+        &self,
+        workspace: &str,
+        platform_key_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RateLimitEventRow>>;
+
+    /// Live platform keys of a workspace.
+    async fn count_live_platform_keys(&self, workspace: &str) -> Result<i64>;
+    /// A platform key by id, deleted or not (for idempotent deletes).
+    async fn get_platform_key_any(&self, workspace: &str, id: &str) -> Result<PlatformKeyRow>;
 
     // Audit.
     async fn append_audit(&self, event: &AuditEvent) -> Result<()>;

@@ -12,9 +12,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::{
-    AuditEvent, AuditFilter, Backend, MasterKeyRow, Page, PlatformKeyRow, ProviderKeyRow, Result,
-    SecretRow, Store, StoreError, UsageFilter, UsageGroup, UsageRow, UsageTotals, VirtualKeyRow,
-    WorkspaceRow,
+    AuditEvent, AuditFilter, Backend, MasterKeyRow, Page, PlatformKeyRow, ProviderKeyRow,
+    RateLimitEventRow, Result, SecretRow, Store, StoreError, UsageFilter, UsageGroup, UsageRow,
+    UsageTotals, VirtualKeyRow, WalletRow, Web3TokenState, WorkspaceRow,
 };
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -376,6 +376,33 @@ fn totals(row: &AnyRow, group: String) -> Result<UsageTotals> {
         cached_tokens: row.try_get("cached_tokens").map_err(db)?,
         cost_nano: row.try_get("cost_nano").map_err(db)?,
         estimated: row.try_get("estimated").map_err(db)?,
+    })
+}
+
+fn wallet(row: &AnyRow) -> Result<WalletRow> {
+    Ok(WalletRow {
+        address: row.try_get("address").map_err(db)?,
+        workspace: row.try_get("workspace").map_err(db)?,
+        allow_admin: flag(row, "allow_admin")?,
+        created_at: row.try_get("created_at").map_err(db)?,
+        created_by: row.try_get("created_by").map_err(db)?,
+    })
+}
+
+const RLE_COLS: &str = "id, workspace, at, platform_key_id, virtual_key_id, provider_key_id, model, limit_type, limit_value, scope";
+
+fn rl_event(row: &AnyRow) -> Result<RateLimitEventRow> {
+    Ok(RateLimitEventRow {
+        id: row.try_get("id").map_err(db)?,
+        workspace: row.try_get("workspace").map_err(db)?,
+        at: row.try_get("at").map_err(db)?,
+        platform_key_id: row.try_get("platform_key_id").map_err(db)?,
+        virtual_key_id: row.try_get("virtual_key_id").map_err(db)?,
+        provider_key_id: row.try_get("provider_key_id").map_err(db)?,
+        model: row.try_get("model").map_err(db)?,
+        limit_type: row.try_get("limit_type").map_err(db)?,
+        limit_value: row.try_get("limit_value").map_err(db)?,
+        scope: row.try_get("scope").map_err(db)?,
     })
 }
 
@@ -1333,6 +1360,205 @@ impl Store for SqlStore {
                 .try_get::<i64, _>(0)
                 .map_err(db)?;
         Ok((rows.iter().map(usage_row).collect::<Result<_>>()?, count))
+    }
+
+    async fn create_wallet(
+        &self,
+        row: &WalletRow,
+        audit_event: Option<&AuditEvent>,
+    ) -> Result<WalletRow> {
+        let mut tx = self.begin().await?;
+        self.next_rev(&mut tx).await?;
+        sqlx::query(&self.q(
+            "INSERT INTO wallets (address, workspace, allow_admin, created_at, created_by) VALUES ($1, $2, $3, $4, $5)",
+        ))
+        .bind(&row.address)
+        .bind(&row.workspace)
+        .bind(bool_i(row.allow_admin))
+        .bind(row.created_at)
+        .bind(&row.created_by)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)
+        .map_err(conflict(format!("the wallet {} is already registered", row.address)))?;
+        self.audit_in(&mut tx, audit_event).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(row.clone())
+    }
+
+    async fn list_wallets(&self, workspace: &str) -> Result<Vec<WalletRow>> {
+        let rows = sqlx::query(&self.q(
+            "SELECT address, workspace, allow_admin, created_at, created_by FROM wallets WHERE workspace = $1 ORDER BY created_at, address",
+        ))
+        .bind(workspace)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(wallet).collect()
+    }
+
+    async fn find_wallet(&self, address: &str) -> Result<WalletRow> {
+        let row = sqlx::query(&self.q(
+            "SELECT address, workspace, allow_admin, created_at, created_by FROM wallets WHERE address = $1",
+        ))
+        .bind(address)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .ok_or(StoreError::NotFound)?;
+        wallet(&row)
+    }
+
+    async fn delete_wallet(
+        &self,
+        workspace: &str,
+        address: &str,
+        audit_event: Option<&AuditEvent>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        self.next_rev(&mut tx).await?;
+        let done =
+            sqlx::query(&self.q("DELETE FROM wallets WHERE workspace = $1 AND address = $2"))
+                .bind(workspace)
+                .bind(address)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.audit_in(&mut tx, audit_event).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn insert_web3_token(&self, token_hash: &[u8], expires_at: i64) -> Result<()> {
+        sqlx::query(&self.q("DELETE FROM web3_tokens WHERE expires_at < $1"))
+            .bind(expires_at - 24 * 3_600_000)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        sqlx::query(&self.q("INSERT INTO web3_tokens (token_hash, expires_at) VALUES ($1, $2)"))
+            .bind(token_hash)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn consume_web3_token(&self, token_hash: &[u8], now: i64) -> Result<Web3TokenState> {
+        let used = sqlx::query(&self.q(
+            "UPDATE web3_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $3",
+        ))
+        .bind(now)
+        .bind(token_hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        if used.rows_affected() == 1 {
+            return Ok(Web3TokenState::Valid);
+        }
+        let row = sqlx::query(
+            &self.q("SELECT expires_at, used_at FROM web3_tokens WHERE token_hash = $1"),
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(match row {
+            None => Web3TokenState::Unknown,
+            Some(r) => {
+                let used: Option<i64> = r.try_get("used_at").map_err(db)?;
+                if used.is_some() {
+                    Web3TokenState::AlreadyUsed
+                } else {
+                    Web3TokenState::Expired
+                }
+            }
+        })
+    }
+
+    async fn insert_rate_limit_events(&self, rows: &[RateLimitEventRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let sql = self
+            .q(&format!("INSERT INTO rate_limit_events ({RLE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING"))
+            .into_owned();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for r in rows {
+            sqlx::query(&sql)
+                .bind(&r.id)
+                .bind(&r.workspace)
+                .bind(r.at)
+                .bind(&r.platform_key_id)
+                .bind(&r.virtual_key_id)
+                .bind(&r.provider_key_id)
+                .bind(&r.model)
+                .bind(&r.limit_type)
+                .bind(r.limit_value)
+                .bind(&r.scope)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn list_rate_limit_events(
+        &self,
+        workspace: &str,
+        platform_key_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RateLimitEventRow>> {
+        let rows = match platform_key_id {
+            Some(k) => sqlx::query(&self.q(&format!(
+                "SELECT {RLE_COLS} FROM rate_limit_events WHERE workspace = $1 AND platform_key_id = $2 ORDER BY at DESC, id DESC LIMIT $3"
+            )))
+            .bind(workspace)
+            .bind(k)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?,
+            None => sqlx::query(&self.q(&format!(
+                "SELECT {RLE_COLS} FROM rate_limit_events WHERE workspace = $1 ORDER BY at DESC, id DESC LIMIT $2"
+            )))
+            .bind(workspace)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?,
+        };
+        rows.iter().map(rl_event).collect()
+    }
+
+    async fn count_live_platform_keys(&self, workspace: &str) -> Result<i64> {
+        sqlx::query(
+            &self.q(
+                "SELECT COUNT(*) FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL",
+            ),
+        )
+        .bind(workspace)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?
+        .try_get::<i64, _>(0)
+        .map_err(db)
+    }
+
+    async fn get_platform_key_any(&self, workspace: &str, id: &str) -> Result<PlatformKeyRow> {
+        let row = sqlx::query(&self.q(&format!(
+            "SELECT {PLK_COLS} FROM platform_keys WHERE workspace = $1 AND id = $2"
+        )))
+        .bind(workspace)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .ok_or(StoreError::NotFound)?;
+        platform_key(&row)
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<()> {
