@@ -12,6 +12,7 @@
 pub mod envelope;
 pub mod hashing;
 pub mod master;
+pub mod wallet;
 
 pub use envelope::{SecretPlace, ENVELOPE_OVERHEAD};
 pub use hashing::{KeyHash, KeyHasher};
