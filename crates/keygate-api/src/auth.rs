@@ -57,6 +57,8 @@ pub struct Principal {
     pub expires_at: Option<i64>,
     pub settings: KeySettings,
     pub last6: String,
+    /// The parsed `ipAllowlist` (empty: any address).
+    pub ip_nets: Vec<ipnet::IpNet>,
 }
 
 impl Principal {
@@ -116,7 +118,13 @@ fn principal_of(row: &PlatformKeyRow) -> Option<Principal> {
         tracing::warn!(key_id = %row.id, error = %e, "unreadable key settings; using none");
         KeySettings::default()
     });
+    let ip_nets = settings
+        .ip_allowlist
+        .iter()
+        .filter_map(|s: &String| s.parse().ok())
+        .collect();
     Some(Principal {
+        ip_nets,
         id: row.id.clone(),
         workspace: row.workspace.clone(),
         key_type,
@@ -322,6 +330,27 @@ pub async fn require(
         Ok(p) => p,
         Err(f) => return f.to_error().into_response(),
     };
+    if !principal.ip_nets.is_empty() {
+        // Without a peer address (never the case on a socket) the restriction cannot hold: refuse.
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let allowed = peer.is_some_and(|ip| {
+            let ip = match ip {
+                std::net::IpAddr::V6(v6) => {
+                    v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip)
+                }
+                v4 => v4,
+            };
+            principal.ip_nets.iter().any(|n| n.contains(&ip))
+        });
+        if !allowed {
+            // Venice's client recognises this exact opening.
+            return ApiError::forbidden("This API key is restricted to configured IP addresses; this request came from elsewhere")
+                .into_response();
+        }
+    }
     if role == Role::Admin && !principal.is_admin() {
         return ApiError::forbidden(
             "this route needs an ADMIN key; INFERENCE keys may only use the gateway",

@@ -13,6 +13,8 @@ pub struct ApiError {
     /// Machine-readable code, e.g. `invalid_api_key`.
     pub code: &'static str,
     pub message: String,
+    /// Seconds, sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -95,6 +98,11 @@ impl std::fmt::Display for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+            }
+        }
         if self.status.is_server_error() {
             // Clients that retry 5xx (openai, portkey) must not replay a request keygate refused.
             resp.headers_mut()

@@ -217,3 +217,20 @@ mod tests {
         assert!(e.message.contains("not valid JSON"), "{}", e.message);
     }
 }
+
+/// The client's address (the socket peer). Requests built in process carry none: they count
+/// as `0.0.0.0` for throttling, and a key with an IP allow-list refuses them.
+pub struct ClientIp(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        Ok(ClientIp(ip))
+    }
+}

@@ -515,6 +515,14 @@ async fn dispatch(
         if provider.workspace != vk.workspace {
             continue;
         }
+        if !privacy_allows(&principal, &provider, call.endpoint) {
+            last_error = Some(gw_error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the API key's modelPrivacy allows only private providers, and the virtual key has none for this request",
+            ));
+            continue;
+        }
         let is_last = i + 1 == attempts;
         match attempt(
             &state,
@@ -544,6 +552,16 @@ async fn dispatch(
             "the virtual key has no usable provider key",
         )
     }))
+}
+
+/// `modelPrivacy`: `PRIVATE_ONLY` uses only provider keys marked private; `PRIVATE_TEXT` does
+/// so for text (chat, completions, embeddings) and lets other paths through.
+fn privacy_allows(principal: &Principal, provider: &ProviderRuntime, endpoint: Endpoint) -> bool {
+    match principal.settings.model_privacy.as_deref() {
+        Some("PRIVATE_ONLY") => provider.private,
+        Some("PRIVATE_TEXT") => provider.private || endpoint == Endpoint::Passthrough,
+        _ => true,
+    }
 }
 
 enum Attempt {

@@ -5,6 +5,7 @@
 //! (parse, call the service, map the error); every error leaves through [`error::ApiError`].
 #![forbid(unsafe_code)]
 
+pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod error;
@@ -22,6 +23,8 @@ pub mod usage;
 pub mod vault;
 pub mod vijil;
 pub mod virtual_keys;
+pub mod wallets;
+pub mod workspaces;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{Method, Uri};
@@ -139,6 +142,66 @@ pub fn routes(state: AppState) -> RouteTable {
             "/api/v1/provider_keys/{name}/rename",
             Admin,
             provider_keys::rename_handler,
+        )
+        // Platform API keys (Venice's shape). Literal routes before the {id} capture.
+        .add(M::GET, "/api/v1/api_keys", Admin, api_keys::list)
+        .add(M::POST, "/api/v1/api_keys", Admin, api_keys::create)
+        .add(M::PATCH, "/api/v1/api_keys", Admin, api_keys::update)
+        .add(M::DELETE, "/api/v1/api_keys", Admin, api_keys::delete)
+        .add(
+            M::GET,
+            "/api/v1/api_keys/rate_limits",
+            Inference,
+            api_keys::rate_limits,
+        )
+        .add(
+            M::GET,
+            "/api/v1/api_keys/rate_limits/log",
+            Inference,
+            api_keys::rate_limit_log,
+        )
+        .add(
+            M::GET,
+            "/api/v1/api_keys/generate_web3_key",
+            Public,
+            api_keys::web3_token,
+        )
+        .add(
+            M::POST,
+            "/api/v1/api_keys/generate_web3_key",
+            Public,
+            api_keys::web3_create,
+        )
+        .add(M::GET, "/api/v1/api_keys/{id}", Admin, api_keys::retrieve)
+        .add(
+            M::POST,
+            "/api/v1/api_keys/{id}/rotate",
+            Admin,
+            api_keys::rotate,
+        )
+        // Wallets and workspaces.
+        .add(M::GET, "/api/v1/wallets", Admin, wallets::list)
+        .add(M::POST, "/api/v1/wallets", Admin, wallets::create)
+        .add(
+            M::DELETE,
+            "/api/v1/wallets/{address}",
+            Admin,
+            wallets::delete,
+        )
+        .add(M::GET, "/api/v1/workspaces", Admin, workspaces::list)
+        .add(M::POST, "/api/v1/workspaces", Admin, workspaces::create)
+        .add(M::GET, "/api/v1/workspaces/{id}", Admin, workspaces::get)
+        .add(
+            M::PATCH,
+            "/api/v1/workspaces/{id}",
+            Admin,
+            workspaces::rename,
+        )
+        .add(
+            M::DELETE,
+            "/api/v1/workspaces/{id}",
+            Admin,
+            workspaces::delete,
         )
         // Native virtual keys.
         .add(

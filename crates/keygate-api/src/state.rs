@@ -18,6 +18,16 @@ pub struct ApiSettings {
     pub allow_private_upstreams: bool,
     /// Request body cap in bytes (413 above it, before parsing).
     pub max_body_bytes: usize,
+    /// Platform keys a workspace may create per minute.
+    pub api_key_creations_per_minute: u32,
+    /// Active platform keys a workspace may hold.
+    pub max_api_keys_per_workspace: u32,
+    /// Wallet sign-in requests per client IP and minute.
+    pub wallet_requests_per_minute: u32,
+    /// Nano-USD per DIEM of a consumption limit (default 1 USD).
+    pub diem_usd_nano: i64,
+    /// Nano-USD per VCU of a consumption limit (default 0.1 USD).
+    pub vcu_usd_nano: i64,
 }
 
 impl Default for ApiSettings {
@@ -25,6 +35,11 @@ impl Default for ApiSettings {
         ApiSettings {
             allow_private_upstreams: false,
             max_body_bytes: 32 * 1024 * 1024,
+            api_key_creations_per_minute: 20,
+            max_api_keys_per_workspace: 500,
+            wallet_requests_per_minute: 30,
+            diem_usd_nano: 1_000_000_000,
+            vcu_usd_nano: 100_000_000,
         }
     }
 }
@@ -37,6 +52,8 @@ pub struct StateInner {
     pub meter: Meter,
     pub upstream: Arc<Upstream>,
     pub settings: ApiSettings,
+    pub throttle: crate::api_keys::CreationThrottle,
+    pub wallet_throttle: crate::api_keys::IpThrottle,
     ready: AtomicBool,
 }
 
@@ -70,6 +87,8 @@ impl AppState {
             meter,
             upstream,
             settings,
+            throttle: Default::default(),
+            wallet_throttle: Default::default(),
             ready: AtomicBool::new(true),
         }))
     }

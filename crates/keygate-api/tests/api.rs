@@ -694,6 +694,7 @@ async fn oversized_and_malformed_bodies() {
     let h = harness_with(ApiSettings {
         allow_private_upstreams: true,
         max_body_bytes: 2048,
+        ..Default::default()
     })
     .await;
     let big = json!({"name":"x","modelHub":"openai","apiKey":"a".repeat(4096)});

@@ -47,6 +47,16 @@ pub struct Config {
     pub upstream_total_timeout_seconds: u64,
     /// `max_tokens` sent to Anthropic when a request gives none.
     pub anthropic_default_max_tokens: u32,
+    /// Platform keys a workspace may create per minute.
+    pub api_key_creations_per_minute: u32,
+    /// Active platform keys a workspace may hold.
+    pub max_api_keys_per_workspace: u32,
+    /// Wallet sign-in requests per client IP and minute.
+    pub wallet_requests_per_minute: u32,
+    /// USD per DIEM in consumption limits.
+    pub diem_usd: f64,
+    /// USD per VCU in consumption limits.
+    pub vcu_usd: f64,
     /// Price overrides, keyed `hub/model`.
     pub prices: BTreeMap<String, PriceOverride>,
 }
@@ -78,13 +88,23 @@ impl Default for Config {
             upstream_idle_timeout_seconds: 120,
             upstream_total_timeout_seconds: 900,
             anthropic_default_max_tokens: 4096,
+            api_key_creations_per_minute: 20,
+            max_api_keys_per_workspace: 500,
+            wallet_requests_per_minute: 30,
+            diem_usd: 1.0,
+            vcu_usd: 0.1,
             prices: BTreeMap::new(),
         }
     }
 }
 
 /// Environment variables read as configuration (`KEYGATE_` + the upper-case field name).
-pub const ENV_KEYS: [&str; 12] = [
+pub const ENV_KEYS: [&str; 17] = [
+    "api_key_creations_per_minute",
+    "max_api_keys_per_workspace",
+    "wallet_requests_per_minute",
+    "diem_usd",
+    "vcu_usd",
     "listen",
     "data_dir",
     "database_url",
@@ -172,6 +192,17 @@ impl Config {
             if v == 0 {
                 anyhow::bail!("{name} must be at least 1");
             }
+        }
+        for (name, v) in [("diem_usd", self.diem_usd), ("vcu_usd", self.vcu_usd)] {
+            if !v.is_finite() || v <= 0.0 {
+                anyhow::bail!("{name} must be a positive number");
+            }
+        }
+        if self.api_key_creations_per_minute == 0
+            || self.max_api_keys_per_workspace == 0
+            || self.wallet_requests_per_minute == 0
+        {
+            anyhow::bail!("api_key_creations_per_minute, max_api_keys_per_workspace and wallet_requests_per_minute must be at least 1");
         }
         if let Some(url) = &self.database_url {
             if !(url.starts_with("sqlite:")

@@ -132,6 +132,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = ApiSettings {
         allow_private_upstreams: config.allow_private_upstreams,
         max_body_bytes: config.max_body_bytes,
+        api_key_creations_per_minute: config.api_key_creations_per_minute,
+        max_api_keys_per_workspace: config.max_api_keys_per_workspace,
+        wallet_requests_per_minute: config.wallet_requests_per_minute,
+        diem_usd_nano: keygate_types::NanoUsd::from_usd_f64(config.diem_usd)
+            .map(|n| n.0)
+            .unwrap_or(1_000_000_000),
+        vcu_usd_nano: keygate_types::NanoUsd::from_usd_f64(config.vcu_usd)
+            .map(|n| n.0)
+            .unwrap_or(100_000_000),
     };
     let (state, meter_writer) = AppState::build(
         store.clone(),
