@@ -1,0 +1,854 @@
+//! Platform keys, wallets and workspaces through the real router on a real socket: rotation
+//! with grace, expiry, IP allow-lists, the privilege rule, throttles, wallet sign-in with
+//! real secp256k1 signatures, and tenant isolation on every route with an id.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keygate_api::platform_keys::{create_platform_key, KeySettings, NewPlatformKey};
+use keygate_api::vault::VaultService;
+use keygate_api::{ApiSettings, AppState, Role};
+use keygate_store::WorkspaceRow;
+use keygate_types::pricing::PriceTable;
+use keygate_types::PlatformKeyType;
+use keygate_vault::wallet::{personal_sign, Address};
+use keygate_vault::MasterKey;
+use serde_json::{json, Value};
+
+struct P {
+    url: String,
+    state: AppState,
+    org: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(settings: ApiSettings) -> P {
+    let dir = tempfile::tempdir().unwrap();
+    let store = keygate_store::open(&format!("sqlite://{}", dir.path().join("k.db").display()))
+        .await
+        .unwrap();
+    let vault = VaultService::bootstrap(store.as_ref(), MasterKey::generate())
+        .await
+        .unwrap();
+    let (state, _w) = AppState::build(
+        store,
+        vault,
+        settings,
+        Default::default(),
+        Arc::new(PriceTable::builtin().clone()),
+    )
+    .await
+    .unwrap();
+    let (_, org) = create_platform_key(
+        state.store.as_ref(),
+        &state.vault,
+        NewPlatformKey {
+            workspace: "default",
+            key_type: PlatformKeyType::Admin,
+            org_admin: true,
+            description: "org",
+            settings: KeySettings::default(),
+            expires_at: None,
+            created_by: None,
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    state.refresh_caches().await;
+    let (app, _) = keygate_api::app(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    P {
+        url,
+        state,
+        org: org.expose().to_string(),
+        http: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+fn settings() -> ApiSettings {
+    ApiSettings {
+        allow_private_upstreams: true,
+        ..Default::default()
+    }
+}
+
+impl P {
+    async fn call(&self, method: &str, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_h(method, path, key, body, &[]).await
+    }
+
+    async fn call_h(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.url));
+        if !key.is_empty() {
+            req = req.bearer_auth(key);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let s = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        assert!(
+            ct.starts_with("application/json"),
+            "{method} {path}: {s} answered {ct}"
+        );
+        (s, resp.json().await.unwrap())
+    }
+
+    /// Creates a key with `creator`; returns (id, secret).
+    async fn create(&self, creator: &str, body: Value) -> (String, String) {
+        let (s, v) = self
+            .call("POST", "/api/v1/api_keys", creator, Some(body))
+            .await;
+        assert_eq!(s, 201, "{v}");
+        (
+            v["data"]["id"].as_str().unwrap().to_string(),
+            v["data"]["apiKey"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn venice_shapes_and_lifecycle() {
+    let p = start(settings()).await;
+    let (s, v) = p
+        .call("POST", "/api/v1/api_keys", &p.org, Some(json!({"apiKeyType":"INFERENCE","description":"Example API Key","consumptionLimit":{"usd":50.0,"diem":10.0},"limitPeriod":"MONTH","expiresAt":"2030-01-01T00:00:00Z"})))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["success"], true);
+    let d = &v["data"];
+    let secret = d["apiKey"].as_str().unwrap();
+    assert!(secret.starts_with("kg_inf_") && secret.len() == 45);
+    assert_eq!(d["consumptionLimit"], json!({"diem": 10.0, "usd": 50.0}));
+    assert_eq!(d["expiresAt"], "2030-01-01T00:00:00.000Z");
+    let id = d["id"].as_str().unwrap().to_string();
+    let (s, v) = p
+        .call("GET", &format!("/api/v1/api_keys/{id}"), &p.org, None)
+        .await;
+    assert_eq!(s, 200);
+    let k = &v["data"];
+    assert_eq!(k["last6Chars"], &secret[secret.len() - 6..]);
+    assert_eq!(k["consumptionLimits"]["usd"], 50.0);
+    assert_eq!(k["limitPeriod"], "MONTH");
+    assert_eq!(k["usage"]["trailingSevenDays"]["usd"], "0.0");
+    assert!(!v.to_string().contains(secret), "the secret is shown once");
+    // PATCH with the id in the body; [] clears the allow-list.
+    let (s, v) = p
+        .call("PATCH", "/api/v1/api_keys", &p.org, Some(json!({"id": id, "description":"Updated","ipAllowlist":["11.22.33.44","10.1.2.3/8"],"modelPrivacy":"ALL","limitPeriod":"LIFETIME","consumptionLimit":{"usd":5.0}})))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["success"], true);
+    assert_eq!(
+        v["data"]["ipAllowlist"],
+        json!(["11.22.33.44/32", "10.0.0.0/8"])
+    );
+    assert_eq!(v["data"]["description"], "Updated");
+    let (_, v) = p
+        .call(
+            "PATCH",
+            "/api/v1/api_keys",
+            &p.org,
+            Some(json!({"id": id, "ipAllowlist": []})),
+        )
+        .await;
+    assert_eq!(v["data"]["ipAllowlist"], json!([]));
+    // Paging never returns more than the limit.
+    for i in 0..4 {
+        p.create(
+            &p.org,
+            json!({"apiKeyType":"INFERENCE","description":format!("batch {i}")}),
+        )
+        .await;
+    }
+    let mut seen = Vec::new();
+    for page in 1..=4 {
+        let (_, v) = p
+            .call(
+                "GET",
+                &format!("/api/v1/api_keys?page={page}&limit=2"),
+                &p.org,
+                None,
+            )
+            .await;
+        let items = v["data"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|i| i["id"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(seen.len(), 6, "the org key, the first key and four more");
+    // Delete with ?id=, twice: idempotent; an unknown id: 404.
+    let (s, v) = p
+        .call("DELETE", &format!("/api/v1/api_keys?id={id}"), &p.org, None)
+        .await;
+    assert_eq!((s, v), (200, json!({"success": true})));
+    let (s, v) = p
+        .call("DELETE", &format!("/api/v1/api_keys?id={id}"), &p.org, None)
+        .await;
+    assert_eq!((s, v), (200, json!({"success": true})));
+    let (s, _) = p
+        .call(
+            "DELETE",
+            "/api/v1/api_keys?id=00000000-0000-0000-0000-000000000000",
+            &p.org,
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = p
+        .call("GET", "/api/v1/api_keys/rate_limits", secret, None)
+        .await;
+    assert_eq!(s, 401, "a deleted key is refused");
+    // Literal routes win over {id}.
+    let (s, v) = p
+        .call("GET", "/api/v1/api_keys/rate_limits", &p.org, None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["accessPermitted"], true);
+    assert!(v["data"]["balances"]["USD"].is_number() && v["data"]["balances"]["DIEM"].is_number());
+    assert!(v["data"]["nextEpochBegins"].is_string());
+    let (s, v) = p
+        .call("GET", "/api/v1/api_keys/rate_limits/log", &p.org, None)
+        .await;
+    assert_eq!((s, &v["object"]), (200, &json!("list")));
+}
+
+#[tokio::test]
+async fn rotation_keeps_the_old_secret_for_the_grace_period() {
+    let p = start(settings()).await;
+    let (id, old) = p
+        .create(&p.org, json!({"apiKeyType":"INFERENCE","description":"r"}))
+        .await;
+    let (s, v) = p
+        .call(
+            "POST",
+            &format!("/api/v1/api_keys/{id}/rotate"),
+            &p.org,
+            Some(json!({"gracePeriodSeconds": 1})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["id"], id.as_str(), "same id");
+    let new = v["data"]["apiKey"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    assert_eq!(
+        p.call("GET", "/api/v1/api_keys/rate_limits", &old, None)
+            .await
+            .0,
+        200,
+        "old valid during the grace"
+    );
+    assert_eq!(
+        p.call("GET", "/api/v1/api_keys/rate_limits", &new, None)
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (s, v) = p
+        .call("GET", "/api/v1/api_keys/rate_limits", &old, None)
+        .await;
+    assert_eq!(s, 401);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("rotated"),
+        "{v}"
+    );
+    assert_eq!(
+        p.call("GET", "/api/v1/api_keys/rate_limits", &new, None)
+            .await
+            .0,
+        200
+    );
+    // Without a grace the old secret stops at once.
+    let (_, v) = p
+        .call(
+            "POST",
+            &format!("/api/v1/api_keys/{id}/rotate"),
+            &p.org,
+            None,
+        )
+        .await;
+    let newer = v["data"]["apiKey"].as_str().unwrap().to_string();
+    assert_eq!(
+        p.call("GET", "/api/v1/api_keys/rate_limits", &new, None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        p.call("GET", "/api/v1/api_keys/rate_limits", &newer, None)
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn expiry_and_ip_allowlists_are_enforced() {
+    let p = start(settings()).await;
+    let (_, expired) = p
+        .create(
+            &p.org,
+            json!({"apiKeyType":"ADMIN","description":"e","expiresAt":"2001-01-01"}),
+        )
+        .await;
+    let (s, v) = p.call("GET", "/api/v1/api_keys", &expired, None).await;
+    assert_eq!(s, 401);
+    assert!(v["error"]["message"].as_str().unwrap().contains("expired"));
+    let (_, elsewhere) = p
+        .create(
+            &p.org,
+            json!({"apiKeyType":"ADMIN","description":"ip","ipAllowlist":["10.0.0.0/8"]}),
+        )
+        .await;
+    let (s, v) = p.call("GET", "/api/v1/api_keys", &elsewhere, None).await;
+    assert_eq!(s, 403);
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("This API key is restricted to configured IP addresses"));
+    let (_, here) = p
+        .create(
+            &p.org,
+            json!({"apiKeyType":"INFERENCE","description":"ip","ipAllowlist":["127.0.0.1"]}),
+        )
+        .await;
+    assert_eq!(
+        p.call("GET", "/api/v1/api_keys/rate_limits", &here, None)
+            .await
+            .0,
+        200
+    );
+    let (s, _) = p.call("GET", "/api/v1/api_keys", &here, None).await;
+    assert_eq!(s, 403, "INFERENCE keys do not manage");
+}
+
+#[tokio::test]
+async fn no_key_creates_or_edits_a_key_above_its_own() {
+    let p = start(settings()).await;
+    let (id, limited) = p
+        .create(&p.org, json!({"apiKeyType":"ADMIN","description":"limited","consumptionLimit":{"usd":10.0},"limitPeriod":"MONTH","rateLimits":{"rpm":10},"expiresAt":"2035-01-01","modelPrivacy":"PRIVATE_ONLY"}))
+        .await;
+    let ok = json!({"apiKeyType":"INFERENCE","description":"child","consumptionLimit":{"usd":5.0},"limitPeriod":"MONTH","rateLimits":{"rpm":5},"expiresAt":"2034-01-01","modelPrivacy":"PRIVATE_ONLY"});
+    let (child_id, _) = p.create(&limited, ok.clone()).await;
+    for (field, value) in [
+        ("consumptionLimit", json!({"usd": 20.0})),
+        ("consumptionLimit", json!({"diem": 1.0})),
+        ("limitPeriod", json!("LIFETIME")),
+        ("rateLimits", json!({"rpm": 20})),
+        ("rateLimits", json!({"rph": 5})),
+        ("expiresAt", json!("2040-01-01")),
+        ("modelPrivacy", json!("ALL")),
+    ] {
+        let mut body = ok.clone();
+        body[field] = value.clone();
+        let (s, v) = p
+            .call("POST", "/api/v1/api_keys", &limited, Some(body))
+            .await;
+        assert_eq!(s, 403, "{field}={value}: {v}");
+    }
+    let mut no_expiry = ok.clone();
+    no_expiry.as_object_mut().unwrap().remove("expiresAt");
+    assert_eq!(
+        p.call("POST", "/api/v1/api_keys", &limited, Some(no_expiry))
+            .await
+            .0,
+        403
+    );
+    // Editing: not above its own either, and never an organisation admin's key.
+    let (s, _) = p
+        .call(
+            "PATCH",
+            "/api/v1/api_keys",
+            &limited,
+            Some(json!({"id": child_id, "consumptionLimit": {"usd": 50.0}})),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = p
+        .call(
+            "PATCH",
+            "/api/v1/api_keys",
+            &limited,
+            Some(json!({"id": id, "rateLimits": {"rpm": 1000}})),
+        )
+        .await;
+    assert_eq!(s, 403, "not even its own limits upward");
+    let (_, v) = p
+        .call("GET", "/api/v1/api_keys?limit=500", &p.org, None)
+        .await;
+    let org_id = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["organisationAdmin"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        p.call(
+            "PATCH",
+            "/api/v1/api_keys",
+            &limited,
+            Some(json!({"id": org_id, "description": "x"}))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        p.call(
+            "POST",
+            &format!("/api/v1/api_keys/{org_id}/rotate"),
+            &limited,
+            None
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        p.call(
+            "DELETE",
+            &format!("/api/v1/api_keys?id={org_id}"),
+            &limited,
+            None
+        )
+        .await
+        .0,
+        403
+    );
+}
+
+#[tokio::test]
+async fn creation_is_throttled_and_capped() {
+    let p = start(ApiSettings {
+        api_key_creations_per_minute: 3,
+        max_api_keys_per_workspace: 100,
+        ..settings()
+    })
+    .await;
+    for i in 0..3 {
+        p.create(
+            &p.org,
+            json!({"apiKeyType":"INFERENCE","description":format!("t{i}")}),
+        )
+        .await;
+    }
+    let resp = p
+        .http
+        .post(format!("{}/api/v1/api_keys", p.url))
+        .bearer_auth(&p.org)
+        .json(&json!({"apiKeyType":"INFERENCE","description":"t4"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    let p = start(ApiSettings {
+        max_api_keys_per_workspace: 3,
+        ..settings()
+    })
+    .await;
+    p.create(&p.org, json!({"apiKeyType":"INFERENCE","description":"a"}))
+        .await;
+    let (id, _) = p
+        .create(&p.org, json!({"apiKeyType":"INFERENCE","description":"b"}))
+        .await;
+    let (s, v) = p
+        .call(
+            "POST",
+            "/api/v1/api_keys",
+            &p.org,
+            Some(json!({"apiKeyType":"INFERENCE","description":"c"})),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("limit of 3"));
+    p.call("DELETE", &format!("/api/v1/api_keys?id={id}"), &p.org, None)
+        .await;
+    p.create(&p.org, json!({"apiKeyType":"INFERENCE","description":"c"}))
+        .await;
+}
+
+#[tokio::test]
+async fn wallet_sign_in_with_real_signatures() {
+    let p = start(settings()).await;
+    let key: [u8; 32] = [
+        0x4c, 0x08, 0x83, 0xa6, 0x91, 0x02, 0x93, 0x7d, 0x62, 0x31, 0x47, 0x1b, 0x5d, 0xbb, 0x62,
+        0x04, 0xfe, 0x51, 0x29, 0x61, 0x70, 0x82, 0x79, 0x2a, 0xe4, 0x68, 0xd0, 0x1a, 0x3f, 0x36,
+        0x23, 0x18,
+    ];
+    let other: [u8; 32] = [7; 32];
+    let address = Address::from_private_key(&key).unwrap();
+    assert_eq!(
+        address.to_checksum(),
+        "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
+    );
+    let (s, v) = p
+        .call(
+            "POST",
+            "/api/v1/wallets",
+            &p.org,
+            Some(json!({"address": address.to_checksum()})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let token = || async {
+        let (s, v) = p
+            .call("GET", "/api/v1/api_keys/generate_web3_key", "", None)
+            .await;
+        assert_eq!((s, &v["success"]), (200, &json!(true)));
+        v["data"]["token"].as_str().unwrap().to_string()
+    };
+    let t = token().await;
+    let sig = personal_sign(&key, t.as_bytes()).unwrap();
+    let body = json!({"apiKeyType":"INFERENCE","address": address.to_checksum(),"signature": sig,"token": t,"description":"Web3 API Key"});
+    // The public route ignores an Authorization header.
+    let (s, v) = p
+        .call(
+            "POST",
+            "/api/v1/api_keys/generate_web3_key",
+            "kg_adm_bogus",
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let minted = v["data"]["apiKey"].as_str().unwrap().to_string();
+    assert_eq!(v["data"]["consumptionLimit"], json!({}));
+    assert_eq!(
+        p.call("GET", "/api/v1/api_keys/rate_limits", &minted, None)
+            .await
+            .0,
+        200
+    );
+    // Replay.
+    let (s, v) = p
+        .call("POST", "/api/v1/api_keys/generate_web3_key", "", Some(body))
+        .await;
+    assert_eq!(s, 401);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{v}"
+    );
+    // Forged: signed by another account.
+    let t = token().await;
+    let forged = personal_sign(&other, t.as_bytes()).unwrap();
+    let (s, v) = p.call("POST", "/api/v1/api_keys/generate_web3_key", "", Some(json!({"apiKeyType":"INFERENCE","address": address.to_checksum(),"signature": forged,"token": t}))).await;
+    assert_eq!(s, 401);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not made by this address"),
+        "{v}"
+    );
+    // An address nobody registered.
+    let stranger = Address::from_private_key(&other).unwrap();
+    let sig = personal_sign(&other, t.as_bytes()).unwrap();
+    let (s, v) = p.call("POST", "/api/v1/api_keys/generate_web3_key", "", Some(json!({"apiKeyType":"INFERENCE","address": stranger.to_checksum(),"signature": sig,"token": t}))).await;
+    assert_eq!(s, 401);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not registered"),
+        "{v}"
+    );
+    // An unknown token; an ADMIN key from a wallet that may mint only INFERENCE keys.
+    let sig = personal_sign(&key, b"made-up-token").unwrap();
+    let (s, _) = p.call("POST", "/api/v1/api_keys/generate_web3_key", "", Some(json!({"apiKeyType":"INFERENCE","address": address.to_checksum(),"signature": sig,"token": "made-up-token"}))).await;
+    assert_eq!(s, 401);
+    let t = token().await;
+    let sig = personal_sign(&key, t.as_bytes()).unwrap();
+    let (s, _) = p.call("POST", "/api/v1/api_keys/generate_web3_key", "", Some(json!({"apiKeyType":"ADMIN","address": address.to_checksum(),"signature": sig,"token": t}))).await;
+    assert_eq!(s, 403);
+    let (_, v) = p.call("GET", "/api/v1/wallets", &p.org, None).await;
+    assert_eq!(v["data"][0]["address"], address.to_checksum());
+    assert_eq!(
+        p.call(
+            "DELETE",
+            &format!("/api/v1/wallets/{}", address.to_lower_hex()),
+            &p.org,
+            None
+        )
+        .await
+        .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn every_route_with_an_id_hides_other_workspaces() {
+    let p = start(settings()).await;
+    p.state
+        .store
+        .create_workspace(
+            &WorkspaceRow {
+                id: "team-b".into(),
+                name: "B".into(),
+                created_at: 1,
+                updated_at: 1,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    // Objects of the default workspace.
+    let (s, pk) = p
+        .call(
+            "POST",
+            "/api/v1/provider_keys",
+            &p.org,
+            Some(json!({"name":"a-key","modelHub":"openai","apiKey":"sk-a-0000000000000"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let pk_id = pk["data"]["id"].as_str().unwrap().to_string();
+    let (_, vk) = p
+        .call(
+            "POST",
+            "/api/v1/virtual_keys",
+            &p.org,
+            Some(json!({"name":"a-vk","slug":"a-vk","providerKey":"a-key"})),
+        )
+        .await;
+    let vk_id = vk["data"]["id"].as_str().unwrap().to_string();
+    let (ak_id, _) = p
+        .create(&p.org, json!({"apiKeyType":"INFERENCE","description":"a"}))
+        .await;
+    let wallet = Address::from_private_key(&[9; 32]).unwrap().to_lower_hex();
+    p.call(
+        "POST",
+        "/api/v1/wallets",
+        &p.org,
+        Some(json!({"address": wallet})),
+    )
+    .await;
+    // A workspace admin of team-b.
+    let (_, b) = p
+        .create(
+            &p.org,
+            json!({"apiKeyType":"ADMIN","description":"b","workspace":"team-b"}),
+        )
+        .await;
+    let table = keygate_api::routes(p.state.clone());
+    let mut checked = 0;
+    for spec in table.specs() {
+        if !spec.path.contains('{') || spec.path.contains("{*") || spec.role == Role::Public {
+            continue;
+        }
+        let ids: Vec<String> = if spec.path.contains("{name}") {
+            vec!["a-key".into(), pk_id.clone()]
+        } else if spec.path.contains("{slug}") {
+            vec!["a-vk".into(), vk_id.clone()]
+        } else if spec.path.contains("{address}") {
+            vec![wallet.clone()]
+        } else if spec.path.starts_with("/api/v1/workspaces") {
+            vec!["default".into()]
+        } else if spec.path.starts_with("/v1/api-keys") {
+            vec![pk_id.clone()]
+        } else {
+            vec![ak_id.clone()]
+        };
+        for id in ids {
+            let path = spec
+                .path
+                .replace("{name}", &id)
+                .replace("{slug}", &id)
+                .replace("{address}", &id)
+                .replace("{id}", &id);
+            // A body each route accepts, so only the id can be what is refused.
+            let body = match (spec.method.as_str(), spec.path) {
+                ("PATCH", "/api/v1/provider_keys/{name}") => Some(json!({"private": true})),
+                ("POST", "/api/v1/provider_keys/{name}/rename") => {
+                    Some(json!({"newName": "renamed"}))
+                }
+                ("PATCH", "/api/v1/virtual_keys/{slug}") => Some(json!({"note": "x"})),
+                ("POST", "/api/v1/api_keys/{id}/rotate") => Some(json!({})),
+                ("PATCH" | "PUT", _) => Some(json!({"name": "renamed"})),
+                _ => None,
+            };
+            let (s, v) = p.call(spec.method.as_str(), &path, &b, body).await;
+            assert_eq!(s, 404, "{} {path} from another workspace: {v}", spec.method);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "{checked}");
+    // Id-in-body and id-in-query routes too.
+    assert_eq!(
+        p.call(
+            "PATCH",
+            "/api/v1/api_keys",
+            &b,
+            Some(json!({"id": ak_id, "description": "x"}))
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        p.call("DELETE", &format!("/api/v1/api_keys?id={ak_id}"), &b, None)
+            .await
+            .0,
+        404
+    );
+    // And the objects are untouched.
+    assert_eq!(
+        p.call("GET", "/api/v1/provider_keys/a-key", &p.org, None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        p.call("GET", &format!("/api/v1/api_keys/{ak_id}"), &p.org, None)
+            .await
+            .0,
+        200
+    );
+    // The org admin reaches team-b through the header.
+    let (s, v) = p
+        .call_h(
+            "GET",
+            "/api/v1/api_keys",
+            &p.org,
+            None,
+            &[("x-keygate-workspace", "team-b")],
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn workspaces_lifecycle() {
+    let p = start(settings()).await;
+    let (s, v) = p
+        .call(
+            "POST",
+            "/api/v1/workspaces",
+            &p.org,
+            Some(json!({"id":"research","name":"Research"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _) = p
+        .call(
+            "POST",
+            "/api/v1/workspaces",
+            &p.org,
+            Some(json!({"id":"research","name":"Again"})),
+        )
+        .await;
+    assert_eq!(s, 409);
+    let (_, ws_admin) = p
+        .create(
+            &p.org,
+            json!({"apiKeyType":"ADMIN","description":"r","workspace":"research"}),
+        )
+        .await;
+    let (_, v) = p.call("GET", "/api/v1/workspaces", &ws_admin, None).await;
+    assert_eq!(
+        v["data"].as_array().unwrap().len(),
+        1,
+        "a workspace key sees only its own"
+    );
+    assert_eq!(
+        p.call(
+            "POST",
+            "/api/v1/workspaces",
+            &ws_admin,
+            Some(json!({"name":"x"}))
+        )
+        .await
+        .0,
+        403
+    );
+    let (_, v) = p.call("GET", "/api/v1/workspaces", &p.org, None).await;
+    assert_eq!(v["total"], 2);
+    let (s, v) = p
+        .call(
+            "PATCH",
+            "/api/v1/workspaces/research",
+            &p.org,
+            Some(json!({"name":"R&D"})),
+        )
+        .await;
+    assert_eq!((s, &v["data"]["name"]), (200, &json!("R&D")));
+    assert_eq!(
+        p.call("DELETE", "/api/v1/workspaces/research", &p.org, None)
+            .await
+            .0,
+        409,
+        "not empty"
+    );
+    let (_, v) = p
+        .call_h(
+            "GET",
+            "/api/v1/api_keys",
+            &p.org,
+            None,
+            &[("x-keygate-workspace", "research")],
+        )
+        .await;
+    let id = v["data"][0]["id"].as_str().unwrap().to_string();
+    p.call_h(
+        "DELETE",
+        &format!("/api/v1/api_keys?id={id}"),
+        &p.org,
+        None,
+        &[("x-keygate-workspace", "research")],
+    )
+    .await;
+    assert_eq!(
+        p.call("DELETE", "/api/v1/workspaces/research", &p.org, None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        p.call("DELETE", "/api/v1/workspaces/default", &p.org, None)
+            .await
+            .0,
+        409
+    );
+}
