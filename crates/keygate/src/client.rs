@@ -271,6 +271,155 @@ pub struct UsageArgs {
     pub group_by: Option<String>,
 }
 
+/// Platform-key fields shared by create and update.
+#[derive(clap::Args, Debug, Default)]
+pub struct ApiKeyFields {
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Consumption limits, e.g. `usd=50`, `diem=10`, `tokens=1000000`; repeat for several.
+    #[arg(long = "limit")]
+    pub limits: Vec<String>,
+    /// EPOCH (or DAY), WEEK, MONTH, LIFETIME.
+    #[arg(long)]
+    pub limit_period: Option<String>,
+    /// RFC 3339 time or YYYY-MM-DD.
+    #[arg(long)]
+    pub expires_at: Option<String>,
+    /// ALL, PRIVATE_ONLY, PRIVATE_TEXT.
+    #[arg(long)]
+    pub model_privacy: Option<String>,
+    /// An allowed IP or CIDR; repeat for several.
+    #[arg(long = "allow-ip")]
+    pub allow_ips: Vec<String>,
+    /// Rate limits, e.g. `rpm=60`, `tpd=100000`; repeat for several.
+    #[arg(long = "rate")]
+    pub rates: Vec<String>,
+    #[arg(long)]
+    pub default_virtual_key: Option<String>,
+    /// A virtual key this key may use; repeat for several.
+    #[arg(long = "virtual-key")]
+    pub virtual_keys: Vec<String>,
+}
+
+impl ApiKeyFields {
+    fn apply(&self, body: &mut Value) -> anyhow::Result<()> {
+        if let Some(d) = &self.description {
+            body["description"] = json!(d);
+        }
+        if !self.limits.is_empty() {
+            let mut m = serde_json::Map::new();
+            for l in &self.limits {
+                let (k, v) = l
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--limit takes currency=amount, got {l}"))?;
+                let v: f64 = v
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--limit {k}: {v} is not a number"))?;
+                let value = if matches!(k, "tokens" | "requests") {
+                    json!(v as u64)
+                } else {
+                    json!(v)
+                };
+                m.insert(k.to_string(), value);
+            }
+            body["consumptionLimit"] = Value::Object(m);
+        }
+        if let Some(p) = &self.limit_period {
+            body["limitPeriod"] = json!(p.to_ascii_uppercase());
+        }
+        if let Some(e) = &self.expires_at {
+            body["expiresAt"] = json!(e);
+        }
+        if let Some(m) = &self.model_privacy {
+            body["modelPrivacy"] = json!(m.to_ascii_uppercase());
+        }
+        if !self.allow_ips.is_empty() {
+            body["ipAllowlist"] = json!(self.allow_ips);
+        }
+        if !self.rates.is_empty() {
+            let mut m = serde_json::Map::new();
+            for r in &self.rates {
+                let (k, v) = r
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--rate takes window=count, got {r}"))?;
+                let v: u64 = v
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--rate {k}: {v} is not a whole number"))?;
+                m.insert(k.to_string(), json!(v));
+            }
+            body["rateLimits"] = Value::Object(m);
+        }
+        if let Some(d) = &self.default_virtual_key {
+            body["defaultVirtualKey"] = json!(d);
+        }
+        if !self.virtual_keys.is_empty() {
+            body["virtualKeys"] = json!(self.virtual_keys);
+        }
+        Ok(())
+    }
+}
+
+#[derive(clap::Subcommand)]
+pub enum ApiKeysCommand {
+    /// List platform API keys.
+    List {
+        #[arg(long)]
+        page: Option<u32>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Create a platform API key; its secret is printed once.
+    Create {
+        /// ADMIN or INFERENCE.
+        #[arg(long = "type", default_value = "INFERENCE")]
+        key_type: String,
+        #[command(flatten)]
+        fields: ApiKeyFields,
+    },
+    /// Show one key.
+    Get { id: String },
+    /// Change a key.
+    Update {
+        id: String,
+        /// Remove the IP restriction.
+        #[arg(long)]
+        clear_ip_allowlist: bool,
+        #[command(flatten)]
+        fields: ApiKeyFields,
+    },
+    /// New secret, same id; the old secret stays valid for the grace period.
+    Rotate {
+        id: String,
+        #[arg(long, default_value_t = 0)]
+        grace_period_seconds: u64,
+    },
+    /// Delete a key.
+    Delete { id: String },
+    /// Limits, balances and windows of the calling key.
+    RateLimits,
+    /// The last 50 refusals (of the workspace, for an ADMIN key).
+    Log,
+}
+
+#[derive(clap::Subcommand)]
+pub enum WorkspacesCommand {
+    /// List workspaces.
+    List,
+    /// Create a workspace (organisation admins).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Show one workspace.
+    Get { id: String },
+    /// Rename a workspace.
+    Rename { id: String, name: String },
+    /// Delete an empty workspace.
+    Delete { id: String },
+}
+
 #[derive(clap::Subcommand)]
 pub enum AuditCommand {
     /// List audit events, newest first.
@@ -785,6 +934,249 @@ pub async fn usage(conn: Conn, args: UsageArgs) -> anyhow::Result<()> {
         t.add_row(row(d, Some("total".into())));
     } else {
         t.add_row(row(d, None));
+    }
+    println!("{t}");
+    Ok(())
+}
+
+fn print_api_keys(items: &[Value]) {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header([
+        "id",
+        "type",
+        "description",
+        "last 6",
+        "limits",
+        "period",
+        "expires",
+        "last used",
+    ]);
+    for k in items {
+        t.add_row([
+            cell(k, "id"),
+            cell(k, "apiKeyType"),
+            cell(k, "description"),
+            cell(k, "last6Chars"),
+            k.get("consumptionLimits")
+                .or_else(|| k.get("consumptionLimit"))
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            cell(k, "limitPeriod"),
+            cell(k, "expiresAt"),
+            cell(k, "lastUsedAt"),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub async fn api_keys(conn: Conn, cmd: ApiKeysCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let c = Client::new(&conn)?;
+    let pretty = |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    match cmd {
+        ApiKeysCommand::List { page, limit } => {
+            let q = query(&[
+                ("page", page.map(|p| p.to_string())),
+                ("limit", limit.map(|l| l.to_string())),
+            ]);
+            let v = c
+                .call(Method::GET, &format!("/api/v1/api_keys{q}"), None)
+                .await?;
+            if conn.json {
+                pretty(&v);
+            } else {
+                print_api_keys(v["data"].as_array().map(Vec::as_slice).unwrap_or(&[]));
+            }
+        }
+        ApiKeysCommand::Create { key_type, fields } => {
+            let mut body = json!({"apiKeyType": key_type.to_ascii_uppercase(), "description": ""});
+            fields.apply(&mut body)?;
+            let v = c.call(Method::POST, "/api/v1/api_keys", Some(body)).await?;
+            if conn.json {
+                pretty(&v);
+            } else {
+                print_api_keys(std::slice::from_ref(&v["data"]));
+                println!(
+                    "\nThe secret, shown only now:\n\n    {}\n",
+                    v["data"]["apiKey"].as_str().unwrap_or("")
+                );
+            }
+        }
+        ApiKeysCommand::Get { id } => {
+            let v = c
+                .call(Method::GET, &format!("/api/v1/api_keys/{}", enc(&id)), None)
+                .await?;
+            if conn.json {
+                pretty(&v);
+            } else {
+                print_api_keys(std::slice::from_ref(&v["data"]));
+            }
+        }
+        ApiKeysCommand::Update {
+            id,
+            clear_ip_allowlist,
+            fields,
+        } => {
+            let mut body = json!({"id": id});
+            fields.apply(&mut body)?;
+            if clear_ip_allowlist {
+                body["ipAllowlist"] = json!([]);
+            }
+            let v = c
+                .call(Method::PATCH, "/api/v1/api_keys", Some(body))
+                .await?;
+            if conn.json {
+                pretty(&v);
+            } else {
+                print_api_keys(std::slice::from_ref(&v["data"]));
+            }
+        }
+        ApiKeysCommand::Rotate {
+            id,
+            grace_period_seconds,
+        } => {
+            let v = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/api_keys/{}/rotate", enc(&id)),
+                    Some(json!({"gracePeriodSeconds": grace_period_seconds})),
+                )
+                .await?;
+            if conn.json {
+                pretty(&v);
+            } else {
+                println!(
+                    "The new secret, shown only now:\n\n    {}\n",
+                    v["data"]["apiKey"].as_str().unwrap_or("")
+                );
+            }
+        }
+        ApiKeysCommand::Delete { id } => {
+            let v = c
+                .call(
+                    Method::DELETE,
+                    &format!("/api/v1/api_keys?id={}", enc(&id)),
+                    None,
+                )
+                .await?;
+            if conn.json {
+                println!("{v}");
+            } else {
+                println!("deleted API key {id}");
+            }
+        }
+        ApiKeysCommand::RateLimits => {
+            let v = c
+                .call(Method::GET, "/api/v1/api_keys/rate_limits", None)
+                .await?;
+            if conn.json {
+                pretty(&v);
+            } else {
+                let d = &v["data"];
+                println!(
+                    "access permitted: {}   next epoch: {}   expires: {}",
+                    d["accessPermitted"],
+                    cell(d, "nextEpochBegins"),
+                    cell(d, "keyExpiration")
+                );
+                println!("balances: {}", d["balances"]);
+                let mut t = Table::new();
+                t.load_preset(UTF8_FULL_CONDENSED);
+                t.set_header(["window", "limit", "used", "remaining", "reset"]);
+                for w in d["windows"].as_array().cloned().unwrap_or_default() {
+                    t.add_row([
+                        cell(&w, "type"),
+                        cell(&w, "limit"),
+                        cell(&w, "used"),
+                        cell(&w, "remaining"),
+                        cell(&w, "reset"),
+                    ]);
+                }
+                println!("{t}");
+            }
+        }
+        ApiKeysCommand::Log => {
+            let v = c
+                .call(Method::GET, "/api/v1/api_keys/rate_limits/log", None)
+                .await?;
+            if conn.json {
+                pretty(&v);
+            } else {
+                let mut t = Table::new();
+                t.load_preset(UTF8_FULL_CONDENSED);
+                t.set_header(["time", "key", "model", "limit", "type"]);
+                for e in v["data"].as_array().cloned().unwrap_or_default() {
+                    t.add_row([
+                        cell(&e, "timestamp"),
+                        cell(&e, "apiKeyId"),
+                        cell(&e, "modelId"),
+                        cell(&e, "rateLimitTier"),
+                        cell(&e, "rateLimitType"),
+                    ]);
+                }
+                println!("{t}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn workspaces(conn: Conn, cmd: WorkspacesCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let c = Client::new(&conn)?;
+    let v = match cmd {
+        WorkspacesCommand::List => c.call(Method::GET, "/api/v1/workspaces", None).await?,
+        WorkspacesCommand::Create { name, id } => {
+            let mut body = json!({"name": name});
+            if let Some(i) = id {
+                body["id"] = json!(i);
+            }
+            c.call(Method::POST, "/api/v1/workspaces", Some(body))
+                .await?
+        }
+        WorkspacesCommand::Get { id } => {
+            c.call(
+                Method::GET,
+                &format!("/api/v1/workspaces/{}", enc(&id)),
+                None,
+            )
+            .await?
+        }
+        WorkspacesCommand::Rename { id, name } => {
+            c.call(
+                Method::PATCH,
+                &format!("/api/v1/workspaces/{}", enc(&id)),
+                Some(json!({"name": name})),
+            )
+            .await?
+        }
+        WorkspacesCommand::Delete { id } => {
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/workspaces/{}", enc(&id)),
+                None,
+            )
+            .await?
+        }
+    };
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    let items: Vec<Value> = match &v["data"] {
+        Value::Array(a) => a.clone(),
+        Value::Null => {
+            println!("done");
+            return Ok(());
+        }
+        one => vec![one.clone()],
+    };
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["id", "name", "created"]);
+    for w in items {
+        t.add_row([cell(&w, "id"), cell(&w, "name"), cell(&w, "createdAt")]);
     }
     println!("{t}");
     Ok(())

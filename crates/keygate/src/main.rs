@@ -69,6 +69,21 @@ enum Command {
         #[command(subcommand)]
         command: client::VirtualKeysCommand,
     },
+    /// Manage platform API keys on a running server (KEYGATE_URL, KEYGATE_API_KEY).
+    #[command(name = "api-keys")]
+    ApiKeys {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        command: client::ApiKeysCommand,
+    },
+    /// Manage workspaces on a running server (KEYGATE_URL, KEYGATE_API_KEY).
+    Workspaces {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        command: client::WorkspacesCommand,
+    },
     /// Requests, tokens and cost of a running server (KEYGATE_URL, KEYGATE_API_KEY).
     Usage {
         #[command(flatten)]
@@ -109,6 +124,8 @@ fn main() -> ExitCode {
             Command::Audit { conn, command } => client::audit(conn, command).await,
             Command::VirtualKeys { conn, command } => client::virtual_keys(conn, command).await,
             Command::Usage { conn, args } => client::usage(conn, args).await,
+            Command::ApiKeys { conn, command } => client::api_keys(conn, command).await,
+            Command::Workspaces { conn, command } => client::workspaces(conn, command).await,
         }
     });
     match result {

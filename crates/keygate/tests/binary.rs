@@ -869,3 +869,130 @@ fn virtual_keys_and_usage_through_the_cli() {
     assert!(!ok && err.contains("404"), "{err}");
     server.stop();
 }
+
+#[test]
+fn api_keys_and_workspaces_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mk = random_master_key();
+    let server = Server::start(&data, &[("KEYGATE_MASTER_KEY", mk.as_str())]);
+    let admin = server.first_admin_key();
+    let url = server.url.clone();
+    let (ok, out, err) = cli(
+        &url,
+        &admin,
+        &[
+            "api-keys",
+            "create",
+            "--type",
+            "inference",
+            "--description",
+            "ci",
+            "--limit",
+            "usd=5",
+            "--limit-period",
+            "month",
+            "--rate",
+            "rpm=10",
+            "--allow-ip",
+            "127.0.0.1",
+            "--json",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let id = v["data"]["id"].as_str().unwrap().to_string();
+    let secret = v["data"]["apiKey"].as_str().unwrap().to_string();
+    assert_eq!(v["data"]["ipAllowlist"], json!(["127.0.0.1/32"]));
+    let (ok, out, _) = cli(&url, &admin, &["api-keys", "list"], None);
+    assert!(ok);
+    assert!(out.contains(&id) && out.contains("ci"), "{out}");
+    assert!(!out.contains(&secret));
+    let (ok, out, err) = cli(&url, &secret, &["api-keys", "rate-limits", "--json"], None);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["data"]["windows"][0]["type"], "RPM");
+    assert_eq!(v["data"]["balances"]["USD"], 5.0);
+    let (ok, out, _) = cli(
+        &url,
+        &admin,
+        &["api-keys", "rotate", &id, "--grace-period-seconds", "60"],
+        None,
+    );
+    assert!(ok);
+    assert!(out.contains("kg_inf_"), "{out}");
+    let (ok, out, _) = cli(
+        &url,
+        &admin,
+        &[
+            "api-keys",
+            "update",
+            &id,
+            "--clear-ip-allowlist",
+            "--description",
+            "renamed",
+            "--json",
+        ],
+        None,
+    );
+    assert!(ok);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            v["data"]["description"].as_str(),
+            v["data"]["ipAllowlist"].clone()
+        ),
+        (Some("renamed"), json!([]))
+    );
+    let (ok, _, _) = cli(&url, &admin, &["api-keys", "delete", &id], None);
+    assert!(ok);
+    let (ok, _, err) = cli(&url, &admin, &["api-keys", "get", &id], None);
+    assert!(!ok && err.contains("404"), "{err}");
+    let (ok, _, err) = cli(
+        &url,
+        &admin,
+        &[
+            "workspaces",
+            "create",
+            "--name",
+            "Research",
+            "--id",
+            "research",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let (ok, out, _) = cli(&url, &admin, &["workspaces", "list"], None);
+    assert!(
+        ok && out.contains("research") && out.contains("default"),
+        "{out}"
+    );
+    let (ok, _, _) = cli(
+        &url,
+        &admin,
+        &["workspaces", "rename", "research", "R&D"],
+        None,
+    );
+    assert!(ok);
+    let (ok, out, _) = cli(
+        &url,
+        &admin,
+        &["workspaces", "get", "research", "--json"],
+        None,
+    );
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["data"]["name"],
+        "R&D"
+    );
+    let (ok, _, _) = cli(&url, &admin, &["workspaces", "delete", "research"], None);
+    assert!(ok);
+    let (ok, out, _) = cli(&url, &admin, &["api-keys", "log", "--json"], None);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["object"],
+        "list"
+    );
+    server.stop();
+}
