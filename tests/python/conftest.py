@@ -7,6 +7,8 @@
 - `keygate_factory` (session scope): starts more servers, e.g. with extra flags or environment:
   `keygate_factory(extra_args=[...], extra_env={...})`. All are stopped at the end of the session.
 - `http_log` (session scope): every exchange made through `requests` (see kgtest.HttpRecorder).
+- `upstream` (module scope): a recording OpenAI-shaped upstream on 127.0.0.1 (kggateway.RecordingUpstream).
+- `gateway` (module scope): the module server's native API for the gateway tests (kggateway.Gateway).
 
 The binary is `KEYGATE_BIN`, else `<repo>/target/debug/keygate`. A missing binary fails every test
 that needs it with a message that says how to build it; nothing is skipped.
@@ -18,6 +20,7 @@ import os
 
 import pytest
 
+import kggateway
 import kgtest
 
 # Loopback traffic must never go through a proxy from the caller's environment.
@@ -63,6 +66,19 @@ def http_log():
 def native(keygate):
     """The native management API of the module's server, as its first ADMIN key."""
     return kgtest.NativeApi(keygate.url, keygate.admin_key)
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    server = kggateway.RecordingUpstream().start()
+    yield server
+    server.stop()
+    assert server.errors == [], f"the recording upstream failed: {server.errors}"
+
+
+@pytest.fixture(scope="module")
+def gateway(keygate):
+    return kggateway.Gateway(keygate.url, keygate.admin_key)
 
 
 @pytest.hookimpl(hookwrapper=True)
