@@ -41,15 +41,6 @@ pub fn currency_rate(state: &AppState, currency: &str) -> Option<i64> {
     }
 }
 
-const RATE_WINDOWS: [(&str, i64); 6] = [
-    ("rpm", 60_000),
-    ("rph", 3_600_000),
-    ("rpd", 86_400_000),
-    ("tpm", 60_000),
-    ("tph", 3_600_000),
-    ("tpd", 86_400_000),
-];
-
 /// A consumption limit as sent: money as decimal numbers, tokens and requests as integers.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -889,90 +880,52 @@ pub async fn rotate(
     ))
 }
 
-/// `GET /api/v1/api_keys/rate_limits`: the calling key's windows, balances and expiry.
+/// `GET /api/v1/api_keys/rate_limits`: the calling key's windows, balances and expiry, read
+/// live from the limit counters.
 pub async fn rate_limits(State(state): State<AppState>, ctx: Ctx) -> ApiResult<Json<Value>> {
-    state.meter.flush().await;
     let p = &ctx.principal;
     let s = &p.settings;
-    let now = now_ms();
+    let now = state.limits.now();
     let period = s.limit_period.as_deref().unwrap_or("LIFETIME");
     let (start, next) = period_bounds(period, now);
-    let spent = state
-        .store
-        .usage_totals(
-            &p.workspace,
-            &UsageFilter {
-                platform_key_id: Some(p.id.clone()),
-                from: Some(start),
-                ..Default::default()
-            },
-        )
-        .await?;
-    // Balances: what remains of each money cap, converted; with no money cap, what was spent is shown as 0 remaining.
-    let mut balances = serde_json::Map::new();
+    let checks = crate::limits::key_checks(&state.limits, p, now);
+    let states = state.limits.peek(&checks).await;
     let mut permitted = p.expires_at.is_none_or(|e| now < e);
-    let money_cap = s
-        .consumption_limit
-        .iter()
-        .filter_map(|(c, v)| {
-            currency_rate(&state, c)
-                .map(|r| (i128::from(*v) * i128::from(r) / 1_000_000_000) as i64)
-        })
-        .min();
+    let mut balances = serde_json::Map::new();
+    let mut money_cap = None;
+    let mut windows = Vec::new();
+    let mut limits = Vec::new();
+    for (l, st) in checks.iter().zip(&states) {
+        if l.is_budget {
+            permitted &= st.remaining > 0;
+            match l.measure {
+                crate::limits::Measure::Usd => money_cap = Some(*st),
+                crate::limits::Measure::Tokens => {
+                    balances.insert("TOKENS".into(), json!(st.remaining));
+                }
+                crate::limits::Measure::Requests => {
+                    balances.insert("REQUESTS".into(), json!(st.remaining));
+                }
+            }
+        } else {
+            windows.push(json!({
+                "type": l.limit_type,
+                "limit": st.limit,
+                "used": st.used,
+                "remaining": st.remaining,
+                "reset": format_ms(now + if st.reset_ms > 0 { st.reset_ms } else { 0 }),
+            }));
+            limits.push(json!({"type": l.limit_type, "amount": st.limit}));
+        }
+    }
+    // Balances in every money currency: what remains of the key's money cap, converted.
     for c in ["usd", "diem", "vcu"] {
         let Some(rate) = currency_rate(&state, c) else {
             continue;
         };
-        let remaining_nano = money_cap
-            .map(|cap| (cap - spent.cost_nano).max(0))
-            .unwrap_or(0);
+        let remaining_nano = money_cap.map(|m| m.remaining).unwrap_or(0);
         let units = (i128::from(remaining_nano) * 1_000_000_000 / i128::from(rate.max(1))) as i64;
         balances.insert(c.to_uppercase(), json!(NanoUsd(units).to_usd_f64()));
-    }
-    if let Some(cap) = money_cap {
-        permitted &= spent.cost_nano < cap;
-    }
-    if let Some(t) = s.consumption_limit.get("tokens") {
-        let used = spent.prompt_tokens + spent.completion_tokens;
-        balances.insert("TOKENS".into(), json!((t - used).max(0)));
-        permitted &= used < *t;
-    }
-    if let Some(r) = s.consumption_limit.get("requests") {
-        balances.insert("REQUESTS".into(), json!((r - spent.requests).max(0)));
-        permitted &= spent.requests < *r;
-    }
-    let mut windows = Vec::new();
-    let mut limits = Vec::new();
-    for (name, len) in RATE_WINDOWS {
-        let Some(limit) = s.rate_limits.get(name) else {
-            continue;
-        };
-        let since = now - len;
-        let used = state
-            .store
-            .usage_totals(
-                &p.workspace,
-                &UsageFilter {
-                    platform_key_id: Some(p.id.clone()),
-                    from: Some(since),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        let used_n = if name.starts_with('r') {
-            used.requests
-        } else {
-            used.prompt_tokens + used.completion_tokens
-        };
-        let limit_i = *limit as i64;
-        windows.push(json!({
-            "type": name.to_uppercase(),
-            "limit": limit,
-            "used": used_n,
-            "remaining": (limit_i - used_n).max(0),
-            "reset": format_ms(now + len),
-        }));
-        limits.push(json!({"type": name.to_uppercase(), "amount": limit}));
     }
     let next_epoch = next
         .or_else(|| period_bounds("EPOCH", now).1)
@@ -981,17 +934,14 @@ pub async fn rate_limits(State(state): State<AppState>, ctx: Ctx) -> ApiResult<J
         "accessPermitted": permitted,
         "apiTier": {"id": "keygate", "isCharged": money_cap.is_some()},
         "balances": balances,
+        "balancesLimited": money_cap.is_some(),
         "keyExpiration": p.expires_at.map(format_ms),
         "nextEpochBegins": format_ms(next_epoch),
         "limitPeriod": period,
+        "periodStart": format_ms(start),
         "rateLimits": [{"apiModelId": null, "rateLimits": limits}],
         "windows": windows,
-        "consumption": {
-            "periodStart": format_ms(start),
-            "spentUsd": NanoUsd(spent.cost_nano).to_usd_f64(),
-            "tokens": spent.prompt_tokens + spent.completion_tokens,
-            "requests": spent.requests,
-        },
+        "limits": crate::limits::states_view(&checks, &states, now),
     }})))
 }
 

@@ -351,6 +351,8 @@ struct MeterGuard {
     usage: Option<Usage>,
     estimated_prompt: u64,
     completion_events: u64,
+    /// The limits reserved for this request, settled when it ends.
+    reservation: Option<crate::limits::Reservation>,
 }
 
 impl MeterGuard {
@@ -392,6 +394,12 @@ impl MeterGuard {
         row.estimated = estimated;
         row.latency_ms = self.started.elapsed().as_millis() as i64;
         row.error_kind = error_kind.map(str::to_string);
+        if let Some(mut r) = self.reservation.take() {
+            r.settle(
+                usage.prompt_tokens.saturating_add(usage.completion_tokens),
+                nano,
+            );
+        }
         self.meter.record(row);
     }
 }
@@ -661,6 +669,68 @@ async fn attempt(
         usage: None,
         estimated_prompt: call.body.as_ref().map(estimate_prompt_tokens).unwrap_or(0),
         completion_events: 0,
+        reservation: None,
+    };
+
+    // Every limit the request meets, decided at once and reserved before anything is sent.
+    let engine = &state.limits;
+    let now = engine.now();
+    let bounds = crate::limits::bounds(
+        &state.upstream.prices,
+        provider.hub.as_str(),
+        guard
+            .row
+            .as_ref()
+            .and_then(|r| r.model.as_deref())
+            .unwrap_or(""),
+        call.body.as_ref(),
+        call.endpoint,
+        engine.default_max_output_tokens,
+    );
+    let mut checks = engine.checks(principal, vk, &call.model, bounds, now);
+    checks.push(crate::limits::LimitEngine::provider_check(provider));
+    let (acquired, local) = match engine.acquire(&checks, now).await {
+        Ok(a) => a,
+        Err(e) => {
+            guard.row = None;
+            return Attempt::Done(error_response(e));
+        }
+    };
+    if !acquired.admitted {
+        guard.row = None;
+        let provider_refused = acquired.refused == Some(checks.len() - 1);
+        if let Some(ev) = crate::limits::refusal_event(
+            &checks,
+            &acquired,
+            principal,
+            vk,
+            Some(&provider.id),
+            &call.model,
+            now,
+        ) {
+            state.meter.record_event(ev);
+        }
+        let refusal = crate::limits::refusal(&checks, &acquired);
+        if provider_refused && !is_last {
+            return Attempt::Retry(refusal);
+        }
+        let mut resp = error_response(refusal);
+        crate::limits::rate_headers(resp.headers_mut(), &checks, &acquired.states);
+        return Attempt::Done(resp);
+    }
+    let mut limit_headers = HeaderMap::new();
+    crate::limits::rate_headers(&mut limit_headers, &checks, &acquired.states);
+    guard.reservation = Some(crate::limits::Reservation::new(
+        engine.clone(),
+        checks,
+        &acquired,
+        local,
+    ));
+    let with_headers = |mut r: Response| {
+        for (k, v) in limit_headers.iter() {
+            r.headers_mut().insert(k.clone(), v.clone());
+        }
+        r
     };
 
     let settings = &state.upstream.settings;
@@ -749,17 +819,17 @@ async fn attempt(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if call.stream && is_sse {
-        return Attempt::Done(stream_response(
+        return Attempt::Done(with_headers(stream_response(
             state,
             resp,
             plan.wire,
             call,
             inject_usage,
             guard,
-        ));
+        )));
     }
     if call.endpoint == Endpoint::Passthrough {
-        return Attempt::Done(passthrough_response(resp, guard));
+        return Attempt::Done(with_headers(passthrough_response(resp, guard)));
     }
     let body = match read_limited(resp, settings.max_response_bytes).await {
         Ok(b) => b,
@@ -772,7 +842,9 @@ async fn attempt(
             )));
         }
     };
-    Attempt::Done(json_response(status, body, plan.wire, call, guard))
+    Attempt::Done(with_headers(json_response(
+        status, body, plan.wire, call, guard,
+    )))
 }
 
 /// The body sent upstream, and whether keygate asked for a usage chunk the client did not.

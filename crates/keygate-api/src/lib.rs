@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod health;
+pub mod limits;
 pub mod meter;
 pub mod openapi;
 pub mod platform_keys;

@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keygate_store::{Store, UsageRow};
+use keygate_store::{RateLimitEventRow, Store, UsageRow};
 use tokio::sync::{mpsc, oneshot};
 
 enum Msg {
     Row(Box<UsageRow>),
+    Event(Box<RateLimitEventRow>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -48,6 +49,13 @@ impl Meter {
                 queue_full = full,
                 "usage record dropped: the usage writer is behind"
             );
+        }
+    }
+
+    /// Queues a refusal event (written with the usage batches).
+    pub fn record_event(&self, row: RateLimitEventRow) {
+        if self.tx.try_send(Msg::Event(Box::new(row))).is_err() {
+            tracing::error!("rate-limit event dropped: the usage writer is behind");
         }
     }
 
@@ -97,11 +105,25 @@ async fn write(store: &dyn Store, batch: &mut Vec<UsageRow>) {
     }
 }
 
+async fn write_events(store: &dyn Store, events: &mut Vec<RateLimitEventRow>) {
+    if events.is_empty() {
+        return;
+    }
+    if let Err(e) = store.insert_rate_limit_events(events).await {
+        tracing::warn!(error = %e, rows = events.len(), "cannot store rate-limit events");
+        if events.len() < 10_000 {
+            return;
+        }
+    }
+    events.clear();
+}
+
 async fn run(mut rx: mpsc::Receiver<Msg>, store: Arc<dyn Store>) {
     let mut batch: Vec<UsageRow> = Vec::with_capacity(512);
+    let mut events: Vec<RateLimitEventRow> = Vec::new();
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
-        let first = if batch.is_empty() && waiters.is_empty() {
+        let first = if batch.is_empty() && waiters.is_empty() && events.is_empty() {
             match rx.recv().await {
                 Some(m) => Some(m),
                 None => break,
@@ -112,6 +134,7 @@ async fn run(mut rx: mpsc::Receiver<Msg>, store: Arc<dyn Store>) {
         if let Some(m) = first {
             match m {
                 Msg::Row(r) => batch.push(*r),
+                Msg::Event(e) => events.push(*e),
                 Msg::Flush(w) => waiters.push(w),
             }
         }
@@ -119,11 +142,13 @@ async fn run(mut rx: mpsc::Receiver<Msg>, store: Arc<dyn Store>) {
         while batch.len() < 500 && waiters.is_empty() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(Msg::Row(r))) => batch.push(*r),
+                Ok(Some(Msg::Event(e))) => events.push(*e),
                 Ok(Some(Msg::Flush(w))) => waiters.push(w),
                 Ok(None) | Err(_) => break,
             }
         }
         write(store.as_ref(), &mut batch).await;
+        write_events(store.as_ref(), &mut events).await;
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
@@ -133,9 +158,12 @@ async fn run(mut rx: mpsc::Receiver<Msg>, store: Arc<dyn Store>) {
     }
     // Shutdown: store what is left.
     while let Ok(m) = rx.try_recv() {
-        if let Msg::Row(r) = m {
-            batch.push(*r);
+        match m {
+            Msg::Row(r) => batch.push(*r),
+            Msg::Event(e) => events.push(*e),
+            Msg::Flush(_) => {}
         }
     }
     write(store.as_ref(), &mut batch).await;
+    write_events(store.as_ref(), &mut events).await;
 }

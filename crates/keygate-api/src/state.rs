@@ -51,6 +51,7 @@ pub struct StateInner {
     pub runtime: Arc<Runtime>,
     pub meter: Meter,
     pub upstream: Arc<Upstream>,
+    pub limits: Arc<crate::limits::LimitEngine>,
     pub settings: ApiSettings,
     pub throttle: crate::api_keys::CreationThrottle,
     pub wallet_throttle: crate::api_keys::IpThrottle,
@@ -77,6 +78,7 @@ impl AppState {
         runtime: Arc<Runtime>,
         meter: Meter,
         upstream: Arc<Upstream>,
+        limits: Arc<crate::limits::LimitEngine>,
         settings: ApiSettings,
     ) -> Self {
         AppState(Arc::new(StateInner {
@@ -86,6 +88,7 @@ impl AppState {
             runtime,
             meter,
             upstream,
+            limits,
             settings,
             throttle: Default::default(),
             wallet_throttle: Default::default(),
@@ -93,14 +96,32 @@ impl AppState {
         }))
     }
 
-    /// Builds the whole state over a store and a vault, loads every key, and spawns the
-    /// usage writer on the current runtime.
+    /// Builds the whole state over a store and a vault with in-process counters, loads every
+    /// key, and spawns the usage writer on the current runtime.
     pub async fn build(
         store: Arc<dyn Store>,
         vault: Arc<VaultService>,
         settings: ApiSettings,
         gateway: crate::gateway::GatewaySettings,
         prices: Arc<keygate_types::pricing::PriceTable>,
+    ) -> Result<(AppState, tokio::task::JoinHandle<()>), String> {
+        let engine = crate::limits::LimitEngine::new(
+            Arc::new(keygate_limits::memory::MemoryCounters::new()),
+            Arc::new(keygate_limits::SystemClock),
+            crate::limits::FailMode::Closed,
+            crate::limits::BudgetMode::Strict,
+        );
+        Self::build_with(store, vault, settings, gateway, prices, Arc::new(engine)).await
+    }
+
+    /// [`AppState::build`] with a given limit engine (Redis counters, a manual clock…).
+    pub async fn build_with(
+        store: Arc<dyn Store>,
+        vault: Arc<VaultService>,
+        settings: ApiSettings,
+        gateway: crate::gateway::GatewaySettings,
+        prices: Arc<keygate_types::pricing::PriceTable>,
+        limits: Arc<crate::limits::LimitEngine>,
     ) -> Result<(AppState, tokio::task::JoinHandle<()>), String> {
         let auth = Arc::new(AuthCache::new());
         let runtime = Arc::new(Runtime::new());
@@ -115,6 +136,7 @@ impl AppState {
             runtime,
             meter,
             Arc::new(upstream),
+            limits,
             settings,
         );
         state

@@ -816,11 +816,13 @@ pub async fn list_handler(
 ) -> ApiResult<Json<Value>> {
     let page = q.page()?;
     let (rows, total) = state.store.list_virtual_keys(&ctx.workspace, page).await?;
-    Ok(Json(list_body(
-        rows.iter().map(|r| view(&state, r)).collect(),
-        page,
-        total,
-    )))
+    let mut items = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let mut v = view(&state, r);
+        v["status"] = Value::from(live_status(&state, r).await);
+        items.push(v);
+    }
+    Ok(Json(list_body(items, page, total)))
 }
 
 /// Create a virtual key.
@@ -849,7 +851,9 @@ pub async fn get_handler(
     Path(slug): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let row = find(&state, &ctx, &slug).await?;
-    Ok(Json(json!({"data": view(&state, &row)})))
+    let mut v = view(&state, &row);
+    v["status"] = Value::from(live_status(&state, &row).await);
+    Ok(Json(json!({"data": v})))
 }
 
 /// Change a virtual key.
@@ -879,4 +883,54 @@ pub async fn delete_handler(
     delete(&state, &ctx, &current).await?;
     state.refresh_caches().await;
     Ok(Json(json!({"success": true})))
+}
+
+/// The live state of a virtual key's limits: every window and budget with its limit, what is
+/// used, what remains and when it resets.
+#[utoipa::path(get, path = "/api/v1/virtual_keys/{slug}/limits", tag = "virtual keys", params(("slug" = String, Path)),
+    responses((status = 200, description = "`{data: {status, limits: [{scope, type, measure, limit, used, remaining, reset}]}}`")), security(("bearer" = [])))]
+pub async fn limits_handler(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let row = find(&state, &ctx, &slug).await?;
+    let Some(vk) = state.runtime.virtual_key(&row.id) else {
+        return Err(ApiError::not_found(format!("no virtual key {slug}")));
+    };
+    let now = state.limits.now();
+    let checks = crate::limits::vk_checks(&state.limits, &vk, now);
+    let states = state.limits.peek(&checks).await;
+    let status = live_status(&state, &row).await;
+    Ok(Json(json!({"data": {
+        "id": row.id,
+        "slug": row.slug,
+        "status": status,
+        "limits": crate::limits::states_view(&checks, &states, now),
+    }})))
+}
+
+/// The status with budgets read live: `exhausted` when a budget of the key has nothing left.
+pub async fn live_status(state: &AppState, row: &VirtualKeyRow) -> &'static str {
+    let base = status_of(row, now_ms());
+    if base != "active" {
+        return base;
+    }
+    let Some(vk) = state.runtime.virtual_key(&row.id) else {
+        return base;
+    };
+    let now = state.limits.now();
+    let checks: Vec<_> = crate::limits::vk_checks(&state.limits, &vk, now)
+        .into_iter()
+        .filter(|l| l.is_budget && l.scope == "virtual_key")
+        .collect();
+    if checks.is_empty() {
+        return base;
+    }
+    let states = state.limits.peek(&checks).await;
+    if states.iter().any(|s| s.remaining <= 0) {
+        "exhausted"
+    } else {
+        base
+    }
 }

@@ -1,0 +1,820 @@
+//! The limits layer of the gateway (DESIGN §3): which counters a request meets, the one
+//! atomic decision over all of them, the reservation that is settled to the real tokens and
+//! cost afterwards (or released on every exit path), refusal events, and the OpenAI-style
+//! `x-ratelimit-*` headers.
+//!
+//! Limits a request meets: its platform key's rate limits and consumption limits, its virtual
+//! key's rate limits and budget, the virtual key's per-model overrides, and the rate limit of
+//! the provider key it is sent to. Budgets in `strict` mode reserve the most the request can
+//! cost before it is forwarded; in `soft` mode they are charged after the fact.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use keygate_limits::memory::MemoryCounters;
+use keygate_limits::{Acquired, Adjustment, Check, Clock, Counters, Kind, LimitError, WindowState};
+use keygate_store::RateLimitEventRow;
+use keygate_types::pricing::{max_cost, PriceTable};
+use serde_json::{json, Value};
+
+use crate::api_keys::period_bounds;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::runtime::{ProviderRuntime, VkRuntime};
+use crate::virtual_keys::{Budget, RateLimits};
+
+/// What to do when the shared counters cannot be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailMode {
+    /// Refuse with 503 and call no upstream.
+    Closed,
+    /// Decide on this process's counters alone; each such decision is counted and logged.
+    Open,
+}
+
+/// How budgets are charged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetMode {
+    /// Reserve the most a request can cost before forwarding it.
+    Strict,
+    /// Charge after the fact; a request is admitted while the budget is not used up.
+    Soft,
+}
+
+/// The decision engine.
+pub struct LimitEngine {
+    pub counters: Arc<dyn Counters>,
+    pub clock: Arc<dyn Clock>,
+    local: MemoryCounters,
+    pub fail_mode: FailMode,
+    pub budget_mode: BudgetMode,
+    /// Output tokens assumed for a model of unknown output cap when a request sets no maximum.
+    pub default_max_output_tokens: u64,
+    /// Decisions taken on local counters because the shared ones were unreachable.
+    pub fail_open_decisions: AtomicU64,
+    /// Nano-USD per DIEM and per VCU.
+    pub diem_nano: i64,
+    pub vcu_nano: i64,
+}
+
+/// What a counter measures, for headers and events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Measure {
+    Requests,
+    Tokens,
+    Usd,
+}
+
+/// A check with what it means.
+#[derive(Clone, Debug)]
+pub struct Labeled {
+    pub check: Check,
+    pub measure: Measure,
+    /// `api_key`, `virtual_key`, `model`, `provider_key`.
+    pub scope: &'static str,
+    /// `RPM`, `TPD`, `BUDGET`…
+    pub limit_type: String,
+    pub is_budget: bool,
+}
+
+/// The bounds a request is reserved with.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bounds {
+    pub tokens: u64,
+    pub cost_nano: i64,
+}
+
+impl LimitEngine {
+    pub fn new(
+        counters: Arc<dyn Counters>,
+        clock: Arc<dyn Clock>,
+        fail_mode: FailMode,
+        budget_mode: BudgetMode,
+    ) -> Self {
+        LimitEngine {
+            counters,
+            clock,
+            local: MemoryCounters::new(),
+            fail_mode,
+            budget_mode,
+            default_max_output_tokens: 32_768,
+            fail_open_decisions: AtomicU64::new(0),
+            diem_nano: 1_000_000_000,
+            vcu_nano: 100_000_000,
+        }
+    }
+
+    /// Nano-USD per unit of a money currency of a consumption limit.
+    pub fn usd_rate(&self, currency: &str) -> Option<i64> {
+        match currency {
+            "usd" => Some(1_000_000_000),
+            "diem" => Some(self.diem_nano),
+            "vcu" => Some(self.vcu_nano),
+            _ => None,
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn rate_checks(
+        out: &mut Vec<Labeled>,
+        prefix: &str,
+        scope: &'static str,
+        limits: &[(&str, Option<u64>)],
+        tokens: u64,
+    ) {
+        for (name, limit) in limits {
+            let Some(limit) = limit else { continue };
+            let (window, measure) = match *name {
+                "rpm" => (60_000, Measure::Requests),
+                "rph" => (3_600_000, Measure::Requests),
+                "rpd" => (86_400_000, Measure::Requests),
+                "tpm" => (60_000, Measure::Tokens),
+                "tph" => (3_600_000, Measure::Tokens),
+                "tpd" => (86_400_000, Measure::Tokens),
+                _ => continue,
+            };
+            let amount = if measure == Measure::Requests {
+                1
+            } else {
+                tokens as i64
+            };
+            out.push(Labeled {
+                check: Check {
+                    key: format!("{prefix}:{name}"),
+                    kind: Kind::Rate { window_ms: window },
+                    limit: i64::try_from(*limit).unwrap_or(i64::MAX),
+                    amount,
+                },
+                measure,
+                scope,
+                limit_type: name.to_uppercase(),
+                is_budget: false,
+            });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn budget_checks(
+        &self,
+        out: &mut Vec<Labeled>,
+        prefix: &str,
+        scope: &'static str,
+        budget: &Budget,
+        period: &str,
+        bounds: Bounds,
+        now: i64,
+    ) {
+        let (start, next) = period_bounds(period, now);
+        let expires = next.map(|n| n + 86_400_000);
+        let strict = self.budget_mode == BudgetMode::Strict;
+        let mut push = |what: &str, limit: i64, amount: i64, measure: Measure| {
+            out.push(Labeled {
+                check: Check {
+                    key: format!("{prefix}:{what}:{start}"),
+                    kind: Kind::Budget {
+                        expires_at_ms: expires,
+                    },
+                    limit,
+                    // Soft mode: admitted while something is left; charged after.
+                    amount: if strict { amount } else { 1.min(amount.max(1)) },
+                },
+                measure,
+                scope,
+                limit_type: "BUDGET".into(),
+                is_budget: true,
+            });
+        };
+        if let Some(usd) = budget.usd_nano {
+            push("usd", usd, bounds.cost_nano, Measure::Usd);
+        }
+        if let Some(t) = budget.tokens {
+            push(
+                "tokens",
+                i64::try_from(t).unwrap_or(i64::MAX),
+                bounds.tokens as i64,
+                Measure::Tokens,
+            );
+        }
+        if let Some(r) = budget.requests {
+            push(
+                "requests",
+                i64::try_from(r).unwrap_or(i64::MAX),
+                1,
+                Measure::Requests,
+            );
+        }
+    }
+
+    /// Every limit of the platform key, virtual key and model (not the provider key's).
+    pub fn checks(
+        &self,
+        principal: &Principal,
+        vk: &VkRuntime,
+        model: &str,
+        bounds: Bounds,
+        now: i64,
+    ) -> Vec<Labeled> {
+        let mut out = Vec::new();
+        let s = &principal.settings;
+        let pk_prefix = format!("pk:{}", principal.id);
+        let rl = |n: &str| s.rate_limits.get(n).copied();
+        Self::rate_checks(
+            &mut out,
+            &pk_prefix,
+            "api_key",
+            &[
+                ("rpm", rl("rpm")),
+                ("rph", rl("rph")),
+                ("rpd", rl("rpd")),
+                ("tpm", rl("tpm")),
+                ("tph", rl("tph")),
+                ("tpd", rl("tpd")),
+            ],
+            bounds.tokens,
+        );
+        if !s.consumption_limit.is_empty() {
+            // Money limits in any currency are one USD cap: the smallest of them.
+            let usd_cap = s
+                .consumption_limit
+                .iter()
+                .filter_map(|(c, v)| {
+                    self.usd_rate(c)
+                        .map(|r| (i128::from(*v) * i128::from(r) / 1_000_000_000) as i64)
+                })
+                .min();
+            let budget = Budget {
+                usd_nano: usd_cap,
+                tokens: s
+                    .consumption_limit
+                    .get("tokens")
+                    .and_then(|v| u64::try_from(*v).ok()),
+                requests: s
+                    .consumption_limit
+                    .get("requests")
+                    .and_then(|v| u64::try_from(*v).ok()),
+            };
+            let period = s.limit_period.as_deref().unwrap_or("LIFETIME");
+            self.budget_checks(
+                &mut out, &pk_prefix, "api_key", &budget, period, bounds, now,
+            );
+        }
+        let vk_prefix = format!("vk:{}", vk.id);
+        let cfg = &vk.config;
+        push_rate_limits(
+            &mut out,
+            &vk_prefix,
+            "virtual_key",
+            &cfg.rate_limits,
+            bounds.tokens,
+        );
+        if !cfg.budget.is_empty() {
+            self.budget_checks(
+                &mut out,
+                &vk_prefix,
+                "virtual_key",
+                &cfg.budget,
+                cfg.budget_period.as_str(),
+                bounds,
+                now,
+            );
+        }
+        if let Some(ml) = cfg.model_limits.get(model) {
+            let prefix = format!("vk:{}:m:{}", vk.id, model);
+            push_rate_limits(&mut out, &prefix, "model", &ml.rate_limits, bounds.tokens);
+            if !ml.budget.is_empty() {
+                self.budget_checks(
+                    &mut out,
+                    &prefix,
+                    "model",
+                    &ml.budget,
+                    cfg.budget_period.as_str(),
+                    bounds,
+                    now,
+                );
+            }
+        }
+        out
+    }
+
+    /// The provider key's own rate limit.
+    pub fn provider_check(p: &ProviderRuntime) -> Labeled {
+        let (per, interval) = p.rate_limit;
+        Labeled {
+            check: Check {
+                key: format!("prov:{}:req", p.id),
+                kind: Kind::Rate {
+                    window_ms: interval.max(1) * 1000,
+                },
+                limit: per.max(0),
+                amount: 1,
+            },
+            measure: Measure::Requests,
+            scope: "provider_key",
+            limit_type: if interval == 60 {
+                "RPM".into()
+            } else {
+                format!("R_PER_{interval}S")
+            },
+            is_budget: false,
+        }
+    }
+
+    /// One decision over `checks`. On a backend failure, fail closed (503) or open (local counters).
+    pub async fn acquire(
+        &self,
+        checks: &[Labeled],
+        now: i64,
+    ) -> Result<(Acquired, bool), ApiError> {
+        let plain: Vec<Check> = checks.iter().map(|l| l.check.clone()).collect();
+        match self.counters.acquire(&plain, now).await {
+            Ok(a) => Ok((a, false)),
+            Err(e) => self.fallback(&plain, now, e).await.map(|a| (a, true)),
+        }
+    }
+
+    async fn fallback(
+        &self,
+        plain: &[Check],
+        now: i64,
+        e: LimitError,
+    ) -> Result<Acquired, ApiError> {
+        match self.fail_mode {
+            FailMode::Closed => {
+                tracing::warn!(error = %e, "limit counters unreachable: refusing (fail_mode = closed)");
+                Err(ApiError::unavailable(
+                    "the limit counters are unreachable; try again shortly",
+                ))
+            }
+            FailMode::Open => {
+                let n = self.fail_open_decisions.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(error = %e, decisions = n, "limit counters unreachable: deciding on local counters (fail_mode = open)");
+                }
+                self.local
+                    .acquire(plain, now)
+                    .await
+                    .map_err(|e| ApiError::internal(e.to_string()))
+            }
+        }
+    }
+
+    /// Applies settlements; failures are logged (the counters then hold the reserved bound).
+    pub async fn adjust(&self, items: Vec<Adjustment>, local: bool) {
+        if items.is_empty() {
+            return;
+        }
+        let now = self.now();
+        let result = if local {
+            self.local.adjust(&items, now).await
+        } else {
+            self.counters.adjust(&items, now).await
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot settle a reservation; the reserved bound stays counted");
+        }
+    }
+
+    /// Reads counters for the limit reads of the API.
+    pub async fn peek(&self, checks: &[Labeled]) -> Vec<WindowState> {
+        let plain: Vec<Check> = checks.iter().map(|l| l.check.clone()).collect();
+        let now = self.now();
+        match self.counters.peek(&plain, now).await {
+            Ok(s) => s,
+            Err(_) => self.local.peek(&plain, now).await.unwrap_or_default(),
+        }
+    }
+}
+
+fn push_rate_limits(
+    out: &mut Vec<Labeled>,
+    prefix: &str,
+    scope: &'static str,
+    r: &RateLimits,
+    tokens: u64,
+) {
+    LimitEngine::rate_checks(
+        out,
+        prefix,
+        scope,
+        &[
+            ("rpm", r.rpm),
+            ("rph", r.rph),
+            ("rpd", r.rpd),
+            ("tpm", r.tpm),
+            ("tph", r.tph),
+            ("tpd", r.tpd),
+        ],
+        tokens,
+    );
+}
+
+/// A tight upper bound on the tokens a request can use (DESIGN §3): prompt tokens are at most
+/// the UTF-8 bytes of its text (a byte-level BPE token covers at least one byte) plus 4 per
+/// message and 3 for the reply's priming; an image counts at most 1,600 tokens; tool
+/// definitions their JSON's bytes; output tokens are the request's maximum, else the model's
+/// output cap, else `default_output`.
+pub fn token_bounds(
+    body: &Value,
+    endpoint: keygate_gateway::hubs::Endpoint,
+    model_cap: Option<u32>,
+    default_output: u64,
+) -> (u64, u64) {
+    use keygate_gateway::hubs::Endpoint;
+    fn text(v: &Value) -> u64 {
+        match v {
+            Value::String(s) => s.len() as u64,
+            Value::Array(parts) => parts.iter().map(part).sum(),
+            Value::Null => 0,
+            other => other.to_string().len() as u64,
+        }
+    }
+    fn part(p: &Value) -> u64 {
+        match p.get("type").and_then(Value::as_str) {
+            Some("text") => p.get("text").map(text).unwrap_or(0),
+            Some("image_url") | Some("image") => 1_600,
+            Some("input_audio") => p
+                .pointer("/input_audio/data")
+                .and_then(Value::as_str)
+                .map(|d| d.len() as u64)
+                .unwrap_or(0),
+            _ => match p {
+                Value::String(s) => s.len() as u64,
+                other => other.to_string().len() as u64,
+            },
+        }
+    }
+    let n = body
+        .get("n")
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+        .clamp(1, 128);
+    match endpoint {
+        Endpoint::Embeddings => {
+            let input = body.get("input").cloned().unwrap_or(Value::Null);
+            let prompt = match &input {
+                Value::String(s) => s.len() as u64,
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| match i {
+                        Value::String(s) => s.len() as u64,
+                        Value::Array(ids) => ids.len() as u64,
+                        Value::Number(_) => 1,
+                        _ => 0,
+                    })
+                    .sum(),
+                _ => 0,
+            };
+            (prompt + 1, 0)
+        }
+        Endpoint::Completions => {
+            let prompt = body.get("prompt").map(text).unwrap_or(0) + 3;
+            let out = body.get("max_tokens").and_then(Value::as_u64).unwrap_or(16);
+            (prompt, out.saturating_mul(n))
+        }
+        _ => {
+            let mut prompt = 3;
+            if let Some(msgs) = body.get("messages").and_then(Value::as_array) {
+                for m in msgs {
+                    prompt += 4 + m.get("content").map(text).unwrap_or(0);
+                    if let Some(name) = m.get("name").and_then(Value::as_str) {
+                        prompt += name.len() as u64;
+                    }
+                    if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+                        for c in calls {
+                            prompt += c.pointer("/function/name").map(text).unwrap_or(0);
+                            prompt += c.pointer("/function/arguments").map(text).unwrap_or(0);
+                        }
+                    }
+                }
+            }
+            if let Some(tools) = body.get("tools") {
+                prompt += tools.to_string().len() as u64;
+            }
+            let out = body
+                .get("max_completion_tokens")
+                .or_else(|| body.get("max_tokens"))
+                .and_then(Value::as_u64)
+                .or(model_cap.map(u64::from))
+                .unwrap_or(default_output);
+            (prompt, out.saturating_mul(n))
+        }
+    }
+}
+
+/// Token and cost bounds of a request.
+pub fn bounds(
+    prices: &PriceTable,
+    hub: &str,
+    model: &str,
+    body: Option<&Value>,
+    endpoint: keygate_gateway::hubs::Endpoint,
+    default_output: u64,
+) -> Bounds {
+    let Some(body) = body else {
+        return Bounds::default();
+    };
+    let price = prices.lookup(hub, model);
+    let (prompt, output) = token_bounds(
+        body,
+        endpoint,
+        price.and_then(|p| p.max_output_tokens),
+        default_output,
+    );
+    let cost = price.map(|p| max_cost(p, prompt, output).0).unwrap_or(0);
+    Bounds {
+        tokens: prompt.saturating_add(output),
+        cost_nano: cost,
+    }
+}
+
+/// A reservation held while a request runs. Settled to the real figures when it ends;
+/// released in full when it is dropped unsettled (error, timeout, cancel, panic).
+pub struct Reservation {
+    engine: Arc<LimitEngine>,
+    items: Vec<(Labeled, i64)>,
+    local: bool,
+    done: bool,
+}
+
+impl Reservation {
+    pub fn new(
+        engine: Arc<LimitEngine>,
+        checks: Vec<Labeled>,
+        acquired: &Acquired,
+        local: bool,
+    ) -> Reservation {
+        let items = checks
+            .into_iter()
+            .zip(acquired.buckets.iter().copied())
+            .collect();
+        Reservation {
+            engine,
+            items,
+            local,
+            done: false,
+        }
+    }
+
+    fn spawn(&self, adjustments: Vec<Adjustment>) {
+        if adjustments.is_empty() {
+            return;
+        }
+        let engine = self.engine.clone();
+        let local = self.local;
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move { engine.adjust(adjustments, local).await });
+        }
+    }
+
+    /// Replaces the reserved amounts by what the request really used.
+    pub fn settle(&mut self, tokens: u64, cost_nano: i64) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let adjustments = self
+            .items
+            .iter()
+            .filter_map(|(l, bucket)| {
+                let real = match l.measure {
+                    Measure::Requests => return None,
+                    Measure::Tokens => tokens as i64,
+                    Measure::Usd => cost_nano,
+                };
+                let delta = real - l.check.amount;
+                (delta != 0).then(|| Adjustment {
+                    key: l.check.key.clone(),
+                    kind: l.check.kind,
+                    bucket: *bucket,
+                    delta,
+                })
+            })
+            .collect();
+        self.spawn(adjustments);
+    }
+
+    /// Gives back everything reserved (the request never reached an upstream).
+    pub fn release(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let adjustments = self
+            .items
+            .iter()
+            .filter(|(l, _)| l.check.amount != 0)
+            .map(|(l, bucket)| Adjustment {
+                key: l.check.key.clone(),
+                kind: l.check.kind,
+                bucket: *bucket,
+                delta: -l.check.amount,
+            })
+            .collect();
+        self.spawn(adjustments);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+fn duration_text(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 60_000 {
+        let s = format!("{:.3}", ms as f64 / 1000.0);
+        format!("{}s", s.trim_end_matches('0').trim_end_matches('.'))
+    } else {
+        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+/// The OpenAI-style headers of the tightest request limit and the tightest token limit.
+pub fn rate_headers(headers: &mut HeaderMap, checks: &[Labeled], states: &[WindowState]) {
+    for (measure, suffix) in [(Measure::Requests, "requests"), (Measure::Tokens, "tokens")] {
+        let tightest = checks
+            .iter()
+            .zip(states)
+            .filter(|(l, _)| l.measure == measure && !l.is_budget)
+            .min_by_key(|(_, s)| s.remaining);
+        if let Some((_, s)) = tightest {
+            for (name, value) in [
+                (format!("x-ratelimit-limit-{suffix}"), s.limit.to_string()),
+                (
+                    format!("x-ratelimit-remaining-{suffix}"),
+                    s.remaining.to_string(),
+                ),
+                (
+                    format!("x-ratelimit-reset-{suffix}"),
+                    duration_text(s.reset_ms),
+                ),
+            ] {
+                if let (Ok(n), Ok(v)) = (
+                    axum::http::HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(&value),
+                ) {
+                    headers.insert(n, v);
+                }
+            }
+        }
+    }
+}
+
+/// The answer to a refused request: 429 for a rate limit, 402 for a budget.
+pub fn refusal(checks: &[Labeled], acquired: &Acquired) -> ApiError {
+    let Some(i) = acquired.refused else {
+        return ApiError::internal("refused without a reason");
+    };
+    let l = &checks[i];
+    let scope = match l.scope {
+        "api_key" => "the API key's",
+        "virtual_key" => "the virtual key's",
+        "model" => "the virtual key's per-model",
+        _ => "the provider key's",
+    };
+    if l.is_budget {
+        let what = match l.measure {
+            Measure::Usd => "USD",
+            Measure::Tokens => "token",
+            Measure::Requests => "request",
+        };
+        let mut e = ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "budget_exceeded",
+            format!("{scope} {what} budget would be exceeded by this request"),
+        );
+        if acquired.retry_after_ms > 0 {
+            e.retry_after = Some(((acquired.retry_after_ms + 999) / 1000) as u64);
+        }
+        return e;
+    }
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_exceeded",
+        format!(
+            "{scope} rate limit {} of {} is reached",
+            l.limit_type, l.check.limit
+        ),
+    );
+    e.retry_after = Some(((acquired.retry_after_ms.max(1) + 999) / 1000) as u64);
+    if acquired.retry_after_ms == 0 {
+        // More than the limit in one request: it will never fit.
+        e.message = format!(
+            "{scope} rate limit {} of {} is smaller than this request",
+            l.limit_type, l.check.limit
+        );
+        e.retry_after = None;
+    }
+    e
+}
+
+/// The event a refusal writes.
+pub fn refusal_event(
+    checks: &[Labeled],
+    acquired: &Acquired,
+    principal: &Principal,
+    vk: &VkRuntime,
+    provider: Option<&str>,
+    model: &str,
+    now: i64,
+) -> Option<RateLimitEventRow> {
+    let l = &checks[acquired.refused?];
+    Some(RateLimitEventRow {
+        id: keygate_store::new_id(),
+        workspace: vk.workspace.clone(),
+        at: now,
+        platform_key_id: Some(principal.id.clone()),
+        virtual_key_id: Some(vk.id.clone()),
+        provider_key_id: provider.map(str::to_string),
+        model: Some(model.to_string()),
+        limit_type: l.limit_type.clone(),
+        limit_value: l.check.limit,
+        scope: l.scope.to_string(),
+    })
+}
+
+/// The live state of a list of checks, for the limit reads of the API.
+pub fn states_view(checks: &[Labeled], states: &[WindowState], now: i64) -> Vec<Value> {
+    checks
+        .iter()
+        .zip(states)
+        .map(|(l, s)| {
+            let money = l.measure == Measure::Usd;
+            let num = |v: i64| if money { json!(keygate_types::NanoUsd(v).to_usd_f64()) } else { json!(v) };
+            json!({
+                "scope": l.scope,
+                "type": l.limit_type,
+                "measure": match l.measure { Measure::Requests => "requests", Measure::Tokens => "tokens", Measure::Usd => "usd" },
+                "limit": num(s.limit),
+                "used": num(s.used),
+                "remaining": num(s.remaining),
+                "reset": if s.reset_ms > 0 { Value::from(keygate_types::timefmt::format_ms(now + s.reset_ms)) } else { Value::Null },
+            })
+        })
+        .collect()
+}
+
+/// The checks of a virtual key alone (its windows, budget and per-model overrides), for reads.
+pub fn vk_checks(engine: &LimitEngine, vk: &VkRuntime, now: i64) -> Vec<Labeled> {
+    let mut out = Vec::new();
+    let prefix = format!("vk:{}", vk.id);
+    let cfg = &vk.config;
+    push_rate_limits(&mut out, &prefix, "virtual_key", &cfg.rate_limits, 0);
+    if !cfg.budget.is_empty() {
+        engine.budget_checks(
+            &mut out,
+            &prefix,
+            "virtual_key",
+            &cfg.budget,
+            cfg.budget_period.as_str(),
+            Bounds::default(),
+            now,
+        );
+    }
+    for (model, ml) in &cfg.model_limits {
+        let p = format!("vk:{}:m:{}", vk.id, model);
+        push_rate_limits(&mut out, &p, "model", &ml.rate_limits, 0);
+        if !ml.budget.is_empty() {
+            engine.budget_checks(
+                &mut out,
+                &p,
+                "model",
+                &ml.budget,
+                cfg.budget_period.as_str(),
+                Bounds::default(),
+                now,
+            );
+        }
+    }
+    for l in &mut out {
+        l.check.amount = 0;
+    }
+    out
+}
+
+/// The checks of a platform key alone, for reads.
+pub fn key_checks(engine: &LimitEngine, principal: &Principal, now: i64) -> Vec<Labeled> {
+    let vk = VkRuntime {
+        id: String::new(),
+        workspace: principal.workspace.clone(),
+        slug: String::new(),
+        name: String::new(),
+        disabled: false,
+        expires_at: None,
+        config: Default::default(),
+    };
+    let mut out: Vec<Labeled> = engine
+        .checks(principal, &vk, "", Bounds::default(), now)
+        .into_iter()
+        .filter(|l| l.scope == "api_key")
+        .collect();
+    for l in &mut out {
+        l.check.amount = 0;
+    }
+    out
+}
