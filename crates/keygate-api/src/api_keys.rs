@@ -947,6 +947,7 @@ pub async fn rate_limits(State(state): State<AppState>, ctx: Ctx) -> ApiResult<J
 
 /// `GET /api/v1/api_keys/rate_limits/log`: the last 50 refusals (of the workspace for an ADMIN key).
 pub async fn rate_limit_log(State(state): State<AppState>, ctx: Ctx) -> ApiResult<Json<Value>> {
+    state.meter.flush().await;
     let scope = if ctx.principal.is_admin() {
         None
     } else {

@@ -235,6 +235,12 @@ pub fn routes(state: AppState) -> RouteTable {
             Admin,
             virtual_keys::delete_handler,
         )
+        .add(
+            M::GET,
+            "/api/v1/virtual_keys/{slug}/limits",
+            Admin,
+            virtual_keys::limits_handler,
+        )
         // Usage and audit.
         .add(M::GET, "/api/v1/usage", Admin, usage::summary)
         .add(M::GET, "/api/v1/usage/records", Admin, usage::records)

@@ -40,6 +40,7 @@ impl Modify for Security {
         virtual_keys::get_handler,
         virtual_keys::update_handler,
         virtual_keys::delete_handler,
+        virtual_keys::limits_handler,
         usage::summary,
         usage::records,
         audit::list,
