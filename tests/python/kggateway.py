@@ -23,8 +23,8 @@ Anything else answers 404 in OpenAI's error shape. `push(status, body)` makes th
 request get that answer instead (a scripted failure). The server never raises into the test;
 a handler failure answers 500 and is kept in `errors`.
 
-`Gateway` is the keygate side: the native management calls the tests need (provider keys,
-virtual keys, usage) with the ADMIN key, through `requests`.
+`Gateway` is the keygate side: the native management calls the tests need (platform keys,
+provider keys, virtual keys, usage) with the ADMIN key, through `requests`.
 """
 
 from __future__ import annotations
@@ -352,6 +352,17 @@ class Gateway:
     def _ok(self, r: requests.Response, what: str) -> dict:
         assert 200 <= r.status_code < 300, f"{what}: {r.status_code} {r.text}"
         return r.json()
+
+    def create_api_key(self, key_type: str = "INFERENCE", description: str = "gateway tests", **fields: Any) -> dict:
+        """A platform key (`POST /api/v1/api_keys`); the secret is in `apiKey` of the answer."""
+        r = self.s.post(
+            f"{self.url}/api/v1/api_keys",
+            json={"apiKeyType": key_type, "description": description, **fields},
+            timeout=10,
+        )
+        data = self._ok(r, f"create {key_type} API key")["data"]
+        assert data["apiKeyType"] == key_type and data["apiKey"].startswith("kg_inf_" if key_type == "INFERENCE" else "kg_adm_"), data
+        return data
 
     def create_provider_key(self, name: str, secret: str, base_url: str, hub: str = "openai") -> dict:
         r = self.s.post(

@@ -13,8 +13,8 @@ can be checked on the wire:
   placeholder, the caller's dummy key or the keygate key, and no `x-portkey-*` header;
 - every call left one usage record (streams included) with the upstream's 9/3 tokens.
 
-There are no INFERENCE platform keys in this build yet, so the gateway is called with the
-ADMIN key (ADMIN keys may use the gateway too).
+Gateway calls use an INFERENCE platform key (made with `POST /api/v1/api_keys`); admin calls
+the ADMIN key, which is also the only kind the admin mount accepts.
 """
 
 from __future__ import annotations
@@ -60,12 +60,25 @@ def admin(keygate) -> Portkey:
 
 
 @pytest.fixture(scope="module")
-def portkey_for(keygate):
+def inference_key(gateway) -> str:
+    return gateway.create_api_key("INFERENCE", "portkey SDK tests")["apiKey"]
+
+
+@pytest.fixture(scope="module")
+def portkey_for(keygate, inference_key):
+    """A Portkey client for the gateway: the INFERENCE key and a virtual key."""
+
     def make(slug: str, **kwargs) -> Portkey:
-        kwargs.setdefault("api_key", keygate.admin_key)
+        kwargs.setdefault("api_key", inference_key)
         return Portkey(base_url=f"{keygate.url}/v1", virtual_key=slug, **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def never(keygate, inference_key) -> list[str]:
+    """What must never reach an upstream: the keygate keys and the SDK's placeholder credential."""
+    return [inference_key, keygate.admin_key, PLACEHOLDER]
 
 
 class Created:
@@ -100,10 +113,6 @@ def create_vk(admin, upstream, canaries, request):
         return Created(resp, secret, name, kwargs["note"])
 
     return create
-
-
-def never(keygate) -> list[str]:
-    return [keygate.admin_key, PLACEHOLDER]
 
 
 def inline_provider_key(gateway: kggateway.Gateway, slug: str) -> dict:
@@ -180,9 +189,14 @@ def test_admin_errors(admin):
         admin.virtual_keys.delete(slug="no-such-slug")
 
 
-def test_admin_credentials(keygate, monkeypatch):
-    """The admin API authenticates on `x-portkey-api-key` alone: none (sent empty) or a wrong one is 401."""
+def test_admin_credentials(keygate, inference_key):
+    """The admin API authenticates on `x-portkey-api-key`: none (sent empty) or a wrong one is 401,
+    an INFERENCE key 403 (it may only use the gateway)."""
     base = f"{keygate.url}/v1"
+    with pytest.raises(pk_exc.PermissionDeniedError):
+        Portkey(api_key=inference_key, base_url=base).virtual_keys.list()
+    with pytest.raises(pk_exc.PermissionDeniedError):
+        Portkey(api_key=inference_key, base_url=base).virtual_keys.create(name="nope", provider="openai", key="sk-xxxxxxxxxxxx")
     with pytest.raises(pk_exc.AuthenticationError):
         Portkey(api_key=None, base_url=base).virtual_keys.list()
     with pytest.raises(pk_exc.AuthenticationError):
@@ -197,13 +211,13 @@ def test_admin_calls_ignore_routing_headers(keygate, create_vk, portkey_for):
     too (compat/portkey.md §7.5); they are ignored there."""
     vk = create_vk()
     other = create_vk()
-    pk = portkey_for(other.slug, trace_id="trace-1", metadata={"_user": "u1"}, provider="openai")
+    pk = portkey_for(other.slug, api_key=keygate.admin_key, trace_id="trace-1", metadata={"_user": "u1"}, provider="openai")
     assert vk.slug in [d["slug"] for d in pk.virtual_keys.list().data]
     assert pk.virtual_keys.retrieve(slug=vk.slug).model_dump()["slug"] == vk.slug
     assert pk.virtual_keys.update(slug=vk.slug, note="touched").slug == vk.slug
 
 
-def test_update_rotates_secret_and_limits(keygate, admin, gateway, upstream, create_vk, portkey_for):
+def test_update_rotates_secret_and_limits(keygate, admin, gateway, upstream, create_vk, portkey_for, never):
     """update(name, key, usage_limits, rate_limits) is a partial update: the name and limits change,
     the reset period stays MONTH, the new key is a rotation (secret version 2), and the gateway
     presents the new secret upstream from then on, plain and streamed."""
@@ -212,7 +226,7 @@ def test_update_rotates_secret_and_limits(keygate, admin, gateway, upstream, cre
     mark = upstream.mark()
     assert gw.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).choices[0].message.content == TEXT
     (before,) = upstream.since(mark)
-    assert_clean_forward(before, path=CHAT, secret=vk.secret, never=never(keygate), model="gpt-4o-mini")
+    assert_clean_forward(before, path=CHAT, secret=vk.secret, never=never, model="gpt-4o-mini")
 
     new_secret = vk.secret[:8] + kgtest.random_token(32)
     resp = admin.virtual_keys.update(
@@ -247,7 +261,7 @@ def test_update_rotates_secret_and_limits(keygate, admin, gateway, upstream, cre
     after = upstream.since(mark)
     assert len(after) == 2, [r.describe() for r in after]
     for rec in after:
-        assert_clean_forward(rec, path=CHAT, secret=new_secret, never=never(keygate) + [vk.secret], model="gpt-4o-mini")
+        assert_clean_forward(rec, path=CHAT, secret=new_secret, never=never + [vk.secret], model="gpt-4o-mini")
 
     rows = gateway.wait_records(vk.slug, 3)
     for row in rows:
@@ -284,7 +298,7 @@ def test_delete(keygate, admin, gateway, upstream, create_vk, portkey_for):
 # Gateway
 
 
-def test_gateway_chat_plain_and_stream(keygate, gateway, upstream, create_vk, portkey_for):
+def test_gateway_chat_plain_and_stream(keygate, gateway, upstream, create_vk, portkey_for, never):
     """`Portkey(api_key, base_url, virtual_key=slug).chat.completions.create`: the SDK sends
     `Authorization: Bearer OPENAI_API_KEY` and x-portkey-*; keygate authenticates on
     x-portkey-api-key, and the upstream sees only the stored secret. Plain and streamed, both
@@ -301,9 +315,9 @@ def test_gateway_chat_plain_and_stream(keygate, gateway, upstream, create_vk, po
     assert [c for c in chunks if getattr(c, "usage", None) is not None or not c.choices] == []
 
     plain, streamed = upstream.since(mark)
-    body = assert_clean_forward(plain, path=CHAT, secret=vk.secret, never=never(keygate), model="gpt-4o-mini")
+    body = assert_clean_forward(plain, path=CHAT, secret=vk.secret, never=never, model="gpt-4o-mini")
     assert body == {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 16}
-    body = assert_clean_forward(streamed, path=CHAT, secret=vk.secret, never=never(keygate), model="gpt-4o-mini")
+    body = assert_clean_forward(streamed, path=CHAT, secret=vk.secret, never=never, model="gpt-4o-mini")
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
 
     rows = gateway.wait_records(vk.slug, 2)
@@ -314,7 +328,7 @@ def test_gateway_chat_plain_and_stream(keygate, gateway, upstream, create_vk, po
     assert (total["requests"], total["promptTokens"], total["completionTokens"], total["estimatedRequests"]) == (2, 18, 6, 0)
 
 
-def test_gateway_embeddings(keygate, gateway, upstream, create_vk, portkey_for):
+def test_gateway_embeddings(keygate, gateway, upstream, create_vk, portkey_for, never):
     """`pk.embeddings.create` goes through the vendored OpenAI client the same way."""
     vk = create_vk()
     mark = upstream.mark()
@@ -326,18 +340,18 @@ def test_gateway_embeddings(keygate, gateway, upstream, create_vk, portkey_for):
             emb = list(struct.unpack(f"<{len(base64.b64decode(emb)) // 4}f", base64.b64decode(emb)))
         assert emb == pytest.approx(kggateway.f32(kggateway.embedding_vector(i)))
     (rec,) = upstream.since(mark)
-    body = assert_clean_forward(rec, path="/v1/embeddings", secret=vk.secret, never=never(keygate), model="text-embedding-3-small")
+    body = assert_clean_forward(rec, path="/v1/embeddings", secret=vk.secret, never=never, model="text-embedding-3-small")
     assert body["input"] == ["a", "b"]
     (row,) = gateway.wait_records(vk.slug, 1)
     assert_record(row, vk_id=vk.id, model="text-embedding-3-small", stream=False, endpoint="embeddings", prompt=4, completion=0)
 
 
-def test_openai_sdk_with_create_headers(keygate, gateway, upstream, create_vk):
+def test_openai_sdk_with_create_headers(keygate, gateway, upstream, create_vk, inference_key, never):
     """The `openai` package with `default_headers=createHeaders(api_key=…, virtual_key=slug, …)`
     and a dummy api_key: the dummy `Authorization` is ignored, the upstream gets the stored
     secret; plain, streamed and streamed with include_usage all metered."""
     vk = create_vk()
-    headers = createHeaders(api_key=keygate.admin_key, virtual_key=vk.slug, trace_id="t-9", metadata={"env": "dev"})
+    headers = createHeaders(api_key=inference_key, virtual_key=vk.slug, trace_id="t-9", metadata={"env": "dev"})
     assert headers["x-portkey-virtual-key"] == vk.slug
     dummy = "sk-dummy-" + kgtest.random_token(16)
     client = openai.OpenAI(api_key=dummy, base_url=f"{keygate.url}/v1", default_headers=headers)
@@ -351,7 +365,7 @@ def test_openai_sdk_with_create_headers(keygate, gateway, upstream, create_vk):
     got = upstream.since(mark)
     assert len(got) == 3, [r.describe() for r in got]
     for rec in got:
-        assert_clean_forward(rec, path=CHAT, secret=vk.secret, never=never(keygate) + [dummy], model="gpt-4o-mini")
+        assert_clean_forward(rec, path=CHAT, secret=vk.secret, never=never + [dummy], model="gpt-4o-mini")
     assert [r.json.get("stream_options") for r in got] == [None, {"include_usage": True}, {"include_usage": True}]
 
     rows = gateway.wait_records(vk.slug, 3)
@@ -377,7 +391,7 @@ def test_gateway_credentials(keygate, gateway, upstream, create_vk, portkey_for)
     gateway.wait_records(vk.slug, 0, timeout=0.2)
 
 
-def test_model_omitted_uses_the_default(keygate, gateway, upstream, canaries, portkey_for):
+def test_model_omitted_uses_the_default(keygate, gateway, upstream, canaries, portkey_for, never):
     """Without `model` the Portkey SDK sends "portkey-default": a virtual key with a default
     model sends that model upstream."""
     secret = canaries.new("portkey default model", prefix="sk-live-")
@@ -387,7 +401,7 @@ def test_model_omitted_uses_the_default(keygate, gateway, upstream, canaries, po
     resp = portkey_for(vk["slug"]).chat.completions.create(messages=MESSAGES)
     assert resp.choices[0].message.content == TEXT
     (rec,) = upstream.since(mark)
-    assert_clean_forward(rec, path=CHAT, secret=secret, never=never(keygate) + ["portkey-default"], model="gpt-4o-mini")
+    assert_clean_forward(rec, path=CHAT, secret=secret, never=never + ["portkey-default"], model="gpt-4o-mini")
     (row,) = gateway.wait_records(vk["slug"], 1)
     assert_record(row, vk_id=vk["id"], model="gpt-4o-mini", stream=False)
 
