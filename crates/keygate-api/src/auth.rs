@@ -191,6 +191,18 @@ impl AuthCache {
         self.inner.read().hashes_of.len()
     }
 
+    /// Every live principal (for start-up work such as seeding budget counters).
+    pub fn principals(&self) -> Vec<Arc<Principal>> {
+        let inner = self.inner.read();
+        let mut seen = std::collections::HashSet::new();
+        inner
+            .by_hash
+            .values()
+            .filter(|e| seen.insert(e.principal.id.clone()))
+            .map(|e| e.principal.clone())
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

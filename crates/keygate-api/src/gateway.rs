@@ -508,7 +508,65 @@ async fn dispatch(
         Err(e) => return error_response(e),
     };
     call.model = upstream_model;
-    let order = target_order(&vk);
+    let order = state
+        .runtime
+        .order_by_health(target_order(&vk), state.limits.now());
+
+    // The request's own limits (platform key, virtual key, model), decided once for all
+    // attempts; each attempt adds only its provider key's limit.
+    let engine = &state.limits;
+    let now = engine.now();
+    let hub = order
+        .iter()
+        .find_map(|id| state.runtime.provider(id))
+        .map(|p| p.hub.as_str())
+        .unwrap_or("");
+    let bounds = crate::limits::bounds(
+        &state.upstream.prices,
+        hub,
+        &call.model,
+        call.body.as_ref(),
+        call.endpoint,
+        engine.default_max_output_tokens,
+    );
+    let checks = engine.checks(&principal, &vk, &call.model, bounds, now);
+    let (acquired, local) = match engine.acquire(&checks, now).await {
+        Ok(a) => a,
+        Err(e) => return error_response(e),
+    };
+    if !acquired.admitted {
+        if let Some(ev) = crate::limits::refusal_event(
+            &checks,
+            &acquired,
+            &principal,
+            &vk,
+            None,
+            &call.model,
+            now,
+        ) {
+            state.meter.record_event(ev);
+        }
+        let mut resp = error_response(crate::limits::refusal(&checks, &acquired));
+        crate::limits::rate_headers(resp.headers_mut(), &checks, &acquired.states);
+        return resp;
+    }
+    let mut limit_headers = HeaderMap::new();
+    crate::limits::rate_headers(&mut limit_headers, &checks, &acquired.states);
+    let mut reservation = Some(crate::limits::Reservation::new(
+        engine.clone(),
+        checks,
+        &acquired,
+        local,
+    ));
+    let with_headers = |mut r: Response| {
+        for (k, v) in limit_headers.iter() {
+            r.headers_mut()
+                .entry(k.clone())
+                .or_insert_with(|| v.clone());
+        }
+        r
+    };
+
     let mut last_error: Option<ApiError> = None;
     let attempts = order.len();
     for (i, provider_id) in order.iter().enumerate() {
@@ -543,23 +601,24 @@ async fn dispatch(
             query,
             method,
             is_last,
+            &mut reservation,
         )
         .await
         {
-            Attempt::Done(resp) => return resp,
+            Attempt::Done(resp) => return with_headers(resp),
             Attempt::Retry(e) => {
                 tracing::debug!(provider_key = %provider.id, error = %e, "upstream failed before the first byte; trying the next target");
                 last_error = Some(e);
             }
         }
     }
-    error_response(last_error.unwrap_or_else(|| {
+    with_headers(error_response(last_error.unwrap_or_else(|| {
         gw_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "upstream_error",
             "the virtual key has no usable provider key",
         )
-    }))
+    })))
 }
 
 /// `modelPrivacy`: `PRIVATE_ONLY` uses only provider keys marked private; `PRIVATE_TEXT` does
@@ -594,6 +653,7 @@ async fn attempt(
     query: Option<&str>,
     method: &Method,
     is_last: bool,
+    reservation: &mut Option<crate::limits::Reservation>,
 ) -> Attempt {
     let fail = |e: ApiError| {
         if is_last {
@@ -672,24 +732,11 @@ async fn attempt(
         reservation: None,
     };
 
-    // Every limit the request meets, decided at once and reserved before anything is sent.
+    // The provider key's own rate limit, for this attempt.
     let engine = &state.limits;
     let now = engine.now();
-    let bounds = crate::limits::bounds(
-        &state.upstream.prices,
-        provider.hub.as_str(),
-        guard
-            .row
-            .as_ref()
-            .and_then(|r| r.model.as_deref())
-            .unwrap_or(""),
-        call.body.as_ref(),
-        call.endpoint,
-        engine.default_max_output_tokens,
-    );
-    let mut checks = engine.checks(principal, vk, &call.model, bounds, now);
-    checks.push(crate::limits::LimitEngine::provider_check(provider));
-    let (acquired, local) = match engine.acquire(&checks, now).await {
+    let pcheck = vec![crate::limits::LimitEngine::provider_check(provider)];
+    let (acquired, _) = match engine.acquire(&pcheck, now).await {
         Ok(a) => a,
         Err(e) => {
             guard.row = None;
@@ -698,9 +745,8 @@ async fn attempt(
     };
     if !acquired.admitted {
         guard.row = None;
-        let provider_refused = acquired.refused == Some(checks.len() - 1);
         if let Some(ev) = crate::limits::refusal_event(
-            &checks,
+            &pcheck,
             &acquired,
             principal,
             vk,
@@ -710,28 +756,24 @@ async fn attempt(
         ) {
             state.meter.record_event(ev);
         }
-        let refusal = crate::limits::refusal(&checks, &acquired);
-        if provider_refused && !is_last {
+        let refusal = crate::limits::refusal(&pcheck, &acquired);
+        if !is_last {
             return Attempt::Retry(refusal);
         }
-        let mut resp = error_response(refusal);
-        crate::limits::rate_headers(resp.headers_mut(), &checks, &acquired.states);
-        return Attempt::Done(resp);
+        return Attempt::Done(error_response(refusal));
     }
-    let mut limit_headers = HeaderMap::new();
-    crate::limits::rate_headers(&mut limit_headers, &checks, &acquired.states);
-    guard.reservation = Some(crate::limits::Reservation::new(
-        engine.clone(),
-        checks,
-        &acquired,
-        local,
-    ));
-    let with_headers = |mut r: Response| {
-        for (k, v) in limit_headers.iter() {
-            r.headers_mut().insert(k.clone(), v.clone());
-        }
-        r
-    };
+    // The request's reservation goes with this attempt; an attempt that hands over to the
+    // next target gives it back.
+    guard.reservation = reservation.take();
+    // A pending record before dispatch: a crash after this point leaves it to be reconciled
+    // at the next start, and the final record replaces it.
+    if let Some(row) = &guard.row {
+        let mut pending = row.clone();
+        pending.status_code = 0;
+        pending.prompt_tokens = guard.estimated_prompt as i64;
+        pending.estimated = true;
+        state.meter.record(pending);
+    }
 
     let settings = &state.upstream.settings;
     let mut req = state
@@ -763,6 +805,7 @@ async fn attempt(
     let resp = match sent {
         Err(_) => {
             guard.finish(504, Some("upstream_timeout"));
+            *reservation = guard.reservation.take().filter(|_| !is_last);
             return fail(gw_error(
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_timeout",
@@ -778,9 +821,13 @@ async fn attempt(
                 "request"
             };
             tracing::warn!(provider_key = %provider.id, kind, "upstream request failed");
-            // A request that never connected cost nothing upstream.
+            state
+                .runtime
+                .note_failure(&provider.id, None, state.limits.now());
+            *reservation = guard.reservation.take().filter(|_| !is_last);
+            // A request that never connected cost nothing upstream: its record says so.
             if e.is_connect() {
-                guard.row = None;
+                guard.finish(502, Some("upstream_connect"));
             } else {
                 guard.finish(502, Some("upstream_error"));
             }
@@ -794,7 +841,19 @@ async fn attempt(
     };
     let status = resp.status();
     if !status.is_success() {
+        if retryable(status) {
+            let retry_after_ms = resp
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .map(|secs| secs.clamp(0, 3600) * 1000);
+            state
+                .runtime
+                .note_failure(&provider.id, retry_after_ms, state.limits.now());
+        }
         if retryable(status) && !is_last {
+            *reservation = guard.reservation.take();
             guard.finish(status.as_u16(), Some("upstream_retry"));
             return Attempt::Retry(gw_error(
                 StatusCode::BAD_GATEWAY,
@@ -813,23 +872,24 @@ async fn attempt(
             retry_after,
         ));
     }
+    state.runtime.note_success(&provider.id);
     let is_sse = resp
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if call.stream && is_sse {
-        return Attempt::Done(with_headers(stream_response(
+        return Attempt::Done(stream_response(
             state,
             resp,
             plan.wire,
             call,
             inject_usage,
             guard,
-        )));
+        ));
     }
     if call.endpoint == Endpoint::Passthrough {
-        return Attempt::Done(with_headers(passthrough_response(resp, guard)));
+        return Attempt::Done(passthrough_response(resp, guard));
     }
     let body = match read_limited(resp, settings.max_response_bytes).await {
         Ok(b) => b,
@@ -842,9 +902,7 @@ async fn attempt(
             )));
         }
     };
-    Attempt::Done(with_headers(json_response(
-        status, body, plan.wire, call, guard,
-    )))
+    Attempt::Done(json_response(status, body, plan.wire, call, guard))
 }
 
 /// The body sent upstream, and whether keygate asked for a usage chunk the client did not.

@@ -818,3 +818,72 @@ pub fn key_checks(engine: &LimitEngine, principal: &Principal, now: i64) -> Vec<
     }
     out
 }
+
+/// Rebuilds in-process budget counters from the usage records at start, so spend is not
+/// forgotten by a restart. (Shared counters on Redis outlive restarts and need no seeding.)
+pub async fn seed_budgets(
+    state: &crate::state::AppState,
+) -> Result<usize, keygate_store::StoreError> {
+    use keygate_store::UsageFilter;
+    let engine = &state.limits;
+    if engine.counters.backend() != "memory" {
+        return Ok(0);
+    }
+    let now = engine.now();
+    let mut seeded = 0;
+    let mut jobs: Vec<(Labeled, UsageFilter, String)> = Vec::new();
+    for vk in state.runtime.all_virtual_keys() {
+        let period = vk.config.budget_period.as_str();
+        let (start, _) = period_bounds(period, now);
+        for l in vk_checks(engine, &vk, now)
+            .into_iter()
+            .filter(|l| l.is_budget)
+        {
+            let model = l
+                .check
+                .key
+                .split(":m:")
+                .nth(1)
+                .map(|rest| rest.rsplitn(3, ':').last().unwrap_or("").to_string());
+            let filter = UsageFilter {
+                virtual_key_id: Some(vk.id.clone()),
+                model,
+                from: Some(start),
+                ..Default::default()
+            };
+            jobs.push((l, filter, vk.workspace.clone()));
+        }
+    }
+    for p in state.auth.principals() {
+        let period = p.settings.limit_period.as_deref().unwrap_or("LIFETIME");
+        let (start, _) = period_bounds(period, now);
+        for l in key_checks(engine, &p, now)
+            .into_iter()
+            .filter(|l| l.is_budget)
+        {
+            let filter = UsageFilter {
+                platform_key_id: Some(p.id.clone()),
+                from: Some(start),
+                ..Default::default()
+            };
+            jobs.push((l, filter, p.workspace.clone()));
+        }
+    }
+    for (mut l, filter, workspace) in jobs {
+        let t = state.store.usage_totals(&workspace, &filter).await?;
+        let used = match l.measure {
+            Measure::Usd => t.cost_nano,
+            Measure::Tokens => t.prompt_tokens + t.completion_tokens,
+            Measure::Requests => t.requests,
+        };
+        if used <= 0 {
+            continue;
+        }
+        l.check.amount = used;
+        l.check.limit = i64::MAX;
+        if engine.counters.acquire(&[l.check], now).await.is_ok() {
+            seeded += 1;
+        }
+    }
+    Ok(seeded)
+}

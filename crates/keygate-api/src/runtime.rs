@@ -101,9 +101,22 @@ struct Vks {
     by_id: HashMap<String, Arc<VkRuntime>>,
 }
 
+/// How a provider key has been doing: failures in a row and a cool-down end.
+#[derive(Clone, Copy, Debug, Default)]
+struct Health {
+    failures: u32,
+    cool_until: i64,
+}
+
+/// Failures in a row after which a provider key is cooled down.
+pub const COOLDOWN_AFTER_FAILURES: u32 = 3;
+/// How long a failing provider key is cooled down.
+pub const COOLDOWN_MS: i64 = 30_000;
+
 /// The in-memory state of the hot path.
 #[derive(Default)]
 pub struct Runtime {
+    health: parking_lot::Mutex<HashMap<String, Health>>,
     providers: RwLock<HashMap<String, Arc<ProviderRuntime>>>,
     vks: RwLock<Vks>,
     rev: AtomicI64,
@@ -130,6 +143,50 @@ impl Runtime {
             .get(slug_or_id)
             .or_else(|| vks.by_id.get(slug_or_id))
             .cloned()
+    }
+
+    /// Notes an upstream failure before the first byte. `retry_after_ms` (a 429's
+    /// `Retry-After`) cools the key down for that long; three failures in a row for 30 s.
+    pub fn note_failure(&self, provider_id: &str, retry_after_ms: Option<i64>, now: i64) {
+        let mut h = self.health.lock();
+        let e = h.entry(provider_id.to_string()).or_default();
+        e.failures += 1;
+        if let Some(ms) = retry_after_ms {
+            e.cool_until = e.cool_until.max(now + ms);
+        }
+        if e.failures >= COOLDOWN_AFTER_FAILURES {
+            e.cool_until = e.cool_until.max(now + COOLDOWN_MS);
+        }
+    }
+
+    pub fn note_success(&self, provider_id: &str) {
+        let mut h = self.health.lock();
+        if h.get(provider_id)
+            .is_some_and(|e| e.failures > 0 || e.cool_until > 0)
+        {
+            h.remove(provider_id);
+        }
+    }
+
+    /// Whether a provider key is cooling down at `now`.
+    pub fn cooling(&self, provider_id: &str, now: i64) -> bool {
+        self.health
+            .lock()
+            .get(provider_id)
+            .is_some_and(|e| e.cool_until > now)
+    }
+
+    /// The targets in the order to try: healthy ones first (in their strategy's order), keys
+    /// cooling down last, so they are used only when nothing else is left.
+    pub fn order_by_health(&self, order: Vec<String>, now: i64) -> Vec<String> {
+        let (cool, healthy): (Vec<String>, Vec<String>) =
+            order.into_iter().partition(|id| self.cooling(id, now));
+        healthy.into_iter().chain(cool).collect()
+    }
+
+    /// Every virtual key.
+    pub fn all_virtual_keys(&self) -> Vec<Arc<VkRuntime>> {
+        self.vks.read().by_id.values().cloned().collect()
     }
 
     /// The virtual keys of a workspace.

@@ -446,8 +446,13 @@ pub trait Store: Send + Sync + 'static {
     async fn virtual_keys_changed_since(&self, rev: i64) -> Result<Vec<VirtualKeyRow>>;
 
     // Usage.
-    /// Inserts a batch of usage records; ids already present are skipped (settling twice never double-counts).
+    /// Inserts a batch of usage records. A record with the id of a pending one (status 0)
+    /// replaces it; any other id already present is left alone, so settling twice never
+    /// double-counts.
     async fn insert_usage(&self, rows: &[UsageRow]) -> Result<()>;
+    /// Marks records still pending (a request that reached an upstream when the process died)
+    /// as interrupted, with their estimated tokens. Returns how many.
+    async fn reconcile_pending_usage(&self, before: i64) -> Result<u64>;
     async fn usage_totals(&self, workspace: &str, filter: &UsageFilter) -> Result<UsageTotals>;
     async fn usage_grouped(
         &self,

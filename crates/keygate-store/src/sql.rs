@@ -343,7 +343,7 @@ fn usage_row(row: &AnyRow) -> Result<UsageRow> {
 
 /// The WHERE clause of a usage filter; binds `$1` (workspace) to `$7`.
 fn usage_where(backend: Backend) -> String {
-    let cond = "workspace = $1 AND ($2 IS NULL OR virtual_key_id = $2) AND ($3 IS NULL OR platform_key_id = $3)
+    let cond = "workspace = $1 AND status_code <> 0 AND ($2 IS NULL OR virtual_key_id = $2) AND ($3 IS NULL OR platform_key_id = $3)
          AND ($4 IS NULL OR provider_key_id = $4) AND ($5 IS NULL OR model = $5) AND ($6 IS NULL OR at >= $6)
          AND ($7 IS NULL OR at < $7)";
     match backend {
@@ -1234,7 +1234,11 @@ impl Store for SqlStore {
         }
         let sql = self.q(&format!(
             "INSERT INTO usage_records ({USAGE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-             ON CONFLICT (id) DO NOTHING"
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at, status_code = excluded.status_code,
+                prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
+                cached_tokens = excluded.cached_tokens, cost_nano = excluded.cost_nano, latency_ms = excluded.latency_ms,
+                estimated = excluded.estimated, model = excluded.model, error_kind = excluded.error_kind
+             WHERE usage_records.status_code = 0"
         ))
         .into_owned();
         let mut tx = self.pool.begin().await.map_err(db)?;
@@ -1264,6 +1268,18 @@ impl Store for SqlStore {
                 .map_err(db)?;
         }
         tx.commit().await.map_err(db)
+    }
+
+    async fn reconcile_pending_usage(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query(&self.q(
+            "UPDATE usage_records SET status_code = 520, error_kind = 'interrupted', estimated = 1
+             WHERE status_code = 0 AND at < $1",
+        ))
+        .bind(before)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
     }
 
     async fn usage_totals(&self, workspace: &str, f: &UsageFilter) -> Result<UsageTotals> {

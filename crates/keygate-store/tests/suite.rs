@@ -774,22 +774,49 @@ async fn wallets_tokens_and_refusal_events() {
     let dbs = backends().await;
     for db in &dbs {
         let s = &db.store;
-        let w = WalletRow { address: "0xabc".into(), workspace: "default".into(), allow_admin: false, created_at: 1, created_by: None };
+        let w = WalletRow {
+            address: "0xabc".into(),
+            workspace: "default".into(),
+            allow_admin: false,
+            created_at: 1,
+            created_by: None,
+        };
         s.create_wallet(&w, None).await.unwrap();
-        assert!(matches!(s.create_wallet(&w, None).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            s.create_wallet(&w, None).await,
+            Err(StoreError::Conflict(_))
+        ));
         assert_eq!(s.find_wallet("0xabc").await.unwrap().workspace, "default");
         assert_eq!(s.list_wallets("default").await.unwrap().len(), 1);
         assert!(s.list_wallets("other").await.unwrap().is_empty());
-        assert!(matches!(s.delete_wallet("other", "0xabc", None).await, Err(StoreError::NotFound)));
+        assert!(matches!(
+            s.delete_wallet("other", "0xabc", None).await,
+            Err(StoreError::NotFound)
+        ));
         s.delete_wallet("default", "0xabc", None).await.unwrap();
-        assert!(matches!(s.find_wallet("0xabc").await, Err(StoreError::NotFound)));
+        assert!(matches!(
+            s.find_wallet("0xabc").await,
+            Err(StoreError::NotFound)
+        ));
         // A token is good once, before it expires.
         s.insert_web3_token(&[1; 32], 1_000).await.unwrap();
         s.insert_web3_token(&[2; 32], 1_000).await.unwrap();
-        assert_eq!(s.consume_web3_token(&[1; 32], 500).await.unwrap(), Web3TokenState::Valid);
-        assert_eq!(s.consume_web3_token(&[1; 32], 501).await.unwrap(), Web3TokenState::AlreadyUsed);
-        assert_eq!(s.consume_web3_token(&[2; 32], 1_000).await.unwrap(), Web3TokenState::Expired);
-        assert_eq!(s.consume_web3_token(&[3; 32], 1).await.unwrap(), Web3TokenState::Unknown);
+        assert_eq!(
+            s.consume_web3_token(&[1; 32], 500).await.unwrap(),
+            Web3TokenState::Valid
+        );
+        assert_eq!(
+            s.consume_web3_token(&[1; 32], 501).await.unwrap(),
+            Web3TokenState::AlreadyUsed
+        );
+        assert_eq!(
+            s.consume_web3_token(&[2; 32], 1_000).await.unwrap(),
+            Web3TokenState::Expired
+        );
+        assert_eq!(
+            s.consume_web3_token(&[3; 32], 1).await.unwrap(),
+            Web3TokenState::Unknown
+        );
         let ev = |id: &str, key: &str, at: i64| RateLimitEventRow {
             id: id.into(),
             workspace: "default".into(),
@@ -800,12 +827,85 @@ async fn wallets_tokens_and_refusal_events() {
             scope: "api_key".into(),
             ..Default::default()
         };
-        s.insert_rate_limit_events(&[ev("e1", "k1", 1), ev("e2", "k2", 2), ev("e3", "k1", 3)]).await.unwrap();
-        s.insert_rate_limit_events(&[ev("e1", "k1", 1)]).await.unwrap();
-        let mine = s.list_rate_limit_events("default", Some("k1"), 50).await.unwrap();
-        assert_eq!(mine.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e3", "e1"]);
-        assert_eq!(s.list_rate_limit_events("default", None, 2).await.unwrap().len(), 2);
-        assert!(s.list_rate_limit_events("other", None, 50).await.unwrap().is_empty(), "{}", db.name);
+        s.insert_rate_limit_events(&[ev("e1", "k1", 1), ev("e2", "k2", 2), ev("e3", "k1", 3)])
+            .await
+            .unwrap();
+        s.insert_rate_limit_events(&[ev("e1", "k1", 1)])
+            .await
+            .unwrap();
+        let mine = s
+            .list_rate_limit_events("default", Some("k1"), 50)
+            .await
+            .unwrap();
+        assert_eq!(
+            mine.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["e3", "e1"]
+        );
+        assert_eq!(
+            s.list_rate_limit_events("default", None, 2)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(
+            s.list_rate_limit_events("other", None, 50)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}",
+            db.name
+        );
+    }
+    finish(dbs).await;
+}
+
+#[tokio::test]
+async fn pending_records_are_replaced_once_and_reconciled() {
+    use keygate_store::{UsageFilter, UsageRow};
+    let dbs = backends().await;
+    for db in &dbs {
+        let s = &db.store;
+        let row = |id: &str, status: i64, tokens: i64| UsageRow {
+            id: id.into(),
+            workspace: "default".into(),
+            at: 10,
+            endpoint: "chat".into(),
+            status_code: status,
+            prompt_tokens: tokens,
+            ..Default::default()
+        };
+        s.insert_usage(&[row("a", 0, 100), row("b", 0, 50)])
+            .await
+            .unwrap();
+        // Pending records are not counted yet.
+        assert_eq!(
+            s.usage_totals("default", &UsageFilter::default())
+                .await
+                .unwrap()
+                .requests,
+            0
+        );
+        s.insert_usage(&[row("a", 200, 9)]).await.unwrap();
+        // Settling twice never double-counts or overwrites the final record.
+        s.insert_usage(&[row("a", 200, 999)]).await.unwrap();
+        let t = s
+            .usage_totals("default", &UsageFilter::default())
+            .await
+            .unwrap();
+        assert_eq!((t.requests, t.prompt_tokens), (1, 9), "{}", db.name);
+        assert_eq!(s.reconcile_pending_usage(11).await.unwrap(), 1);
+        assert_eq!(s.reconcile_pending_usage(11).await.unwrap(), 0);
+        let t = s
+            .usage_totals("default", &UsageFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            (t.requests, t.prompt_tokens, t.errors, t.estimated),
+            (2, 59, 1, 1),
+            "{}",
+            db.name
+        );
     }
     finish(dbs).await;
 }

@@ -57,6 +57,14 @@ pub struct Config {
     pub diem_usd: f64,
     /// USD per VCU in consumption limits.
     pub vcu_usd: f64,
+    /// Shared counters for limits and budgets (scale-out); in process when absent.
+    pub redis_url: Option<String>,
+    /// `closed` (503, no upstream call) or `open` (local counters) when Redis is unreachable.
+    pub fail_mode: String,
+    /// `strict` (reserve the most a request can cost) or `soft` (charge after the fact).
+    pub budget_mode: String,
+    /// Output tokens assumed for a model of unknown output cap when a request sets no maximum.
+    pub default_max_output_tokens: u64,
     /// Price overrides, keyed `hub/model`.
     pub prices: BTreeMap<String, PriceOverride>,
 }
@@ -93,13 +101,21 @@ impl Default for Config {
             wallet_requests_per_minute: 30,
             diem_usd: 1.0,
             vcu_usd: 0.1,
+            redis_url: None,
+            fail_mode: "closed".into(),
+            budget_mode: "strict".into(),
+            default_max_output_tokens: 32_768,
             prices: BTreeMap::new(),
         }
     }
 }
 
 /// Environment variables read as configuration (`KEYGATE_` + the upper-case field name).
-pub const ENV_KEYS: [&str; 17] = [
+pub const ENV_KEYS: [&str; 21] = [
+    "redis_url",
+    "fail_mode",
+    "budget_mode",
+    "default_max_output_tokens",
     "api_key_creations_per_minute",
     "max_api_keys_per_workspace",
     "wallet_requests_per_minute",
@@ -132,6 +148,8 @@ pub struct Overrides {
     pub allow_private_upstreams: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
 }
 
 impl Config {
@@ -191,6 +209,17 @@ impl Config {
         ] {
             if v == 0 {
                 anyhow::bail!("{name} must be at least 1");
+            }
+        }
+        if !matches!(self.fail_mode.as_str(), "closed" | "open") {
+            anyhow::bail!("fail_mode must be closed or open");
+        }
+        if !matches!(self.budget_mode.as_str(), "strict" | "soft") {
+            anyhow::bail!("budget_mode must be strict or soft");
+        }
+        if let Some(u) = &self.redis_url {
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                anyhow::bail!("redis_url must start with redis:// or rediss://");
             }
         }
         for (name, v) in [("diem_usd", self.diem_usd), ("vcu_usd", self.vcu_usd)] {

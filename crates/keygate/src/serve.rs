@@ -33,6 +33,9 @@ pub struct ServeArgs {
     /// Allow provider keys that point at loopback or private addresses (KEYGATE_ALLOW_PRIVATE_UPSTREAMS).
     #[arg(long)]
     pub allow_private_upstreams: bool,
+    /// Shared limit counters on Redis for scale-out (KEYGATE_REDIS_URL).
+    #[arg(long)]
+    pub redis_url: Option<String>,
     /// Log format (KEYGATE_LOG_FORMAT); the level comes from KEYGATE_LOG (e.g. `debug`).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -64,6 +67,14 @@ pub fn init_logging_for_tools() {
         .try_init();
 }
 
+/// The counters limits are kept in: Redis with `--redis-url`, else this process.
+async fn limit_counters(config: &Config) -> anyhow::Result<Arc<dyn keygate_limits::Counters>> {
+    match &config.redis_url {
+        None => Ok(Arc::new(keygate_limits::memory::MemoryCounters::new())),
+        Some(url) => redis_counters(url).await,
+    }
+}
+
 fn describe_db(url: &str) -> &'static str {
     if url.starts_with("sqlite:") {
         "sqlite"
@@ -79,6 +90,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         database_url: args.database_url.clone(),
         allow_private_upstreams: args.allow_private_upstreams.then_some(true),
         log_format: args.log_format,
+        redis_url: args.redis_url.clone(),
     };
     let config = Config::load(args.config.clone(), &overrides)?;
     init_logging(config.log_format);
@@ -142,15 +154,52 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map(|n| n.0)
             .unwrap_or(100_000_000),
     };
-    let (state, meter_writer) = AppState::build(
+    let counters = limit_counters(&config).await?;
+    let mut engine = keygate_api::limits::LimitEngine::new(
+        counters,
+        Arc::new(keygate_limits::SystemClock),
+        if config.fail_mode == "open" {
+            keygate_api::limits::FailMode::Open
+        } else {
+            keygate_api::limits::FailMode::Closed
+        },
+        if config.budget_mode == "soft" {
+            keygate_api::limits::BudgetMode::Soft
+        } else {
+            keygate_api::limits::BudgetMode::Strict
+        },
+    );
+    engine.default_max_output_tokens = config.default_max_output_tokens;
+    engine.diem_nano = settings.diem_usd_nano;
+    engine.vcu_nano = settings.vcu_usd_nano;
+    let (state, meter_writer) = AppState::build_with(
         store.clone(),
         vault,
         settings,
         config.gateway_settings(),
         Arc::new(config.price_table()),
+        Arc::new(engine),
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
+    // Requests that reached an upstream when a previous process died get their record now;
+    // budgets kept in this process start from the spend already recorded.
+    let reconciled = store
+        .reconcile_pending_usage(keygate_types::timefmt::now_ms())
+        .await?;
+    if reconciled > 0 {
+        tracing::warn!(
+            records = reconciled,
+            "usage records of requests interrupted by a previous stop were reconciled"
+        );
+    }
+    let seeded = keygate_api::limits::seed_budgets(&state).await?;
+    if seeded > 0 {
+        tracing::info!(
+            counters = seeded,
+            "budget counters rebuilt from the usage records"
+        );
+    }
     let (providers, vks) = state.runtime.counts();
     tracing::info!(
         platform_keys = state.auth.len(),
@@ -250,4 +299,8 @@ async fn wait_for_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+async fn redis_counters(_url: &str) -> anyhow::Result<Arc<dyn keygate_limits::Counters>> {
+    anyhow::bail!("Redis counters are not built into this binary yet")
 }
