@@ -996,3 +996,127 @@ fn api_keys_and_workspaces_through_the_cli() {
     );
     server.stop();
 }
+
+impl Server {
+    /// SIGKILL: a crash.
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn after_kill_9_every_upstream_call_has_exactly_one_usage_record_and_budgets_persist() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(keygate_testkit::MockUpstream::start_with(
+        keygate_testkit::MockConfig {
+            stream_chunks: 200,
+            chunk_delay: Duration::from_millis(20),
+            ..Default::default()
+        },
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mk = random_master_key();
+    let env = [("KEYGATE_MASTER_KEY", mk.as_str())];
+    let server = Server::start(&data, &env);
+    let admin = server.first_admin_key();
+    let url = server.url.clone();
+    let base = format!("{}/v1", mock.url());
+    assert_eq!(call("POST", &format!("{url}/api/v1/provider_keys"), &admin, Some(json!({"name":"p","modelHub":"openai","apiKey":"sk-crash-000000000000","baseUrl":base}))).0, 201);
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{url}/api/v1/virtual_keys"),
+            &admin,
+            Some(json!({"name":"s","slug":"s","providerKey":"p"}))
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{url}/api/v1/virtual_keys"),
+            &admin,
+            Some(json!({"name":"b","slug":"b","providerKey":"p","budget":{"requests":3}}))
+        )
+        .0,
+        201
+    );
+    // Two requests against a budget of three, then streams cut by a crash.
+    let chat = |slug: &str, stream: bool| {
+        reqwest::blocking::Client::new()
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(&admin)
+            .header("x-keygate-virtual-key", slug)
+            .json(&json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":stream}))
+            .send()
+            .unwrap()
+    };
+    assert_eq!(chat("b", false).status(), 200);
+    assert_eq!(chat("b", false).status(), 200);
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut resp = chat("s", true);
+        let mut buf = [0u8; 64];
+        use std::io::Read;
+        resp.read_exact(&mut buf).unwrap();
+        streams.push(resp);
+    }
+    // Let the pending records' batch reach the store, then crash.
+    std::thread::sleep(Duration::from_millis(400));
+    server.kill9();
+    drop(streams);
+    let upstream_calls = mock.calls();
+    assert_eq!(upstream_calls, 5);
+
+    let server = Server::start(&data, &env);
+    assert!(
+        server.stderr().contains("reconciled"),
+        "{}",
+        server.stderr()
+    );
+    let (_, recs, _) = call(
+        "GET",
+        &format!("{}/api/v1/usage/records?limit=100", server.url),
+        &admin,
+        None,
+    );
+    let recs = recs["data"].as_array().unwrap().clone();
+    assert_eq!(
+        recs.len(),
+        upstream_calls,
+        "one record per upstream call: {recs:?}"
+    );
+    let interrupted = recs
+        .iter()
+        .filter(|r| r["errorKind"] == "interrupted")
+        .count();
+    assert_eq!(interrupted, 3);
+    // The budget remembers the two requests made before the crash: one more fits, then 402.
+    let chat2 = |slug: &str| {
+        reqwest::blocking::Client::new()
+            .post(format!("{}/v1/chat/completions", server.url))
+            .bearer_auth(&admin)
+            .header("x-keygate-virtual-key", slug)
+            .json(&json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(chat2("b"), 200);
+    assert_eq!(chat2("b"), 402);
+    // A graceful stop flushes everything: the records of this run are all there after restart.
+    server.stop();
+    let server = Server::start(&data, &env);
+    let (_, recs, _) = call(
+        "GET",
+        &format!("{}/api/v1/usage/records?limit=100", server.url),
+        &admin,
+        None,
+    );
+    assert_eq!(recs["data"].as_array().unwrap().len(), upstream_calls + 1);
+    server.stop();
+}
