@@ -58,18 +58,15 @@ impl ConsumptionInput {
         for (name, v) in [("usd", self.usd), ("diem", self.diem), ("vcu", self.vcu)] {
             if let Some(v) = v {
                 let n = NanoUsd::from_usd_f64(v).ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "consumptionLimit.{name} must be a non-negative amount"
-                    ))
+                    ApiError::bad_request(format!("consumptionLimit.{name} must be a non-negative amount"))
                 })?;
                 out.insert(name.to_string(), n.0);
             }
         }
         for (name, v) in [("tokens", self.tokens), ("requests", self.requests)] {
             if let Some(v) = v {
-                let n = i64::try_from(v).map_err(|_| {
-                    ApiError::bad_request(format!("consumptionLimit.{name} is too large"))
-                })?;
+                let n = i64::try_from(v)
+                    .map_err(|_| ApiError::bad_request(format!("consumptionLimit.{name} is too large")))?;
                 out.insert(name.to_string(), n);
             }
         }
@@ -102,9 +99,7 @@ impl KeyRateLimits {
         ] {
             if let Some(v) = v {
                 if v == 0 {
-                    return Err(ApiError::bad_request(format!(
-                        "rateLimits.{k} must be at least 1"
-                    )));
+                    return Err(ApiError::bad_request(format!("rateLimits.{k} must be at least 1")));
                 }
                 out.insert(k.to_string(), v);
             }
@@ -151,9 +146,7 @@ pub struct UpdateApiKey {
     pub workspace: Option<String>,
 }
 
-fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -178,17 +171,13 @@ fn check_privacy(p: &str) -> ApiResult<String> {
 /// Canonical CIDR form: `11.22.33.44` -> `11.22.33.44/32`, host bits cleared.
 pub fn canonical_allowlist(entries: &[String]) -> ApiResult<Vec<String>> {
     if entries.len() > 100 {
-        return Err(ApiError::bad_request(
-            "ipAllowlist holds at most 100 entries",
-        ));
+        return Err(ApiError::bad_request("ipAllowlist holds at most 100 entries"));
     }
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
         let e = e.trim();
         if e.len() > 64 {
-            return Err(ApiError::bad_request(
-                "an ipAllowlist entry is at most 64 characters",
-            ));
+            return Err(ApiError::bad_request("an ipAllowlist entry is at most 64 characters"));
         }
         let net = match e.parse::<IpNet>() {
             Ok(n) => n.trunc(),
@@ -215,12 +204,7 @@ pub fn period_bounds(period: &str, now: i64) -> (i64, Option<i64>) {
     let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000) else {
         return (0, None);
     };
-    let ms = |d: Date| {
-        (d.with_time(Time::MIDNIGHT)
-            .assume_utc()
-            .unix_timestamp_nanos()
-            / 1_000_000) as i64
-    };
+    let ms = |d: Date| (d.with_time(Time::MIDNIGHT).assume_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     let day = t.date();
     match period {
         "EPOCH" | "DAY" => (ms(day), Some(ms(day + Duration::days(1)))),
@@ -264,8 +248,8 @@ pub fn check_not_above(
         }
     }
     if !mine.consumption_limit.is_empty() {
-        let same_period = new.limit_period.as_deref().unwrap_or("LIFETIME")
-            == mine.limit_period.as_deref().unwrap_or("LIFETIME");
+        let same_period =
+            new.limit_period.as_deref().unwrap_or("LIFETIME") == mine.limit_period.as_deref().unwrap_or("LIFETIME");
         if !same_period {
             return refuse("limitPeriod");
         }
@@ -283,9 +267,7 @@ pub fn check_not_above(
         }
     }
     match mine.model_privacy.as_deref() {
-        Some("PRIVATE_ONLY") if new.model_privacy.as_deref() != Some("PRIVATE_ONLY") => {
-            return refuse("modelPrivacy")
-        }
+        Some("PRIVATE_ONLY") if new.model_privacy.as_deref() != Some("PRIVATE_ONLY") => return refuse("modelPrivacy"),
         Some("PRIVATE_TEXT")
             if !matches!(
                 new.model_privacy.as_deref(),
@@ -297,11 +279,7 @@ pub fn check_not_above(
         _ => {}
     }
     if !mine.ip_allowlist.is_empty() {
-        let nets: Vec<IpNet> = mine
-            .ip_allowlist
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect();
+        let nets: Vec<IpNet> = mine.ip_allowlist.iter().filter_map(|s| s.parse().ok()).collect();
         let inside = !new.ip_allowlist.is_empty()
             && new
                 .ip_allowlist
@@ -313,11 +291,7 @@ pub fn check_not_above(
         }
     }
     if !mine.virtual_keys.is_empty() {
-        let inside = !new.virtual_keys.is_empty()
-            && new
-                .virtual_keys
-                .iter()
-                .all(|v| mine.virtual_keys.contains(v));
+        let inside = !new.virtual_keys.is_empty() && new.virtual_keys.iter().all(|v| mine.virtual_keys.contains(v));
         if !inside {
             return refuse("virtualKeys");
         }
@@ -335,23 +309,13 @@ fn check_may_edit(editor: &Principal, target: &PlatformKeyRow) -> ApiResult<()> 
     Ok(())
 }
 
-async fn resolve_vks(
-    state: &AppState,
-    workspace: &str,
-    names: &[String],
-) -> ApiResult<Vec<String>> {
+async fn resolve_vks(state: &AppState, workspace: &str, names: &[String]) -> ApiResult<Vec<String>> {
     let mut out = Vec::with_capacity(names.len());
     for n in names {
-        let row = state
-            .store
-            .get_virtual_key(workspace, n)
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound => {
-                    ApiError::bad_request(format!("no virtual key {n} in this workspace"))
-                }
-                other => other.into(),
-            })?;
+        let row = state.store.get_virtual_key(workspace, n).await.map_err(|e| match e {
+            StoreError::NotFound => ApiError::bad_request(format!("no virtual key {n} in this workspace")),
+            other => other.into(),
+        })?;
         if !out.contains(&row.slug) {
             out.push(row.slug);
         }
@@ -395,10 +359,9 @@ async fn create_checked(
         check_not_above(c, key_type, &settings, expires_at)?;
     }
     let now = now_ms();
-    if let Err(retry_ms) =
-        state
-            .throttle
-            .admit(workspace, state.settings.api_key_creations_per_minute, now)
+    if let Err(retry_ms) = state
+        .throttle
+        .admit(workspace, state.settings.api_key_creations_per_minute, now)
     {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -438,8 +401,7 @@ async fn create_checked(
 }
 
 fn parse_type(s: &str) -> ApiResult<PlatformKeyType> {
-    PlatformKeyType::parse(s)
-        .ok_or_else(|| ApiError::bad_request("apiKeyType must be ADMIN or INFERENCE"))
+    PlatformKeyType::parse(s).ok_or_else(|| ApiError::bad_request("apiKeyType must be ADMIN or INFERENCE"))
 }
 
 fn check_description(d: &str) -> ApiResult<()> {
@@ -452,8 +414,7 @@ fn check_description(d: &str) -> ApiResult<()> {
 }
 
 fn parse_expiry(s: &str) -> ApiResult<i64> {
-    parse_ms(s)
-        .ok_or_else(|| ApiError::bad_request("expiresAt must be an ISO-8601 date or date-time"))
+    parse_ms(s).ok_or_else(|| ApiError::bad_request("expiresAt must be an ISO-8601 date or date-time"))
 }
 
 fn settings_of(row: &PlatformKeyRow) -> KeySettings {
@@ -593,11 +554,7 @@ pub struct ListQuery {
 }
 
 /// `GET /api/v1/api_keys?page&limit`: never more than `limit` items.
-pub async fn list(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
+pub async fn list(State(state): State<AppState>, ctx: Ctx, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
     let page = q.page.unwrap_or(1);
     let limit = q.limit.unwrap_or(500);
     if page == 0 {
@@ -635,11 +592,7 @@ pub async fn create(
             .transpose()?
             .unwrap_or_default(),
         limit_period: body.limit_period.as_deref().map(check_period).transpose()?,
-        model_privacy: body
-            .model_privacy
-            .as_deref()
-            .map(check_privacy)
-            .transpose()?,
+        model_privacy: body.model_privacy.as_deref().map(check_privacy).transpose()?,
         ip_allowlist: canonical_allowlist(body.ip_allowlist.as_deref().unwrap_or(&[]))?,
         rate_limits: body
             .rate_limits
@@ -648,17 +601,10 @@ pub async fn create(
             .transpose()?
             .unwrap_or_default(),
         default_virtual_key: match &body.default_virtual_key {
-            Some(v) => resolve_vks(&state, &workspace, std::slice::from_ref(v))
-                .await?
-                .pop(),
+            Some(v) => resolve_vks(&state, &workspace, std::slice::from_ref(v)).await?.pop(),
             None => None,
         },
-        virtual_keys: resolve_vks(
-            &state,
-            &workspace,
-            body.virtual_keys.as_deref().unwrap_or(&[]),
-        )
-        .await?,
+        virtual_keys: resolve_vks(&state, &workspace, body.virtual_keys.as_deref().unwrap_or(&[])).await?,
     };
     let expires_at = body.expires_at.as_deref().map(parse_expiry).transpose()?;
     let audit = Ctx {
@@ -701,11 +647,7 @@ async fn find(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<PlatformKeyRow
 }
 
 /// `GET /api/v1/api_keys/{id}`.
-pub async fn retrieve(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+pub async fn retrieve(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     state.meter.flush().await;
     let row = find(&state, &ctx, &id).await?;
     Ok(Json(json!({"data": view(&state, &row).await?})))
@@ -770,17 +712,10 @@ pub async fn update(
     check_not_above(&ctx.principal, key_type, &s, row.expires_at)?;
     row.settings = serde_json::to_string(&s).unwrap_or_else(|_| "{}".into());
     row.updated_at = now_ms();
-    let audit = ctx.audit(
-        "api_key.update",
-        "api_key",
-        Some(&row.id),
-        json!({"changed": changed}),
-    );
+    let audit = ctx.audit("api_key.update", "api_key", Some(&row.id), json!({"changed": changed}));
     let row = state.store.update_platform_key(&row, Some(&audit)).await?;
     state.refresh_caches().await;
-    Ok(Json(
-        json!({"data": view(&state, &row).await?, "success": true}),
-    ))
+    Ok(Json(json!({"data": view(&state, &row).await?, "success": true})))
 }
 
 #[derive(Debug, Deserialize)]
@@ -790,13 +725,8 @@ pub struct DeleteQuery {
 }
 
 /// `DELETE /api/v1/api_keys?id=`: idempotent for the workspace's own keys.
-pub async fn delete(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Query(q): Query<DeleteQuery>,
-) -> ApiResult<Json<Value>> {
-    let id =
-        q.id.ok_or_else(|| ApiError::bad_request("give the key as ?id="))?;
+pub async fn delete(State(state): State<AppState>, ctx: Ctx, Query(q): Query<DeleteQuery>) -> ApiResult<Json<Value>> {
+    let id = q.id.ok_or_else(|| ApiError::bad_request("give the key as ?id="))?;
     let row = state
         .store
         .get_platform_key_any(&ctx.workspace, &id)
@@ -847,9 +777,7 @@ pub async fn rotate(
     };
     let grace = body.grace_period_seconds.unwrap_or(0);
     if grace > 30 * 86_400 {
-        return Err(ApiError::bad_request(
-            "gracePeriodSeconds is at most 2592000 (30 days)",
-        ));
+        return Err(ApiError::bad_request("gracePeriodSeconds is at most 2592000 (30 days)"));
     }
     let current = find(&state, &ctx, &id).await?;
     check_may_edit(&ctx.principal, &current)?;
@@ -927,9 +855,7 @@ pub async fn rate_limits(State(state): State<AppState>, ctx: Ctx) -> ApiResult<J
         let units = (i128::from(remaining_nano) * 1_000_000_000 / i128::from(rate.max(1))) as i64;
         balances.insert(c.to_uppercase(), json!(NanoUsd(units).to_usd_f64()));
     }
-    let next_epoch = next
-        .or_else(|| period_bounds("EPOCH", now).1)
-        .unwrap_or(now);
+    let next_epoch = next.or_else(|| period_bounds("EPOCH", now).1).unwrap_or(now);
     Ok(Json(json!({"data": {
         "accessPermitted": permitted,
         "apiTier": {"id": "keygate", "isCharged": money_cap.is_some()},
@@ -953,10 +879,7 @@ pub async fn rate_limit_log(State(state): State<AppState>, ctx: Ctx) -> ApiResul
     } else {
         Some(ctx.principal.id.as_str())
     };
-    let events = state
-        .store
-        .list_rate_limit_events(&ctx.workspace, scope, 50)
-        .await?;
+    let events = state.store.list_rate_limit_events(&ctx.workspace, scope, 50).await?;
     let data: Vec<Value> = events
         .iter()
         .map(|e| {
@@ -1016,10 +939,7 @@ fn token_hash(token: &str) -> Vec<u8> {
 }
 
 /// `GET /api/v1/api_keys/generate_web3_key`: a one-time token to sign, valid 5 minutes. Public.
-pub async fn web3_token(
-    State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-) -> ApiResult<Json<Value>> {
+pub async fn web3_token(State(state): State<AppState>, ClientIp(ip): ClientIp) -> ApiResult<Json<Value>> {
     if let Some(e) = wallet_throttled(&state, ip) {
         return Err(e);
     }
@@ -1066,9 +986,8 @@ pub async fn web3_create(
         return Err(e);
     }
     let key_type = parse_type(&body.api_key_type)?;
-    let address = Address::parse(body.address.trim()).map_err(|_| {
-        ApiError::bad_request("address is not an Ethereum address (0x + 40 hex digits)")
-    })?;
+    let address = Address::parse(body.address.trim())
+        .map_err(|_| ApiError::bad_request("address is not an Ethereum address (0x + 40 hex digits)"))?;
     if body.token.len() > 200 {
         return Err(web3_refused("the sign-in token is unknown"));
     }
@@ -1082,15 +1001,11 @@ pub async fn web3_create(
         .find_wallet(&address.to_lower_hex())
         .await
         .map_err(|e| match e {
-            StoreError::NotFound => {
-                web3_refused("this wallet is not registered with any workspace")
-            }
+            StoreError::NotFound => web3_refused("this wallet is not registered with any workspace"),
             other => other.into(),
         })?;
     if key_type == PlatformKeyType::Admin && !wallet.allow_admin {
-        return Err(ApiError::forbidden(
-            "this wallet may only create INFERENCE keys",
-        ));
+        return Err(ApiError::forbidden("this wallet may only create INFERENCE keys"));
     }
     match state
         .store
@@ -1099,19 +1014,10 @@ pub async fn web3_create(
     {
         Web3TokenState::Valid => {}
         Web3TokenState::Unknown => return Err(web3_refused("the sign-in token is unknown")),
-        Web3TokenState::Expired => {
-            return Err(web3_refused("the sign-in token has expired; get a new one"))
-        }
-        Web3TokenState::AlreadyUsed => {
-            return Err(web3_refused(
-                "the sign-in token was already used; get a new one",
-            ))
-        }
+        Web3TokenState::Expired => return Err(web3_refused("the sign-in token has expired; get a new one")),
+        Web3TokenState::AlreadyUsed => return Err(web3_refused("the sign-in token was already used; get a new one")),
     }
-    let description = body
-        .description
-        .clone()
-        .unwrap_or_else(|| "Web3 API Key".into());
+    let description = body.description.clone().unwrap_or_else(|| "Web3 API Key".into());
     check_description(&description)?;
     let settings = KeySettings {
         consumption_limit: body
@@ -1121,11 +1027,7 @@ pub async fn web3_create(
             .transpose()?
             .unwrap_or_default(),
         limit_period: body.limit_period.as_deref().map(check_period).transpose()?,
-        model_privacy: body
-            .model_privacy
-            .as_deref()
-            .map(check_privacy)
-            .transpose()?,
+        model_privacy: body.model_privacy.as_deref().map(check_privacy).transpose()?,
         ip_allowlist: canonical_allowlist(body.ip_allowlist.as_deref().unwrap_or(&[]))?,
         ..Default::default()
     };

@@ -44,20 +44,16 @@ pub fn event_view(e: &AuditEvent) -> Value {
 fn time_param(name: &str, v: &Option<String>) -> ApiResult<Option<i64>> {
     match v {
         None => Ok(None),
-        Some(s) => parse_ms(s).map(Some).ok_or_else(|| {
-            ApiError::bad_request(format!("{name} must be an RFC 3339 time or YYYY-MM-DD"))
-        }),
+        Some(s) => parse_ms(s)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(format!("{name} must be an RFC 3339 time or YYYY-MM-DD"))),
     }
 }
 
 /// Read the audit log.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, description = "`{object, data: [AuditEvent], page, limit, total}`")), security(("bearer" = [])))]
-pub async fn list(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Query(q): Query<AuditQuery>,
-) -> ApiResult<Json<Value>> {
+pub async fn list(State(state): State<AppState>, ctx: Ctx, Query(q): Query<AuditQuery>) -> ApiResult<Json<Value>> {
     let page = crate::provider_keys::PageQuery {
         page: q.page,
         limit: q.limit,
@@ -70,14 +66,7 @@ pub async fn list(
         from: time_param("from", &q.from)?,
         to: time_param("to", &q.to)?,
     };
-    let (events, total) = state
-        .store
-        .list_audit(&ctx.workspace, &filter, page)
-        .await?;
+    let (events, total) = state.store.list_audit(&ctx.workspace, &filter, page).await?;
     let _: Page = page;
-    Ok(Json(list_body(
-        events.iter().map(event_view).collect(),
-        page,
-        total,
-    )))
+    Ok(Json(list_body(events.iter().map(event_view).collect(), page, total)))
 }

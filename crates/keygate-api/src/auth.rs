@@ -169,8 +169,7 @@ impl AuthCache {
                 );
                 hashes.push(h);
             }
-            if let (Some(prev), Some(until)) = (row.prev_key_hash.as_deref(), row.prev_valid_until)
-            {
+            if let (Some(prev), Some(until)) = (row.prev_key_hash.as_deref(), row.prev_valid_until) {
                 if let Some(h) = KeyHash::from_slice(prev) {
                     inner.by_hash.insert(
                         h,
@@ -259,9 +258,7 @@ impl AuthCache {
     }
 
     pub fn take_uses(&self) -> Vec<(String, i64)> {
-        std::mem::take(&mut *self.last_used.lock())
-            .into_iter()
-            .collect()
+        std::mem::take(&mut *self.last_used.lock()).into_iter().collect()
     }
 }
 
@@ -302,20 +299,13 @@ pub async fn run_refresher(
 /// The platform key a request presents: `x-portkey-api-key` when non-empty (then
 /// `Authorization` carries a provider placeholder and is ignored), else `Authorization: Bearer`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers
-        .get("x-portkey-api-key")
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(v) = headers.get("x-portkey-api-key").and_then(|v| v.to_str().ok()) {
         let v = v.trim();
         if !v.is_empty() {
             return Some(v);
         }
     }
-    let auth = headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .trim();
+    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, rest) = auth.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
@@ -325,11 +315,7 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Authenticates a request for `role`; puts the [`Principal`] into the request extensions.
-pub async fn require(
-    State((state, role)): State<(AppState, Role)>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+pub async fn require(State((state, role)): State<(AppState, Role)>, mut req: Request, next: Next) -> Response {
     if role == Role::Public {
         return next.run(req).await;
     }
@@ -350,24 +336,22 @@ pub async fn require(
             .map(|c| c.0.ip());
         let allowed = peer.is_some_and(|ip| {
             let ip = match ip {
-                std::net::IpAddr::V6(v6) => {
-                    v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip)
-                }
+                std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
                 v4 => v4,
             };
             principal.ip_nets.iter().any(|n| n.contains(&ip))
         });
         if !allowed {
             // Venice's client recognises this exact opening.
-            return ApiError::forbidden("This API key is restricted to configured IP addresses; this request came from elsewhere")
-                .into_response();
+            return ApiError::forbidden(
+                "This API key is restricted to configured IP addresses; this request came from elsewhere",
+            )
+            .into_response();
         }
     }
     if role == Role::Admin && !principal.is_admin() {
-        return ApiError::forbidden(
-            "this route needs an ADMIN key; INFERENCE keys may only use the gateway",
-        )
-        .into_response();
+        return ApiError::forbidden("this route needs an ADMIN key; INFERENCE keys may only use the gateway")
+            .into_response();
     }
     state.auth.note_use(&principal.id, now);
     req.extensions_mut().insert(principal);

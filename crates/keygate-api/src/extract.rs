@@ -115,18 +115,16 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 "send the body as JSON with Content-Type: application/json",
             ));
         }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::too_large(format!(
-                        "the request body is larger than the limit of {} bytes",
-                        state.settings.max_body_bytes
-                    ))
-                } else {
-                    ApiError::bad_request("cannot read the request body")
-                }
-            })?;
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large(format!(
+                    "the request body is larger than the limit of {} bytes",
+                    state.settings.max_body_bytes
+                ))
+            } else {
+                ApiError::bad_request("cannot read the request body")
+            }
+        })?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -149,11 +147,9 @@ fn describe_json_error(path: &str, e: &serde_json::Error) -> String {
         format!(" at `{path}`")
     };
     match e.classify() {
-        Category::Syntax | Category::Eof => format!(
-            "the body is not valid JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        ),
+        Category::Syntax | Category::Eof => {
+            format!("the body is not valid JSON (line {}, column {})", e.line(), e.column())
+        }
         Category::Io => "cannot read the request body".into(),
         Category::Data => {
             let msg = e.to_string();
@@ -170,10 +166,7 @@ fn describe_json_error(path: &str, e: &serde_json::Error) -> String {
             match msg.rsplit_once(", expected ") {
                 Some((_, expected)) => format!("invalid value{at}: expected {expected}"),
                 None if msg.starts_with("unknown variant") => {
-                    let expected = msg
-                        .split_once("expected ")
-                        .map(|x| x.1)
-                        .unwrap_or("a known value");
+                    let expected = msg.split_once("expected ").map(|x| x.1).unwrap_or("a known value");
                     format!("invalid value{at}: expected {expected}")
                 }
                 None => format!("invalid value{at}"),
@@ -203,8 +196,7 @@ mod tests {
 
     #[test]
     fn errors_never_echo_values() {
-        let e = parse_json::<Body>(br#"{"name":"x","rateLimitInterval":"sk-canary-1234"}"#)
-            .unwrap_err();
+        let e = parse_json::<Body>(br#"{"name":"x","rateLimitInterval":"sk-canary-1234"}"#).unwrap_err();
         assert!(!e.message.contains("sk-canary"), "{}", e.message);
         assert!(e.message.contains("rateLimitInterval"), "{}", e.message);
         let e = parse_json::<Body>(br#"{"name":"x","modelHub":"sk-canary-1234"}"#).unwrap_err();

@@ -85,8 +85,7 @@ impl reqwest::dns::Resolve for PolicyResolver {
         let allow_private = self.allow_private;
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<std::net::SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed: Vec<std::net::SocketAddr> = addrs
                 .into_iter()
                 .filter(|a| netpolicy::address_allowed(a.ip(), allow_private).is_ok())
@@ -145,7 +144,8 @@ fn vk_forbidden() -> ApiError {
     )
 }
 
-const NO_VK: &str = "no virtual key: send the header x-keygate-virtual-key (or x-portkey-virtual-key), write the model as \
+const NO_VK: &str =
+    "no virtual key: send the header x-keygate-virtual-key (or x-portkey-virtual-key), write the model as \
                      @slug/model, or give the API key a defaultVirtualKey";
 
 /// Which virtual key a request names, and the model with any `@slug/` prefix removed.
@@ -155,15 +155,13 @@ fn choose_vk(
     headers: &HeaderMap,
     model: &str,
 ) -> Result<(Arc<VkRuntime>, String), ApiError> {
-    let header = ["x-keygate-virtual-key", "x-portkey-virtual-key"]
-        .iter()
-        .find_map(|h| {
-            headers
-                .get(*h)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-        });
+    let header = ["x-keygate-virtual-key", "x-portkey-virtual-key"].iter().find_map(|h| {
+        headers
+            .get(*h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    });
     let (name, model) = if let Some(h) = header {
         (h.to_string(), model.to_string())
     } else if let Some(rest) = model.strip_prefix('@') {
@@ -208,11 +206,7 @@ fn resolve_model(vk: &VkRuntime, requested: &str) -> Result<String, ApiError> {
     } else {
         requested
     };
-    let resolved = cfg
-        .aliases
-        .get(requested)
-        .map(String::as_str)
-        .unwrap_or(requested);
+    let resolved = cfg.aliases.get(requested).map(String::as_str).unwrap_or(requested);
     if !cfg.models.is_empty() && !cfg.models.iter().any(|m| m == requested || m == resolved) {
         return Err(gw_error(
             StatusCode::FORBIDDEN,
@@ -227,9 +221,7 @@ fn resolve_model(vk: &VkRuntime, requested: &str) -> Result<String, ApiError> {
 fn target_order(vk: &VkRuntime) -> Vec<String> {
     let targets = &vk.config.targets;
     match vk.config.strategy {
-        Strategy::Single | Strategy::Fallback => {
-            targets.iter().map(|t| t.provider_key_id.clone()).collect()
-        }
+        Strategy::Single | Strategy::Fallback => targets.iter().map(|t| t.provider_key_id.clone()).collect(),
         Strategy::Loadbalance => {
             // Weighted draw without replacement: the first pick follows the weights, the rest are fallbacks.
             let mut pool: Vec<(String, u64)> = targets
@@ -274,16 +266,8 @@ async fn credential(state: &AppState, p: &ProviderRuntime) -> Result<Zeroizing<S
             } else {
                 VertexCredentials::OAuth {
                     client_id: p.settings.client_id.clone().unwrap_or_default(),
-                    client_secret: Zeroizing::new(
-                        p.expose_secret("client_secret")
-                            .ok_or_else(missing)?
-                            .to_string(),
-                    ),
-                    refresh_token: Zeroizing::new(
-                        p.expose_secret("refresh_token")
-                            .ok_or_else(missing)?
-                            .to_string(),
-                    ),
+                    client_secret: Zeroizing::new(p.expose_secret("client_secret").ok_or_else(missing)?.to_string()),
+                    refresh_token: Zeroizing::new(p.expose_secret("refresh_token").ok_or_else(missing)?.to_string()),
                 }
             };
             let key = format!("{}:{}", p.id, p.secret_version);
@@ -294,14 +278,16 @@ async fn credential(state: &AppState, p: &ProviderRuntime) -> Result<Zeroizing<S
                 .await
                 .map_err(|e| {
                     tracing::warn!(provider_key = %p.id, error = %e, "cannot get a Vertex access token");
-                    gw_error(StatusCode::BAD_GATEWAY, "upstream_error", "cannot get an access token for the Vertex provider key")
+                    gw_error(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_error",
+                        "cannot get an access token for the Vertex provider key",
+                    )
                 })?;
             Ok(Zeroizing::new(token.as_str().to_string()))
         }
         ModelHub::DigitalOcean if p.settings.agent_id.is_some() => Ok(Zeroizing::new(
-            p.expose_secret("agent_key")
-                .ok_or_else(missing)?
-                .to_string(),
+            p.expose_secret("agent_key").ok_or_else(missing)?.to_string(),
         )),
         _ => Ok(Zeroizing::new(
             p.expose_secret("api_key").ok_or_else(missing)?.to_string(),
@@ -315,19 +301,13 @@ fn estimate_prompt_tokens(body: &Value) -> u64 {
         match v {
             Value::String(s) => s.len() as u64,
             Value::Array(a) => a.iter().map(text_len).sum(),
-            Value::Object(o) => o
-                .get("text")
-                .or_else(|| o.get("content"))
-                .map(text_len)
-                .unwrap_or(0),
+            Value::Object(o) => o.get("text").or_else(|| o.get("content")).map(text_len).unwrap_or(0),
             _ => 0,
         }
     }
     let (bytes, messages) = match body.get("messages").and_then(Value::as_array) {
         Some(msgs) => (
-            msgs.iter()
-                .map(|m| m.get("content").map(text_len).unwrap_or(0))
-                .sum(),
+            msgs.iter().map(|m| m.get("content").map(text_len).unwrap_or(0)).sum(),
             msgs.len() as u64,
         ),
         None => (
@@ -395,10 +375,7 @@ impl MeterGuard {
         row.latency_ms = self.started.elapsed().as_millis() as i64;
         row.error_kind = error_kind.map(str::to_string);
         if let Some(mut r) = self.reservation.take() {
-            r.settle(
-                usage.prompt_tokens.saturating_add(usage.completion_tokens),
-                nano,
-            );
+            r.settle(usage.prompt_tokens.saturating_add(usage.completion_tokens), nano);
         }
         self.meter.record(row);
     }
@@ -457,13 +434,8 @@ pub async fn handle_json(state: AppState, endpoint: Endpoint, req: Request) -> R
             )))
         }
     };
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false)
-        && endpoint != Endpoint::Embeddings;
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("").to_string();
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false) && endpoint != Endpoint::Embeddings;
     let client_wants_usage = body
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
@@ -508,9 +480,7 @@ async fn dispatch(
         Err(e) => return error_response(e),
     };
     call.model = upstream_model;
-    let order = state
-        .runtime
-        .order_by_health(target_order(&vk), state.limits.now());
+    let order = state.runtime.order_by_health(target_order(&vk), state.limits.now());
 
     // The request's own limits (platform key, virtual key, model), decided once for all
     // attempts; each attempt adds only its provider key's limit.
@@ -535,15 +505,7 @@ async fn dispatch(
         Err(e) => return error_response(e),
     };
     if !acquired.admitted {
-        if let Some(ev) = crate::limits::refusal_event(
-            &checks,
-            &acquired,
-            &principal,
-            &vk,
-            None,
-            &call.model,
-            now,
-        ) {
+        if let Some(ev) = crate::limits::refusal_event(&checks, &acquired, &principal, &vk, None, &call.model, now) {
             state.meter.record_event(ev);
         }
         let mut resp = error_response(crate::limits::refusal(&checks, &acquired));
@@ -560,9 +522,7 @@ async fn dispatch(
     ));
     let with_headers = |mut r: Response| {
         for (k, v) in limit_headers.iter() {
-            r.headers_mut()
-                .entry(k.clone())
-                .or_insert_with(|| v.clone());
+            r.headers_mut().entry(k.clone()).or_insert_with(|| v.clone());
         }
         r
     };
@@ -687,14 +647,7 @@ async fn attempt(
         base_url,
         settings: &provider.settings,
     };
-    let plan = match hubs::plan(
-        hub_provider,
-        call.endpoint,
-        suffix,
-        query,
-        &call.model,
-        &secret,
-    ) {
+    let plan = match hubs::plan(hub_provider, call.endpoint, suffix, query, &call.model, &secret) {
         Ok(p) => p,
         Err(e) => return Attempt::Done(error_response(ApiError::bad_request(e.to_string()))),
     };
@@ -745,15 +698,9 @@ async fn attempt(
     };
     if !acquired.admitted {
         guard.row = None;
-        if let Some(ev) = crate::limits::refusal_event(
-            &pcheck,
-            &acquired,
-            principal,
-            vk,
-            Some(&provider.id),
-            &call.model,
-            now,
-        ) {
+        if let Some(ev) =
+            crate::limits::refusal_event(&pcheck, &acquired, principal, vk, Some(&provider.id), &call.model, now)
+        {
             state.meter.record_event(ev);
         }
         let refusal = crate::limits::refusal(&pcheck, &acquired);
@@ -785,9 +732,7 @@ async fn attempt(
         req = req.header(k.clone(), v.clone());
     }
     if let Some(b) = body_bytes {
-        req = req
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(b);
+        req = req.header(http::header::CONTENT_TYPE, "application/json").body(b);
     }
     req = req.header(
         http::header::ACCEPT,
@@ -797,11 +742,7 @@ async fn attempt(
             "application/json"
         },
     );
-    let sent = tokio::time::timeout(
-        settings.first_byte_timeout.min(settings.total_timeout),
-        req.send(),
-    )
-    .await;
+    let sent = tokio::time::timeout(settings.first_byte_timeout.min(settings.total_timeout), req.send()).await;
     let resp = match sent {
         Err(_) => {
             guard.finish(504, Some("upstream_timeout"));
@@ -821,9 +762,7 @@ async fn attempt(
                 "request"
             };
             tracing::warn!(provider_key = %provider.id, kind, "upstream request failed");
-            state
-                .runtime
-                .note_failure(&provider.id, None, state.limits.now());
+            state.runtime.note_failure(&provider.id, None, state.limits.now());
             *reservation = guard.reservation.take().filter(|_| !is_last);
             // A request that never connected cost nothing upstream: its record says so.
             if e.is_connect() {
@@ -864,13 +803,7 @@ async fn attempt(
         let retry_after = resp.headers().get(http::header::RETRY_AFTER).cloned();
         let body = read_limited(resp, 1024 * 1024).await.unwrap_or_default();
         guard.finish(status.as_u16(), Some("upstream_status"));
-        return Attempt::Done(upstream_error_response(
-            status,
-            &body,
-            plan.wire,
-            provider,
-            retry_after,
-        ));
+        return Attempt::Done(upstream_error_response(status, &body, plan.wire, provider, retry_after));
     }
     state.runtime.note_success(&provider.id);
     let is_sse = resp
@@ -879,14 +812,7 @@ async fn attempt(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if call.stream && is_sse {
-        return Attempt::Done(stream_response(
-            state,
-            resp,
-            plan.wire,
-            call,
-            inject_usage,
-            guard,
-        ));
+        return Attempt::Done(stream_response(state, resp, plan.wire, call, inject_usage, guard));
     }
     if call.endpoint == Endpoint::Passthrough {
         return Attempt::Done(passthrough_response(resp, guard));
@@ -906,25 +832,17 @@ async fn attempt(
 }
 
 /// The body sent upstream, and whether keygate asked for a usage chunk the client did not.
-fn upstream_body(
-    state: &AppState,
-    call: &Call,
-    plan: &Plan,
-) -> Result<(Option<Bytes>, bool), ApiError> {
+fn upstream_body(state: &AppState, call: &Call, plan: &Plan) -> Result<(Option<Bytes>, bool), ApiError> {
     let Some(body) = &call.body else {
         return Ok((None, false));
     };
     match plan.wire {
         Wire::Anthropic => {
             let model = plan.body_model.as_deref().unwrap_or(&call.model);
-            let translated = anthropic::chat_to_messages(
-                body,
-                model,
-                state.upstream.settings.anthropic_default_max_tokens,
-            )
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let bytes = serde_json::to_vec(&translated)
-                .map_err(|_| ApiError::internal("cannot encode the request"))?;
+            let translated =
+                anthropic::chat_to_messages(body, model, state.upstream.settings.anthropic_default_max_tokens)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let bytes = serde_json::to_vec(&translated).map_err(|_| ApiError::internal("cannot encode the request"))?;
             Ok((Some(Bytes::from(bytes)), false))
         }
         Wire::OpenAi => {
@@ -945,8 +863,7 @@ fn upstream_body(
                     }
                 }
             }
-            let bytes = serde_json::to_vec(&body)
-                .map_err(|_| ApiError::internal("cannot encode the request"))?;
+            let bytes = serde_json::to_vec(&body).map_err(|_| ApiError::internal("cannot encode the request"))?;
             Ok((Some(Bytes::from(bytes)), inject))
         }
     }
@@ -1020,13 +937,7 @@ fn scrub_secrets(v: &mut Value, provider: &ProviderRuntime) {
     }
 }
 
-fn json_response(
-    status: StatusCode,
-    body: Bytes,
-    wire: Wire,
-    call: &Call,
-    mut guard: MeterGuard,
-) -> Response {
+fn json_response(status: StatusCode, body: Bytes, wire: Wire, call: &Call, mut guard: MeterGuard) -> Response {
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
     let out_body = match (wire, parsed) {
         (Wire::Anthropic, Some(v)) => match anthropic::messages_to_chat(&v, &call.model) {
@@ -1052,10 +963,7 @@ fn json_response(
                     }
                 }
             }
-            if call.endpoint == Endpoint::Embeddings
-                && wants_base64(call)
-                && convert_embeddings_to_base64(&mut v)
-            {
+            if call.endpoint == Endpoint::Embeddings && wants_base64(call) && convert_embeddings_to_base64(&mut v) {
                 Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
             } else {
                 body
@@ -1066,10 +974,8 @@ fn json_response(
     guard.finish(status.as_u16(), None);
     let mut resp = Response::new(Body::from(out_body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -1093,8 +999,7 @@ fn convert_embeddings_to_base64(v: &mut Value) -> bool {
                 for x in arr {
                     bytes.extend_from_slice(&(x.as_f64().unwrap_or(0.0) as f32).to_le_bytes());
                 }
-                item["embedding"] =
-                    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+                item["embedding"] = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
                 changed = true;
             }
         }
@@ -1106,9 +1011,7 @@ fn passthrough_response(resp: reqwest::Response, mut guard: MeterGuard) -> Respo
     let status = resp.status();
     let content_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
     guard.finish(status.as_u16(), None);
-    let stream = resp
-        .bytes_stream()
-        .map(|r| r.map_err(std::io::Error::other));
+    let stream = resp.bytes_stream().map(|r| r.map_err(std::io::Error::other));
     let mut out = Response::new(Body::from_stream(stream));
     *out.status_mut() = status;
     if let Some(ct) = content_type {
@@ -1160,10 +1063,7 @@ impl StreamState {
                 if let Ok(v) = serde_json::from_str::<Value>(data) {
                     if let Some(u) = v.get("usage").and_then(Usage::from_openai) {
                         self.guard.usage = Some(u);
-                        let no_choices = v
-                            .get("choices")
-                            .and_then(Value::as_array)
-                            .is_some_and(|c| c.is_empty());
+                        let no_choices = v.get("choices").and_then(Value::as_array).is_some_and(|c| c.is_empty());
                         drop_it = no_choices && matches!(self.mode, Mode::Strip);
                     }
                 }
@@ -1178,9 +1078,7 @@ impl StreamState {
 
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
         let mut events = Vec::new();
-        self.parser
-            .feed(chunk, |e| events.push(e))
-            .map_err(|_| ())?;
+        self.parser.feed(chunk, |e| events.push(e)).map_err(|_| ())?;
         self.handle(events, out);
         Ok(())
     }
@@ -1258,17 +1156,13 @@ fn stream_response(
             return None;
         }
         loop {
-            let wait = st.idle.min(
-                st.deadline
-                    .saturating_duration_since(tokio::time::Instant::now()),
-            );
+            let wait = st
+                .idle
+                .min(st.deadline.saturating_duration_since(tokio::time::Instant::now()));
             let mut out = Vec::new();
             match tokio::time::timeout(wait, st.upstream.next()).await {
                 Err(_) => {
-                    st.end(
-                        &mut out,
-                        Some(("upstream_timeout", "the upstream stopped sending")),
-                    );
+                    st.end(&mut out, Some(("upstream_timeout", "the upstream stopped sending")));
                     return Some((Ok::<Bytes, std::io::Error>(Bytes::from(out)), st));
                 }
                 Ok(None) => {
@@ -1309,10 +1203,7 @@ fn stream_response(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
     );
-    h.insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache"),
-    );
+    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     out
 }
@@ -1374,8 +1265,7 @@ pub async fn passthrough(State(state): State<AppState>, req: Request) -> Respons
     };
     let hub_ok = vk.config.targets.iter().all(|t| {
         state.runtime.provider(&t.provider_key_id).is_some_and(|p| {
-            p.hub.is_openai_compatible()
-                && !(p.hub == ModelHub::DigitalOcean && p.settings.agent_id.is_some())
+            p.hub.is_openai_compatible() && !(p.hub == ModelHub::DigitalOcean && p.settings.agent_id.is_some())
         })
     });
     if !hub_ok {
@@ -1403,9 +1293,7 @@ pub async fn passthrough(State(state): State<AppState>, req: Request) -> Respons
     };
     // Non-JSON bodies (audio uploads…) are not supported through the pass-through yet.
     if call.body.is_none() && !bytes.is_empty() {
-        return error_response(ApiError::bad_request(
-            "the pass-through forwards JSON bodies only",
-        ));
+        return error_response(ApiError::bad_request("the pass-through forwards JSON bodies only"));
     }
     let _ = &vk;
     dispatch(
@@ -1448,10 +1336,7 @@ pub async fn list_models(State(state): State<AppState>, req: Request) -> Respons
                 }
                 let names = model_names(&state, &vk);
                 for id in names {
-                    data.push(model_object(
-                        &format!("@{}/{id}", vk.slug),
-                        &owner(&state, &vk),
-                    ));
+                    data.push(model_object(&format!("@{}/{id}", vk.slug), &owner(&state, &vk)));
                 }
             }
         }
@@ -1519,13 +1404,12 @@ fn model_names(state: &AppState, vk: &VkRuntime) -> Vec<String> {
                 names.extend(p.settings.deployments.keys().cloned());
             } else {
                 let hub = p.hub.as_str();
-                let lookup_hub = if p.hub.is_openai_compatible()
-                    && state.upstream.prices.iter().all(|(h, _, _)| h != hub)
-                {
-                    "openai"
-                } else {
-                    hub
-                };
+                let lookup_hub =
+                    if p.hub.is_openai_compatible() && state.upstream.prices.iter().all(|(h, _, _)| h != hub) {
+                        "openai"
+                    } else {
+                        hub
+                    };
                 names.extend(
                     state
                         .upstream
@@ -1574,10 +1458,7 @@ mod tests {
     fn prompt_estimate_is_bytes_over_four_plus_framing() {
         let body = json!({"messages":[{"role":"user","content":"12345678"},{"role":"user","content":[{"type":"text","text":"abcd"}]}]});
         assert_eq!(estimate_prompt_tokens(&body), 2 + 1 + 8 + 3);
-        assert_eq!(
-            estimate_prompt_tokens(&json!({"input":["abcd","efgh"]})),
-            2 + 3
-        );
+        assert_eq!(estimate_prompt_tokens(&json!({"input":["abcd","efgh"]})), 2 + 3);
     }
 
     #[test]

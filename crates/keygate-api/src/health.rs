@@ -17,9 +17,6 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     if state.is_ready() {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "draining"})),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"})))
     }
 }

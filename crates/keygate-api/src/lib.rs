@@ -82,9 +82,10 @@ impl RouteTable {
         H: axum::handler::Handler<T, AppState>,
         T: 'static,
     {
-        let guarded: MethodRouter<AppState> = on(filter(&method), handler).route_layer(
-            middleware::from_fn_with_state((self.state.clone(), role), auth::require),
-        );
+        let guarded: MethodRouter<AppState> = on(filter(&method), handler).route_layer(middleware::from_fn_with_state(
+            (self.state.clone(), role),
+            auth::require,
+        ));
         self.router = self.router.route(path, guarded);
         self.specs.push(RouteSpec { method, path, role });
         self
@@ -108,18 +109,8 @@ pub fn routes(state: AppState) -> RouteTable {
         .add(M::GET, "/readyz", Public, health::readyz)
         .add(M::GET, "/api/v1/openapi.json", Public, openapi::document)
         // Native provider keys.
-        .add(
-            M::GET,
-            "/api/v1/provider_keys",
-            Admin,
-            provider_keys::list_handler,
-        )
-        .add(
-            M::POST,
-            "/api/v1/provider_keys",
-            Admin,
-            provider_keys::create_handler,
-        )
+        .add(M::GET, "/api/v1/provider_keys", Admin, provider_keys::list_handler)
+        .add(M::POST, "/api/v1/provider_keys", Admin, provider_keys::create_handler)
         .add(
             M::GET,
             "/api/v1/provider_keys/{name}",
@@ -149,12 +140,7 @@ pub fn routes(state: AppState) -> RouteTable {
         .add(M::POST, "/api/v1/api_keys", Admin, api_keys::create)
         .add(M::PATCH, "/api/v1/api_keys", Admin, api_keys::update)
         .add(M::DELETE, "/api/v1/api_keys", Admin, api_keys::delete)
-        .add(
-            M::GET,
-            "/api/v1/api_keys/rate_limits",
-            Inference,
-            api_keys::rate_limits,
-        )
+        .add(M::GET, "/api/v1/api_keys/rate_limits", Inference, api_keys::rate_limits)
         .add(
             M::GET,
             "/api/v1/api_keys/rate_limits/log",
@@ -174,55 +160,20 @@ pub fn routes(state: AppState) -> RouteTable {
             api_keys::web3_create,
         )
         .add(M::GET, "/api/v1/api_keys/{id}", Admin, api_keys::retrieve)
-        .add(
-            M::POST,
-            "/api/v1/api_keys/{id}/rotate",
-            Admin,
-            api_keys::rotate,
-        )
+        .add(M::POST, "/api/v1/api_keys/{id}/rotate", Admin, api_keys::rotate)
         // Wallets and workspaces.
         .add(M::GET, "/api/v1/wallets", Admin, wallets::list)
         .add(M::POST, "/api/v1/wallets", Admin, wallets::create)
-        .add(
-            M::DELETE,
-            "/api/v1/wallets/{address}",
-            Admin,
-            wallets::delete,
-        )
+        .add(M::DELETE, "/api/v1/wallets/{address}", Admin, wallets::delete)
         .add(M::GET, "/api/v1/workspaces", Admin, workspaces::list)
         .add(M::POST, "/api/v1/workspaces", Admin, workspaces::create)
         .add(M::GET, "/api/v1/workspaces/{id}", Admin, workspaces::get)
-        .add(
-            M::PATCH,
-            "/api/v1/workspaces/{id}",
-            Admin,
-            workspaces::rename,
-        )
-        .add(
-            M::DELETE,
-            "/api/v1/workspaces/{id}",
-            Admin,
-            workspaces::delete,
-        )
+        .add(M::PATCH, "/api/v1/workspaces/{id}", Admin, workspaces::rename)
+        .add(M::DELETE, "/api/v1/workspaces/{id}", Admin, workspaces::delete)
         // Native virtual keys.
-        .add(
-            M::GET,
-            "/api/v1/virtual_keys",
-            Admin,
-            virtual_keys::list_handler,
-        )
-        .add(
-            M::POST,
-            "/api/v1/virtual_keys",
-            Admin,
-            virtual_keys::create_handler,
-        )
-        .add(
-            M::GET,
-            "/api/v1/virtual_keys/{slug}",
-            Admin,
-            virtual_keys::get_handler,
-        )
+        .add(M::GET, "/api/v1/virtual_keys", Admin, virtual_keys::list_handler)
+        .add(M::POST, "/api/v1/virtual_keys", Admin, virtual_keys::create_handler)
+        .add(M::GET, "/api/v1/virtual_keys/{slug}", Admin, virtual_keys::get_handler)
         .add(
             M::PATCH,
             "/api/v1/virtual_keys/{slug}",
@@ -299,11 +250,7 @@ async fn normalize_path(mut req: Request, next: Next) -> Response {
 }
 
 /// Refuses a declared body over the cap with 413 before anything reads it.
-async fn cap_body(
-    axum::extract::State(cap): axum::extract::State<usize>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn cap_body(axum::extract::State(cap): axum::extract::State<usize>, req: Request, next: Next) -> Response {
     let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -311,10 +258,8 @@ async fn cap_body(
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared {
         if len > cap as u64 {
-            return ApiError::too_large(format!(
-                "the request body is larger than the limit of {cap} bytes"
-            ))
-            .into_response();
+            return ApiError::too_large(format!("the request body is larger than the limit of {cap} bytes"))
+                .into_response();
         }
     }
     next.run(req).await

@@ -137,11 +137,7 @@ impl LimitEngine {
                 "tpd" => (86_400_000, Measure::Tokens),
                 _ => continue,
             };
-            let amount = if measure == Measure::Requests {
-                1
-            } else {
-                tokens as i64
-            };
+            let amount = if measure == Measure::Requests { 1 } else { tokens as i64 };
             out.push(Labeled {
                 check: Check {
                     key: format!("{prefix}:{name}"),
@@ -175,9 +171,7 @@ impl LimitEngine {
             out.push(Labeled {
                 check: Check {
                     key: format!("{prefix}:{what}:{start}"),
-                    kind: Kind::Budget {
-                        expires_at_ms: expires,
-                    },
+                    kind: Kind::Budget { expires_at_ms: expires },
                     limit,
                     // Soft mode: admitted while something is left; charged after.
                     amount: if strict { amount } else { 1.min(amount.max(1)) },
@@ -200,24 +194,12 @@ impl LimitEngine {
             );
         }
         if let Some(r) = budget.requests {
-            push(
-                "requests",
-                i64::try_from(r).unwrap_or(i64::MAX),
-                1,
-                Measure::Requests,
-            );
+            push("requests", i64::try_from(r).unwrap_or(i64::MAX), 1, Measure::Requests);
         }
     }
 
     /// Every limit of the platform key, virtual key and model (not the provider key's).
-    pub fn checks(
-        &self,
-        principal: &Principal,
-        vk: &VkRuntime,
-        model: &str,
-        bounds: Bounds,
-        now: i64,
-    ) -> Vec<Labeled> {
+    pub fn checks(&self, principal: &Principal, vk: &VkRuntime, model: &str, bounds: Bounds, now: i64) -> Vec<Labeled> {
         let mut out = Vec::new();
         let s = &principal.settings;
         let pk_prefix = format!("pk:{}", principal.id);
@@ -248,29 +230,15 @@ impl LimitEngine {
                 .min();
             let budget = Budget {
                 usd_nano: usd_cap,
-                tokens: s
-                    .consumption_limit
-                    .get("tokens")
-                    .and_then(|v| u64::try_from(*v).ok()),
-                requests: s
-                    .consumption_limit
-                    .get("requests")
-                    .and_then(|v| u64::try_from(*v).ok()),
+                tokens: s.consumption_limit.get("tokens").and_then(|v| u64::try_from(*v).ok()),
+                requests: s.consumption_limit.get("requests").and_then(|v| u64::try_from(*v).ok()),
             };
             let period = s.limit_period.as_deref().unwrap_or("LIFETIME");
-            self.budget_checks(
-                &mut out, &pk_prefix, "api_key", &budget, period, bounds, now,
-            );
+            self.budget_checks(&mut out, &pk_prefix, "api_key", &budget, period, bounds, now);
         }
         let vk_prefix = format!("vk:{}", vk.id);
         let cfg = &vk.config;
-        push_rate_limits(
-            &mut out,
-            &vk_prefix,
-            "virtual_key",
-            &cfg.rate_limits,
-            bounds.tokens,
-        );
+        push_rate_limits(&mut out, &vk_prefix, "virtual_key", &cfg.rate_limits, bounds.tokens);
         if !cfg.budget.is_empty() {
             self.budget_checks(
                 &mut out,
@@ -324,11 +292,7 @@ impl LimitEngine {
     }
 
     /// One decision over `checks`. On a backend failure, fail closed (503) or open (local counters).
-    pub async fn acquire(
-        &self,
-        checks: &[Labeled],
-        now: i64,
-    ) -> Result<(Acquired, bool), ApiError> {
+    pub async fn acquire(&self, checks: &[Labeled], now: i64) -> Result<(Acquired, bool), ApiError> {
         let plain: Vec<Check> = checks.iter().map(|l| l.check.clone()).collect();
         match self.counters.acquire(&plain, now).await {
             Ok(a) => Ok((a, false)),
@@ -336,12 +300,7 @@ impl LimitEngine {
         }
     }
 
-    async fn fallback(
-        &self,
-        plain: &[Check],
-        now: i64,
-        e: LimitError,
-    ) -> Result<Acquired, ApiError> {
+    async fn fallback(&self, plain: &[Check], now: i64, e: LimitError) -> Result<Acquired, ApiError> {
         match self.fail_mode {
             FailMode::Closed => {
                 tracing::warn!(error = %e, "limit counters unreachable: refusing (fail_mode = closed)");
@@ -389,13 +348,7 @@ impl LimitEngine {
     }
 }
 
-fn push_rate_limits(
-    out: &mut Vec<Labeled>,
-    prefix: &str,
-    scope: &'static str,
-    r: &RateLimits,
-    tokens: u64,
-) {
+fn push_rate_limits(out: &mut Vec<Labeled>, prefix: &str, scope: &'static str, r: &RateLimits, tokens: u64) {
     LimitEngine::rate_checks(
         out,
         prefix,
@@ -447,11 +400,7 @@ pub fn token_bounds(
             },
         }
     }
-    let n = body
-        .get("n")
-        .and_then(Value::as_u64)
-        .unwrap_or(1)
-        .clamp(1, 128);
+    let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).clamp(1, 128);
     match endpoint {
         Endpoint::Embeddings => {
             let input = body.get("input").cloned().unwrap_or(Value::Null);
@@ -518,12 +467,7 @@ pub fn bounds(
         return Bounds::default();
     };
     let price = prices.lookup(hub, model);
-    let (prompt, output) = token_bounds(
-        body,
-        endpoint,
-        price.and_then(|p| p.max_output_tokens),
-        default_output,
-    );
+    let (prompt, output) = token_bounds(body, endpoint, price.and_then(|p| p.max_output_tokens), default_output);
     let cost = price.map(|p| max_cost(p, prompt, output).0).unwrap_or(0);
     Bounds {
         tokens: prompt.saturating_add(output),
@@ -541,16 +485,8 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    pub fn new(
-        engine: Arc<LimitEngine>,
-        checks: Vec<Labeled>,
-        acquired: &Acquired,
-        local: bool,
-    ) -> Reservation {
-        let items = checks
-            .into_iter()
-            .zip(acquired.buckets.iter().copied())
-            .collect();
+    pub fn new(engine: Arc<LimitEngine>, checks: Vec<Labeled>, acquired: &Acquired, local: bool) -> Reservation {
+        let items = checks.into_iter().zip(acquired.buckets.iter().copied()).collect();
         Reservation {
             engine,
             items,
@@ -645,14 +581,8 @@ pub fn rate_headers(headers: &mut HeaderMap, checks: &[Labeled], states: &[Windo
         if let Some((_, s)) = tightest {
             for (name, value) in [
                 (format!("x-ratelimit-limit-{suffix}"), s.limit.to_string()),
-                (
-                    format!("x-ratelimit-remaining-{suffix}"),
-                    s.remaining.to_string(),
-                ),
-                (
-                    format!("x-ratelimit-reset-{suffix}"),
-                    duration_text(s.reset_ms),
-                ),
+                (format!("x-ratelimit-remaining-{suffix}"), s.remaining.to_string()),
+                (format!("x-ratelimit-reset-{suffix}"), duration_text(s.reset_ms)),
             ] {
                 if let (Ok(n), Ok(v)) = (
                     axum::http::HeaderName::from_bytes(name.as_bytes()),
@@ -696,10 +626,7 @@ pub fn refusal(checks: &[Labeled], acquired: &Acquired) -> ApiError {
     let mut e = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limit_exceeded",
-        format!(
-            "{scope} rate limit {} of {} is reached",
-            l.limit_type, l.check.limit
-        ),
+        format!("{scope} rate limit {} of {} is reached", l.limit_type, l.check.limit),
     );
     e.retry_after = Some(((acquired.retry_after_ms.max(1) + 999) / 1000) as u64);
     if acquired.retry_after_ms == 0 {
@@ -821,9 +748,7 @@ pub fn key_checks(engine: &LimitEngine, principal: &Principal, now: i64) -> Vec<
 
 /// Rebuilds in-process budget counters from the usage records at start, so spend is not
 /// forgotten by a restart. (Shared counters on Redis outlive restarts and need no seeding.)
-pub async fn seed_budgets(
-    state: &crate::state::AppState,
-) -> Result<usize, keygate_store::StoreError> {
+pub async fn seed_budgets(state: &crate::state::AppState) -> Result<usize, keygate_store::StoreError> {
     use keygate_store::UsageFilter;
     let engine = &state.limits;
     if engine.counters.backend() != "memory" {
@@ -835,10 +760,7 @@ pub async fn seed_budgets(
     for vk in state.runtime.all_virtual_keys() {
         let period = vk.config.budget_period.as_str();
         let (start, _) = period_bounds(period, now);
-        for l in vk_checks(engine, &vk, now)
-            .into_iter()
-            .filter(|l| l.is_budget)
-        {
+        for l in vk_checks(engine, &vk, now).into_iter().filter(|l| l.is_budget) {
             let model = l
                 .check
                 .key
@@ -857,10 +779,7 @@ pub async fn seed_budgets(
     for p in state.auth.principals() {
         let period = p.settings.limit_period.as_deref().unwrap_or("LIFETIME");
         let (start, _) = period_bounds(period, now);
-        for l in key_checks(engine, &p, now)
-            .into_iter()
-            .filter(|l| l.is_budget)
-        {
+        for l in key_checks(engine, &p, now).into_iter().filter(|l| l.is_budget) {
             let filter = UsageFilter {
                 platform_key_id: Some(p.id.clone()),
                 from: Some(start),

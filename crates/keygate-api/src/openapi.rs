@@ -16,9 +16,7 @@ impl Modify for Security {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "A keygate platform key: kg_adm_… (ADMIN) or kg_inf_… (INFERENCE)",
-                    ))
+                    .description(Some("A keygate platform key: kg_adm_… (ADMIN) or kg_inf_… (INFERENCE)"))
                     .build(),
             ),
         );

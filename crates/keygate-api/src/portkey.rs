@@ -92,9 +92,7 @@ fn usage_limits(v: &Value) -> ApiResult<(Budget, Period, Option<u32>)> {
         Some(n) => Some(
             n.as_f64()
                 .and_then(NanoUsd::from_usd_f64)
-                .ok_or_else(|| {
-                    ApiError::bad_request("usage_limits.credit_limit must be a non-negative number")
-                })?
+                .ok_or_else(|| ApiError::bad_request("usage_limits.credit_limit must be a non-negative number"))?
                 .0,
         ),
     };
@@ -115,9 +113,7 @@ fn usage_limits(v: &Value) -> ApiResult<(Budget, Period, Option<u32>)> {
             n.as_f64()
                 .filter(|x| (0.0..=100.0).contains(x))
                 .map(|x| x.round() as u32)
-                .ok_or_else(|| {
-                    ApiError::bad_request("usage_limits.alert_threshold must be 0 to 100")
-                })?,
+                .ok_or_else(|| ApiError::bad_request("usage_limits.alert_threshold must be 0 to 100"))?,
         ),
     };
     Ok((
@@ -137,22 +133,17 @@ fn rate_limits(v: &Value) -> ApiResult<RateLimits> {
     if v.is_null() {
         return Ok(out);
     }
-    let arr = v.as_array().ok_or_else(|| {
-        ApiError::bad_request("rate_limits must be a list of {type, unit, value}")
-    })?;
+    let arr = v
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request("rate_limits must be a list of {type, unit, value}"))?;
     for item in arr {
-        let t = item
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("requests");
+        let t = item.get("type").and_then(Value::as_str).unwrap_or("requests");
         let unit = item.get("unit").and_then(Value::as_str).unwrap_or("");
         let value = item
             .get("value")
             .and_then(Value::as_u64)
             .filter(|v| *v > 0)
-            .ok_or_else(|| {
-                ApiError::bad_request("rate_limits[].value must be a positive integer")
-            })?;
+            .ok_or_else(|| ApiError::bad_request("rate_limits[].value must be a positive integer"))?;
         let slot = match (t, unit) {
             ("requests", "rpm") => &mut out.rpm,
             ("requests", "rph") => &mut out.rph,
@@ -249,11 +240,7 @@ async fn scoped(state: &AppState, ctx: Ctx, workspace_id: Option<&str>) -> ApiRe
     }
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    q: axum::extract::RawQuery,
-) -> ApiResult<Json<Value>> {
+pub async fn list(State(state): State<AppState>, ctx: Ctx, q: axum::extract::RawQuery) -> ApiResult<Json<Value>> {
     let workspace_id =
         q.0.as_deref()
             .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("workspace_id=")))
@@ -272,9 +259,7 @@ pub async fn list(
         }
         page += 1;
     }
-    Ok(Json(
-        json!({"object": "list", "total": data.len(), "data": data}),
-    ))
+    Ok(Json(json!({"object": "list", "total": data.len(), "data": data})))
 }
 
 pub async fn create(
@@ -284,10 +269,7 @@ pub async fn create(
 ) -> ApiResult<Json<Value>> {
     let ctx = scoped(&state, ctx, body.workspace_id.as_deref()).await?;
     let hub = hub_of(&body.provider).ok_or_else(|| ApiError::bad_request("unknown provider"))?;
-    if matches!(
-        hub,
-        ModelHub::Vertex | ModelHub::Bedrock | ModelHub::BedrockAgents
-    ) {
+    if matches!(hub, ModelHub::Vertex | ModelHub::Bedrock | ModelHub::BedrockAgents) {
         return Err(ApiError::bad_request(
             "this provider needs more than a key: create a provider key with /api/v1/provider_keys and a virtual key with /api/v1/virtual_keys",
         ));
@@ -347,17 +329,7 @@ pub async fn create(
         alert_threshold: alert,
         ..VkConfig::default()
     };
-    let vk = match virtual_keys::create_row(
-        &state,
-        &ctx,
-        &body.name,
-        Some(slug),
-        body.note.clone(),
-        cfg,
-        None,
-    )
-    .await
-    {
+    let vk = match virtual_keys::create_row(&state, &ctx, &body.name, Some(slug), body.note.clone(), cfg, None).await {
         Ok(vk) => vk,
         Err(e) => {
             // Nothing half-made stays behind.
@@ -371,11 +343,7 @@ pub async fn create(
     ))
 }
 
-pub async fn retrieve(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(slug): Path<String>,
-) -> ApiResult<Json<Value>> {
+pub async fn retrieve(State(state): State<AppState>, ctx: Ctx, Path(slug): Path<String>) -> ApiResult<Json<Value>> {
     let row = virtual_keys::find(&state, &ctx, &slug).await?;
     Ok(Json(view(&state, &row)))
 }
@@ -393,7 +361,11 @@ pub async fn update(
             .inline_provider_key
             .clone()
             .or_else(|| (cfg.targets.len() == 1).then(|| cfg.targets[0].provider_key_id.clone()))
-            .ok_or_else(|| ApiError::bad_request("this virtual key has several provider keys: rotate them with /api/v1/provider_keys"))?;
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "this virtual key has several provider keys: rotate them with /api/v1/provider_keys",
+                )
+            })?;
         let pk = state.store.get_provider_key(&ctx.workspace, &pk_id).await?;
         provider_keys::update(
             &state,
@@ -414,11 +386,7 @@ pub async fn update(
         patch.note = Some(Some(n.clone()));
     }
     let mut row = row;
-    if body.usage_limits.is_some()
-        || body.rate_limits.is_some()
-        || patch.name.is_some()
-        || patch.note.is_some()
-    {
+    if body.usage_limits.is_some() || body.rate_limits.is_some() || patch.name.is_some() || patch.note.is_some() {
         row = virtual_keys::update(&state, &ctx, row, patch).await?;
         if body.usage_limits.is_some() || body.rate_limits.is_some() {
             let mut cfg = config_of(&row);
@@ -454,11 +422,7 @@ pub async fn update(
     ))
 }
 
-pub async fn delete(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(slug): Path<String>,
-) -> ApiResult<Json<Value>> {
+pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(slug): Path<String>) -> ApiResult<Json<Value>> {
     let row = virtual_keys::find(&state, &ctx, &slug).await?;
     virtual_keys::delete(&state, &ctx, &row).await?;
     state.refresh_caches().await;

@@ -50,9 +50,7 @@ impl<'de> Deserialize<'de> for SecretInput {
 }
 
 /// Distinguishes an absent field from an explicit `null`.
-fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -194,10 +192,7 @@ fn parse_hub(s: &str) -> ApiResult<ModelHub> {
     ModelHub::parse(s).ok_or_else(|| {
         let all: Vec<&str> = ModelHub::ALL.iter().map(|h| h.as_str()).collect();
         // The value is not repeated: a secret pasted into the wrong field must not come back.
-        ApiError::bad_request(format!(
-            "unknown modelHub; expected one of {}",
-            all.join(", ")
-        ))
+        ApiError::bad_request(format!("unknown modelHub; expected one of {}", all.join(", ")))
     })
 }
 
@@ -219,10 +214,7 @@ fn check_secret(what: &str, s: &SecretInput) -> ApiResult<()> {
     Ok(())
 }
 
-fn check_rate_limit(
-    per: Option<u32>,
-    interval: Option<u32>,
-) -> ApiResult<(Option<i64>, Option<i64>)> {
+fn check_rate_limit(per: Option<u32>, interval: Option<u32>) -> ApiResult<(Option<i64>, Option<i64>)> {
     match (per, interval) {
         (None, None) => Ok((None, None)),
         (None, Some(_)) => Err(ApiError::bad_request(
@@ -231,14 +223,10 @@ fn check_rate_limit(
         (Some(n), i) => {
             let i = i.unwrap_or(60);
             if n == 0 {
-                return Err(ApiError::bad_request(
-                    "rateLimitPerInterval must be at least 1",
-                ));
+                return Err(ApiError::bad_request("rateLimitPerInterval must be at least 1"));
             }
             if !(1..=86_400 * 31).contains(&i) {
-                return Err(ApiError::bad_request(
-                    "rateLimitInterval must be 1 to 2678400 seconds",
-                ));
+                return Err(ApiError::bad_request("rateLimitInterval must be 1 to 2678400 seconds"));
             }
             Ok((Some(i64::from(n)), Some(i64::from(i))))
         }
@@ -252,17 +240,12 @@ pub async fn check_base_url(raw: &str, allow_private: bool) -> ApiResult<String>
         .map_err(|e| ApiError::bad_request(format!("baseUrl: {e}")))?;
     if let Some(url::Host::Domain(host)) = url.host() {
         let port = url.port_or_known_default().unwrap_or(443);
-        let lookup = tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            tokio::net::lookup_host((host, port)),
-        )
-        .await;
+        let lookup =
+            tokio::time::timeout(std::time::Duration::from_secs(1), tokio::net::lookup_host((host, port))).await;
         if let Ok(Ok(addrs)) = lookup {
             for addr in addrs {
                 netpolicy::address_allowed(addr.ip(), allow_private).map_err(|e| {
-                    ApiError::bad_request(format!(
-                        "baseUrl: {host} resolves to a refused address: {e}"
-                    ))
+                    ApiError::bad_request(format!("baseUrl: {host} resolves to a refused address: {e}"))
                 })?;
             }
         }
@@ -277,21 +260,17 @@ async fn check_hub_secrets(state: &AppState, parsed: &hubconfig::ParsedHubConfig
     use keygate_gateway::hubs::vertex_auth::{check_service_account, service_account_token_uri};
     let allow = state.settings.allow_private_upstreams;
     if let Some(u) = &parsed.settings.token_url {
-        check_base_url(u, allow).await.map_err(|e| {
-            ApiError::bad_request(e.message.replace("baseUrl", "hubConfig.token_url"))
-        })?;
+        check_base_url(u, allow)
+            .await
+            .map_err(|e| ApiError::bad_request(e.message.replace("baseUrl", "hubConfig.token_url")))?;
     }
     for s in &parsed.secrets {
         if s.field == "service_account_json" && s.value.as_str() != "stored" {
-            check_service_account(&s.value).map_err(|e| {
-                ApiError::bad_request(format!("hubConfig.service_account_json: {e}"))
-            })?;
+            check_service_account(&s.value)
+                .map_err(|e| ApiError::bad_request(format!("hubConfig.service_account_json: {e}")))?;
             if let Ok(Some(uri)) = service_account_token_uri(&s.value) {
                 check_base_url(&uri, allow).await.map_err(|e| {
-                    ApiError::bad_request(
-                        e.message
-                            .replace("baseUrl", "service_account_json.token_uri"),
-                    )
+                    ApiError::bad_request(e.message.replace("baseUrl", "service_account_json.token_uri"))
                 })?;
             }
         }
@@ -308,13 +287,7 @@ fn place<'a>(row: &'a ProviderKeyRow, version: i64, field: &'a str) -> SecretPla
     }
 }
 
-fn seal_row(
-    state: &AppState,
-    row: &ProviderKeyRow,
-    version: i64,
-    field: &str,
-    value: &[u8],
-) -> ApiResult<SecretRow> {
+fn seal_row(state: &AppState, row: &ProviderKeyRow, version: i64, field: &str, value: &[u8]) -> ApiResult<SecretRow> {
     let sealed = state
         .vault
         .seal(&place(row, version, field), value)
@@ -332,20 +305,14 @@ fn seal_row(
 }
 
 /// Creates a provider key.
-pub async fn create(
-    state: &AppState,
-    ctx: &Ctx,
-    input: CreateProviderKey,
-) -> ApiResult<ProviderKeyRow> {
+pub async fn create(state: &AppState, ctx: &Ctx, input: CreateProviderKey) -> ApiResult<ProviderKeyRow> {
     validate_name(&input.name).map_err(|e| ApiError::bad_request(format!("name {e}")))?;
     let hub = parse_hub(&input.model_hub)?;
     if let Some(k) = &input.api_key {
         check_secret("apiKey", k)?;
     }
     let base_url = match &input.base_url {
-        Some(u) if !u.trim().is_empty() => {
-            Some(check_base_url(u, state.settings.allow_private_upstreams).await?)
-        }
+        Some(u) if !u.trim().is_empty() => Some(check_base_url(u, state.settings.allow_private_upstreams).await?),
         _ => None,
     };
     let parsed = hubconfig::validate(
@@ -355,8 +322,7 @@ pub async fn create(
         base_url.is_some(),
     )
     .map_err(|e| ApiError::bad_request(e.0))?;
-    let (per, interval) =
-        check_rate_limit(input.rate_limit_per_interval, input.rate_limit_interval)?;
+    let (per, interval) = check_rate_limit(input.rate_limit_per_interval, input.rate_limit_interval)?;
     check_hub_secrets(state, &parsed).await?;
     state.vault.ensure_current(state.store.as_ref()).await?;
 
@@ -390,13 +356,7 @@ pub async fn create(
     drop(hint_source.map(Zeroizing::new));
     let mut secrets = Vec::new();
     if let Some(k) = &input.api_key {
-        secrets.push(seal_row(
-            state,
-            &row,
-            1,
-            API_KEY_FIELD,
-            k.0.trim().as_bytes(),
-        )?);
+        secrets.push(seal_row(state, &row, 1, API_KEY_FIELD, k.0.trim().as_bytes())?);
     }
     for s in &parsed.secrets {
         secrets.push(seal_row(state, &row, 1, s.field, s.value.as_bytes())?);
@@ -407,10 +367,7 @@ pub async fn create(
         Some(&row.id),
         json!({"name": row.name, "modelHub": row.hub}),
     );
-    let stored = state
-        .store
-        .create_provider_key(&row, &secrets, Some(&audit))
-        .await?;
+    let stored = state.store.create_provider_key(&row, &secrets, Some(&audit)).await?;
     Ok(stored)
 }
 
@@ -443,10 +400,7 @@ pub async fn update(
         Some(Some(u)) => Some(check_base_url(u, state.settings.allow_private_upstreams).await?),
     };
     let old_settings = settings_of(&current);
-    let stored_secrets = state
-        .store
-        .secrets_of(&current.workspace, &current.id)
-        .await?;
+    let stored_secrets = state.store.secrets_of(&current.workspace, &current.id).await?;
     let live: Vec<&SecretRow> = stored_secrets
         .iter()
         .filter(|s| s.version == current.secret_version && s.expires_at.is_none())
@@ -478,28 +432,19 @@ pub async fn update(
     }
     // A hub change drops settings the new hub does not take only when the patch says so;
     // otherwise validation names the field that no longer applies.
-    let parsed = hubconfig::validate(
-        hub,
-        Some(&Value::Object(merged)),
-        has_api_key,
-        base_url.is_some(),
-    )
-    .map_err(|e| ApiError::bad_request(e.0))?;
+    let parsed = hubconfig::validate(hub, Some(&Value::Object(merged)), has_api_key, base_url.is_some())
+        .map_err(|e| ApiError::bad_request(e.0))?;
     let (per, interval) = match (&patch.rate_limit_per_interval, &patch.rate_limit_interval) {
         (None, None) => (current.rate_limit_per_interval, current.rate_limit_interval),
         (Some(None), _) => (None, None),
         (p, i) => {
             let per = match p {
                 Some(v) => *v,
-                None => current
-                    .rate_limit_per_interval
-                    .and_then(|v| u32::try_from(v).ok()),
+                None => current.rate_limit_per_interval.and_then(|v| u32::try_from(v).ok()),
             };
             let int = match i {
                 Some(v) => *v,
-                None => current
-                    .rate_limit_interval
-                    .and_then(|v| u32::try_from(v).ok()),
+                None => current.rate_limit_interval.and_then(|v| u32::try_from(v).ok()),
             };
             check_rate_limit(per, int)?
         }
@@ -516,10 +461,7 @@ pub async fn update(
     let dropped = live
         .iter()
         .any(|s| s.field != API_KEY_FIELD && !kept.contains(s.field.as_str()));
-    let secrets_patched = parsed
-        .secrets
-        .iter()
-        .any(|s| patched_secret_fields.contains(s.field));
+    let secrets_patched = parsed.secrets.iter().any(|s| patched_secret_fields.contains(s.field));
     let rotating = patch.api_key.is_some() || secrets_patched || dropped;
     let version = if rotating {
         current.secret_version + 1
@@ -553,13 +495,7 @@ pub async fn update(
         };
         match &patch.api_key {
             Some(k) => {
-                new_secrets.push(seal_row(
-                    state,
-                    &row,
-                    version,
-                    API_KEY_FIELD,
-                    k.0.trim().as_bytes(),
-                )?);
+                new_secrets.push(seal_row(state, &row, version, API_KEY_FIELD, k.0.trim().as_bytes())?);
                 row.secret_hint = secret_hint(k.0.trim());
             }
             None => {
@@ -634,12 +570,7 @@ fn snake(name: &str) -> String {
     out
 }
 
-pub async fn rename(
-    state: &AppState,
-    ctx: &Ctx,
-    current: ProviderKeyRow,
-    new_name: &str,
-) -> ApiResult<ProviderKeyRow> {
+pub async fn rename(state: &AppState, ctx: &Ctx, current: ProviderKeyRow, new_name: &str) -> ApiResult<ProviderKeyRow> {
     validate_name(new_name).map_err(|e| ApiError::bad_request(format!("newName {e}")))?;
     if new_name == current.name {
         return Ok(current);
@@ -659,11 +590,7 @@ pub async fn rename(
         .await?)
 }
 
-pub async fn delete(
-    state: &AppState,
-    ctx: &Ctx,
-    current: &ProviderKeyRow,
-) -> ApiResult<ProviderKeyRow> {
+pub async fn delete(state: &AppState, ctx: &Ctx, current: &ProviderKeyRow) -> ApiResult<ProviderKeyRow> {
     let audit = ctx.audit(
         "provider_key.delete",
         "provider_key",
@@ -717,18 +644,10 @@ pub fn list_body<T: Serialize>(items: Vec<T>, page: Page, total: i64) -> Value {
 #[utoipa::path(get, path = "/api/v1/provider_keys", tag = "provider keys", params(PageQuery),
     responses((status = 200, description = "`{object, data: [ProviderKey], page, limit, total}`")),
     security(("bearer" = [])))]
-pub async fn list_handler(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    q: Query<PageQuery>,
-) -> ApiResult<Json<Value>> {
+pub async fn list_handler(State(state): State<AppState>, ctx: Ctx, q: Query<PageQuery>) -> ApiResult<Json<Value>> {
     let page = q.page()?;
     let (rows, total) = state.store.list_provider_keys(&ctx.workspace, page).await?;
-    Ok(Json(list_body(
-        rows.iter().map(view).collect(),
-        page,
-        total,
-    )))
+    Ok(Json(list_body(rows.iter().map(view).collect(), page, total)))
 }
 
 /// Create a provider key.
@@ -743,21 +662,14 @@ pub async fn create_handler(
 ) -> ApiResult<impl IntoResponse> {
     let row = create(&state, &ctx, input).await?;
     state.refresh_caches().await;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"success": true, "data": view(&row)})),
-    ))
+    Ok((StatusCode::CREATED, Json(json!({"success": true, "data": view(&row)}))))
 }
 
 /// Get a provider key by name.
 #[utoipa::path(get, path = "/api/v1/provider_keys/{name}", tag = "provider keys",
     params(("name" = String, Path)), responses((status = 200, description = "`{data: ProviderKey}`", body = ProviderKeyView),
     (status = 404, description = "no such key")), security(("bearer" = [])))]
-pub async fn get_handler(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+pub async fn get_handler(State(state): State<AppState>, ctx: Ctx, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     let row = by_name(&state, &ctx, &name).await?;
     Ok(Json(json!({"data": view(&row)})))
 }

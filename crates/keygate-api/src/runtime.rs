@@ -161,26 +161,20 @@ impl Runtime {
 
     pub fn note_success(&self, provider_id: &str) {
         let mut h = self.health.lock();
-        if h.get(provider_id)
-            .is_some_and(|e| e.failures > 0 || e.cool_until > 0)
-        {
+        if h.get(provider_id).is_some_and(|e| e.failures > 0 || e.cool_until > 0) {
             h.remove(provider_id);
         }
     }
 
     /// Whether a provider key is cooling down at `now`.
     pub fn cooling(&self, provider_id: &str, now: i64) -> bool {
-        self.health
-            .lock()
-            .get(provider_id)
-            .is_some_and(|e| e.cool_until > now)
+        self.health.lock().get(provider_id).is_some_and(|e| e.cool_until > now)
     }
 
     /// The targets in the order to try: healthy ones first (in their strategy's order), keys
     /// cooling down last, so they are used only when nothing else is left.
     pub fn order_by_health(&self, order: Vec<String>, now: i64) -> Vec<String> {
-        let (cool, healthy): (Vec<String>, Vec<String>) =
-            order.into_iter().partition(|id| self.cooling(id, now));
+        let (cool, healthy): (Vec<String>, Vec<String>) = order.into_iter().partition(|id| self.cooling(id, now));
         healthy.into_iter().chain(cool).collect()
     }
 

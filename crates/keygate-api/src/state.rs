@@ -129,16 +129,7 @@ impl AppState {
         let writer = tokio::spawn(writer);
         let upstream = Upstream::new(gateway, prices, settings.allow_private_upstreams)
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let state = AppState::new(
-            store,
-            vault,
-            auth,
-            runtime,
-            meter,
-            Arc::new(upstream),
-            limits,
-            settings,
-        );
+        let state = AppState::new(store, vault, auth, runtime, meter, Arc::new(upstream), limits, settings);
         state
             .auth
             .refresh(state.store.as_ref())
@@ -157,9 +148,7 @@ impl AppState {
         if let Err(e) = self.auth.refresh(self.store.as_ref()).await {
             tracing::warn!(error = %e, "cannot refresh the platform-key cache");
         }
-        self.runtime
-            .refresh_now(self.store.as_ref(), &self.vault)
-            .await;
+        self.runtime.refresh_now(self.store.as_ref(), &self.vault).await;
     }
 
     pub fn is_ready(&self) -> bool {

@@ -53,9 +53,8 @@ async fn filter_of(state: &AppState, ctx: &Ctx, q: &UsageQuery) -> ApiResult<Usa
     let time = |name: &str, v: &Option<String>| -> ApiResult<Option<i64>> {
         v.as_deref()
             .map(|s| {
-                parse_ms(s).ok_or_else(|| {
-                    ApiError::bad_request(format!("{name} must be an RFC 3339 time or YYYY-MM-DD"))
-                })
+                parse_ms(s)
+                    .ok_or_else(|| ApiError::bad_request(format!("{name} must be an RFC 3339 time or YYYY-MM-DD")))
             })
             .transpose()
     };
@@ -65,19 +64,13 @@ async fn filter_of(state: &AppState, ctx: &Ctx, q: &UsageQuery) -> ApiResult<Usa
             Ok(row) => Some(row.id),
             // A deleted key's usage stays readable by its id.
             Err(StoreError::NotFound) if v.starts_with("vk_") => Some(v.clone()),
-            Err(StoreError::NotFound) => {
-                return Err(ApiError::not_found(format!("no virtual key {v}")))
-            }
+            Err(StoreError::NotFound) => return Err(ApiError::not_found(format!("no virtual key {v}"))),
             Err(e) => return Err(e.into()),
         },
     };
     let provider_key_id = match &q.provider_key {
         None => None,
-        Some(p) => match state
-            .store
-            .get_provider_key_by_name(&ctx.workspace, p)
-            .await
-        {
+        Some(p) => match state.store.get_provider_key_by_name(&ctx.workspace, p).await {
             Ok(row) => Some(row.id),
             Err(StoreError::NotFound) => Some(p.clone()),
             Err(e) => return Err(e.into()),
@@ -96,25 +89,13 @@ async fn filter_of(state: &AppState, ctx: &Ctx, q: &UsageQuery) -> ApiResult<Usa
 /// Usage totals, and rows with `groupBy`.
 #[utoipa::path(get, path = "/api/v1/usage", tag = "usage", params(UsageQuery),
     responses((status = 200, description = "`{data: {requests, promptTokens, completionTokens, costUsd, …, rows?}}`")), security(("bearer" = [])))]
-pub async fn summary(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Query(q): Query<UsageQuery>,
-) -> ApiResult<Json<Value>> {
+pub async fn summary(State(state): State<AppState>, ctx: Ctx, Query(q): Query<UsageQuery>) -> ApiResult<Json<Value>> {
     state.meter.flush().await;
     let filter = filter_of(&state, &ctx, &q).await?;
     let totals = state.store.usage_totals(&ctx.workspace, &filter).await?;
     let mut data = totals_view(&totals);
-    data["from"] = filter
-        .from
-        .map(format_ms)
-        .map(Value::from)
-        .unwrap_or(Value::Null);
-    data["to"] = filter
-        .to
-        .map(format_ms)
-        .map(Value::from)
-        .unwrap_or(Value::Null);
+    data["from"] = filter.from.map(format_ms).map(Value::from).unwrap_or(Value::Null);
+    data["to"] = filter.to.map(format_ms).map(Value::from).unwrap_or(Value::Null);
     if let Some(g) = &q.group_by {
         let group = match g.as_str() {
             "day" => UsageGroup::Day,
@@ -199,11 +180,7 @@ fn record_view(r: &UsageRow) -> Value {
 /// Usage records, newest first.
 #[utoipa::path(get, path = "/api/v1/usage/records", tag = "usage", params(UsageQuery),
     responses((status = 200, description = "`{object, data: [UsageRecord], page, limit, total}`")), security(("bearer" = [])))]
-pub async fn records(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Query(q): Query<UsageQuery>,
-) -> ApiResult<Json<Value>> {
+pub async fn records(State(state): State<AppState>, ctx: Ctx, Query(q): Query<UsageQuery>) -> ApiResult<Json<Value>> {
     state.meter.flush().await;
     let page = PageQuery {
         page: q.page,
@@ -211,13 +188,6 @@ pub async fn records(
     }
     .page()?;
     let filter = filter_of(&state, &ctx, &q).await?;
-    let (rows, total) = state
-        .store
-        .list_usage(&ctx.workspace, &filter, page)
-        .await?;
-    Ok(Json(list_body(
-        rows.iter().map(record_view).collect(),
-        page,
-        total,
-    )))
+    let (rows, total) = state.store.list_usage(&ctx.workspace, &filter, page).await?;
+    Ok(Json(list_body(rows.iter().map(record_view).collect(), page, total)))
 }

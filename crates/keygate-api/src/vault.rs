@@ -56,10 +56,7 @@ pub async fn match_master_key(store: &dyn Store, key: &MasterKey) -> Result<u32,
     for attempt in 0..2 {
         let rows = store.master_keys().await?;
         if rows.is_empty() {
-            match store
-                .insert_master_key(1, &key.check_value(), now_ms())
-                .await
-            {
+            match store.insert_master_key(1, &key.check_value(), now_ms()).await {
                 Ok(()) => return Ok(1),
                 // Another process registered its key at the same moment: compare with that.
                 Err(StoreError::Conflict(_)) if attempt == 0 => continue,
@@ -84,10 +81,7 @@ pub async fn match_master_key(store: &dyn Store, key: &MasterKey) -> Result<u32,
 
 impl VaultService {
     /// Binds `key` to the store: checks it, and loads (or creates) the hashing secret.
-    pub async fn bootstrap(
-        store: &dyn Store,
-        key: MasterKey,
-    ) -> Result<Arc<VaultService>, VaultBootError> {
+    pub async fn bootstrap(store: &dyn Store, key: MasterKey) -> Result<Arc<VaultService>, VaultBootError> {
         let version = match_master_key(store, &key).await?;
         let keyring = Keyring::new(version, key);
         let place = hash_place();
@@ -121,19 +115,11 @@ impl VaultService {
         envelope::seal(&self.keyring.read(), place, plaintext)
     }
 
-    pub fn open(
-        &self,
-        place: &SecretPlace<'_>,
-        sealed: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    pub fn open(&self, place: &SecretPlace<'_>, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         envelope::open(&self.keyring.read(), place, sealed)
     }
 
-    pub fn open_string(
-        &self,
-        place: &SecretPlace<'_>,
-        sealed: &[u8],
-    ) -> Result<Zeroizing<String>, VaultError> {
+    pub fn open_string(&self, place: &SecretPlace<'_>, sealed: &[u8]) -> Result<Zeroizing<String>, VaultError> {
         envelope::open_string(&self.keyring.read(), place, sealed)
     }
 
@@ -156,12 +142,7 @@ impl VaultService {
     }
 
     /// Adds a master-key version this process can open (after a rotation elsewhere).
-    pub fn add_master_key(
-        &self,
-        version: u32,
-        key: MasterKey,
-        make_current: bool,
-    ) -> Result<(), VaultError> {
+    pub fn add_master_key(&self, version: u32, key: MasterKey, make_current: bool) -> Result<(), VaultError> {
         let mut ring = self.keyring.write();
         *ring = ring.clone().with_version(version, key);
         if make_current {
@@ -204,9 +185,7 @@ async fn rewrap_pass(
             };
             let v = master_version(&row.sealed)?;
             if v != from && v != to {
-                return Err(VaultBootError::Vault(VaultError::UnknownMasterKeyVersion(
-                    v,
-                )));
+                return Err(VaultBootError::Vault(VaultError::UnknownMasterKeyVersion(v)));
             }
             let rewrapped = envelope::rewrap(ring, &place, &row.sealed, to)?;
             if store
@@ -256,9 +235,7 @@ pub async fn rotate_master_key(
     let to = rows.iter().map(|r| r.version).max().unwrap_or(0) + 1;
     let to = u32::try_from(to).map_err(|_| VaultBootError::WrongMasterKey)?;
     // Resume a rotation that stopped half-way: the new key may already be registered.
-    let existing = rows
-        .iter()
-        .find(|r| new.matches_check_value(&r.check_value));
+    let existing = rows.iter().find(|r| new.matches_check_value(&r.check_value));
     let to = match existing {
         Some(r) if r.retired_at.is_some() => {
             return Err(VaultBootError::Retired {

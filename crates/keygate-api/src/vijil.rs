@@ -13,9 +13,7 @@ use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Ctx, JsonBody};
-use crate::provider_keys::{
-    self, rate_limit_of, CreateProviderKey, SecretInput, UpdateProviderKey,
-};
+use crate::provider_keys::{self, rate_limit_of, CreateProviderKey, SecretInput, UpdateProviderKey};
 use crate::state::AppState;
 
 /// A provider key in Vijil's shape. Never the secret.
@@ -139,11 +137,7 @@ pub async fn update(
     Ok(Json(vijil_view(&row)))
 }
 
-pub async fn delete(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let row = by_id(&state, &ctx, &id).await?;
     provider_keys::delete(&state, &ctx, &row).await?;
     state.refresh_caches().await;

@@ -118,9 +118,7 @@ impl RateLimits {
             ("tpd", self.tpd),
         ] {
             if v == Some(0) {
-                return Err(ApiError::bad_request(format!(
-                    "{at}.{name} must be at least 1"
-                )));
+                return Err(ApiError::bad_request(format!("{at}.{name} must be at least 1")));
             }
         }
         Ok(())
@@ -182,9 +180,7 @@ pub fn status_of(row: &VirtualKeyRow, now: i64) -> &'static str {
     }
 }
 
-fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -203,9 +199,7 @@ impl BudgetInput {
             None => None,
             Some(v) => Some(
                 NanoUsd::from_usd_f64(v)
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!("{at}.usd must be a non-negative amount"))
-                    })?
+                    .ok_or_else(|| ApiError::bad_request(format!("{at}.usd must be a non-negative amount")))?
                     .0,
             ),
         };
@@ -339,9 +333,7 @@ pub fn slug_from(name: &str) -> String {
 pub fn new_vk_id() -> String {
     const A: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut rng = rand::rngs::OsRng;
-    let body: String = (0..24)
-        .map(|_| A[rng.gen_range(0..A.len())] as char)
-        .collect();
+    let body: String = (0..24).map(|_| A[rng.gen_range(0..A.len())] as char).collect();
     format!("vk_{body}")
 }
 
@@ -363,9 +355,7 @@ pub fn validate_slug(slug: &str) -> ApiResult<()> {
 
 fn validate_vk_name(name: &str) -> ApiResult<()> {
     if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "name must be 1 to 128 printable characters",
-        ));
+        return Err(ApiError::bad_request("name must be 1 to 128 printable characters"));
     }
     Ok(())
 }
@@ -380,25 +370,17 @@ fn validate_model_name(what: &str, m: &str) -> ApiResult<()> {
 }
 
 /// Finds a provider key of the workspace by name or id.
-pub async fn resolve_provider_key(
-    state: &AppState,
-    workspace: &str,
-    name_or_id: &str,
-) -> ApiResult<ProviderKeyRow> {
-    match state
-        .store
-        .get_provider_key_by_name(workspace, name_or_id)
-        .await
-    {
+pub async fn resolve_provider_key(state: &AppState, workspace: &str, name_or_id: &str) -> ApiResult<ProviderKeyRow> {
+    match state.store.get_provider_key_by_name(workspace, name_or_id).await {
         Ok(row) => Ok(row),
         Err(StoreError::NotFound) => state
             .store
             .get_provider_key(workspace, name_or_id)
             .await
             .map_err(|e| match e {
-                StoreError::NotFound => ApiError::bad_request(format!(
-                    "no provider key named {name_or_id} in this workspace"
-                )),
+                StoreError::NotFound => {
+                    ApiError::bad_request(format!("no provider key named {name_or_id} in this workspace"))
+                }
                 other => other.into(),
             }),
         Err(e) => Err(e.into()),
@@ -412,11 +394,7 @@ async fn targets_from(
     targets: Option<&Vec<TargetInput>>,
 ) -> ApiResult<Option<Vec<Target>>> {
     let inputs: Vec<TargetInput> = match (provider_key, targets) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "give providerKey or targets, not both",
-            ))
-        }
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("give providerKey or targets, not both")),
         (Some(p), None) => vec![TargetInput {
             provider_key: p.clone(),
             weight: 1,
@@ -425,21 +403,15 @@ async fn targets_from(
         (None, None) => return Ok(None),
     };
     if inputs.is_empty() {
-        return Err(ApiError::bad_request(
-            "a virtual key needs at least one target",
-        ));
+        return Err(ApiError::bad_request("a virtual key needs at least one target"));
     }
     if inputs.len() > 16 {
-        return Err(ApiError::bad_request(
-            "a virtual key has at most 16 targets",
-        ));
+        return Err(ApiError::bad_request("a virtual key has at most 16 targets"));
     }
     let mut out = Vec::with_capacity(inputs.len());
     for t in &inputs {
         if t.weight == 0 || t.weight > 1_000_000 {
-            return Err(ApiError::bad_request(
-                "a target's weight must be 1 to 1000000",
-            ));
+            return Err(ApiError::bad_request("a target's weight must be 1 to 1000000"));
         }
         let row = resolve_provider_key(state, workspace, &t.provider_key).await?;
         if out.iter().any(|x: &Target| x.provider_key_id == row.id) {
@@ -456,9 +428,7 @@ async fn targets_from(
     Ok(Some(out))
 }
 
-fn model_limits_from(
-    input: &BTreeMap<String, ModelLimitInput>,
-) -> ApiResult<BTreeMap<String, ModelLimit>> {
+fn model_limits_from(input: &BTreeMap<String, ModelLimitInput>) -> ApiResult<BTreeMap<String, ModelLimit>> {
     let mut out = BTreeMap::new();
     for (model, l) in input {
         validate_model_name("a modelLimits key", model)?;
@@ -468,22 +438,14 @@ fn model_limits_from(
         };
         let rate_limits = l.rate_limits.clone().unwrap_or_default();
         rate_limits.validate(&format!("modelLimits.{model}.rateLimits"))?;
-        out.insert(
-            model.clone(),
-            ModelLimit {
-                budget,
-                rate_limits,
-            },
-        );
+        out.insert(model.clone(), ModelLimit { budget, rate_limits });
     }
     Ok(out)
 }
 
 fn check_config(cfg: &VkConfig) -> ApiResult<()> {
     if cfg.targets.is_empty() {
-        return Err(ApiError::bad_request(
-            "a virtual key needs a providerKey or targets",
-        ));
+        return Err(ApiError::bad_request("a virtual key needs a providerKey or targets"));
     }
     if cfg.strategy == Strategy::Single && cfg.targets.len() > 1 {
         return Err(ApiError::bad_request(
@@ -505,8 +467,7 @@ fn check_config(cfg: &VkConfig) -> ApiResult<()> {
 }
 
 fn parse_expiry(s: &str) -> ApiResult<i64> {
-    parse_ms(s)
-        .ok_or_else(|| ApiError::bad_request("expiresAt must be an RFC 3339 time or YYYY-MM-DD"))
+    parse_ms(s).ok_or_else(|| ApiError::bad_request("expiresAt must be an RFC 3339 time or YYYY-MM-DD"))
 }
 
 /// Creates a virtual key from a validated config.
@@ -557,11 +518,7 @@ pub async fn create_row(
     Err(ApiError::conflict("could not find a free slug; give one"))
 }
 
-pub async fn create(
-    state: &AppState,
-    ctx: &Ctx,
-    input: CreateVirtualKey,
-) -> ApiResult<VirtualKeyRow> {
+pub async fn create(state: &AppState, ctx: &Ctx, input: CreateVirtualKey) -> ApiResult<VirtualKeyRow> {
     let targets = targets_from(
         state,
         &ctx.workspace,
@@ -593,16 +550,7 @@ pub async fn create(
         alert_threshold: None,
     };
     let expires_at = input.expires_at.as_deref().map(parse_expiry).transpose()?;
-    create_row(
-        state,
-        ctx,
-        &input.name,
-        input.slug,
-        input.note,
-        cfg,
-        expires_at,
-    )
-    .await
+    create_row(state, ctx, &input.name, input.slug, input.note, cfg, expires_at).await
 }
 
 pub async fn update(
@@ -701,11 +649,7 @@ pub async fn update(
 }
 
 /// Deletes a virtual key, and the provider key created inline with it when nothing else uses it.
-pub async fn delete(
-    state: &AppState,
-    ctx: &Ctx,
-    current: &VirtualKeyRow,
-) -> ApiResult<VirtualKeyRow> {
+pub async fn delete(state: &AppState, ctx: &Ctx, current: &VirtualKeyRow) -> ApiResult<VirtualKeyRow> {
     let audit = ctx.audit(
         "virtual_key.delete",
         "virtual_key",
@@ -726,11 +670,7 @@ pub async fn delete(
     Ok(deleted)
 }
 
-async fn provider_key_in_use(
-    state: &AppState,
-    workspace: &str,
-    provider_key_id: &str,
-) -> ApiResult<bool> {
+async fn provider_key_in_use(state: &AppState, workspace: &str, provider_key_id: &str) -> ApiResult<bool> {
     let mut page = 1;
     loop {
         let (rows, total) = state
@@ -809,11 +749,7 @@ pub fn view(state: &AppState, row: &VirtualKeyRow) -> Value {
 /// List virtual keys.
 #[utoipa::path(get, path = "/api/v1/virtual_keys", tag = "virtual keys", params(PageQuery),
     responses((status = 200, description = "`{object, data: [VirtualKey], page, limit, total}`")), security(("bearer" = [])))]
-pub async fn list_handler(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    q: Query<PageQuery>,
-) -> ApiResult<Json<Value>> {
+pub async fn list_handler(State(state): State<AppState>, ctx: Ctx, q: Query<PageQuery>) -> ApiResult<Json<Value>> {
     let page = q.page()?;
     let (rows, total) = state.store.list_virtual_keys(&ctx.workspace, page).await?;
     let mut items = Vec::with_capacity(rows.len());
@@ -845,11 +781,7 @@ pub async fn create_handler(
 /// Get a virtual key by slug or id.
 #[utoipa::path(get, path = "/api/v1/virtual_keys/{slug}", tag = "virtual keys", params(("slug" = String, Path, description = "slug or vk_ id")),
     responses((status = 200, description = "`{data: VirtualKey}`"), (status = 404, description = "no such key")), security(("bearer" = [])))]
-pub async fn get_handler(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(slug): Path<String>,
-) -> ApiResult<Json<Value>> {
+pub async fn get_handler(State(state): State<AppState>, ctx: Ctx, Path(slug): Path<String>) -> ApiResult<Json<Value>> {
     let row = find(&state, &ctx, &slug).await?;
     let mut v = view(&state, &row);
     v["status"] = Value::from(live_status(&state, &row).await);

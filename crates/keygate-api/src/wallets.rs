@@ -62,10 +62,7 @@ pub async fn create(
         json!({"allowAdmin": row.allow_admin}),
     );
     let row = state.store.create_wallet(&row, Some(&audit)).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"success": true, "data": view(&row)})),
-    ))
+    Ok((StatusCode::CREATED, Json(json!({"success": true, "data": view(&row)}))))
 }
 
 pub async fn list(State(state): State<AppState>, ctx: Ctx) -> ApiResult<Json<Value>> {
@@ -75,11 +72,7 @@ pub async fn list(State(state): State<AppState>, ctx: Ctx) -> ApiResult<Json<Val
     ))
 }
 
-pub async fn delete(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(address): Path<String>,
-) -> ApiResult<Json<Value>> {
+pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(address): Path<String>) -> ApiResult<Json<Value>> {
     let address = parse(&address)?.to_lower_hex();
     let audit = ctx.audit("wallet.delete", "wallet", Some(&address), json!({}));
     state

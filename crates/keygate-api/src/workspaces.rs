@@ -38,9 +38,7 @@ fn org_only(ctx: &Ctx) -> ApiResult<()> {
     if ctx.principal.org_admin {
         Ok(())
     } else {
-        Err(ApiError::forbidden(
-            "only an organisation admin key manages workspaces",
-        ))
+        Err(ApiError::forbidden("only an organisation admin key manages workspaces"))
     }
 }
 
@@ -62,9 +60,7 @@ fn check_id(id: &str) -> ApiResult<()> {
 
 fn check_name(n: &str) -> ApiResult<()> {
     if n.trim().is_empty() || n.len() > 128 || n.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "name must be 1 to 128 printable characters",
-        ));
+        return Err(ApiError::bad_request("name must be 1 to 128 printable characters"));
     }
     Ok(())
 }
@@ -105,42 +101,22 @@ pub async fn create(
         workspace: id.clone(),
         ..ctx
     }
-    .audit(
-        "workspace.create",
-        "workspace",
-        Some(&id),
-        json!({"name": body.name}),
-    );
+    .audit("workspace.create", "workspace", Some(&id), json!({"name": body.name}));
     state.store.create_workspace(&row, Some(&audit)).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"success": true, "data": view(&row)})),
-    ))
+    Ok((StatusCode::CREATED, Json(json!({"success": true, "data": view(&row)}))))
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    q: Query<PageQuery>,
-) -> ApiResult<Json<Value>> {
+pub async fn list(State(state): State<AppState>, ctx: Ctx, q: Query<PageQuery>) -> ApiResult<Json<Value>> {
     let page = q.page()?;
     if !ctx.principal.org_admin {
         let own = visible(&state, &ctx, &ctx.principal.workspace.clone()).await?;
         return Ok(Json(list_body(vec![view(&own)], page, 1)));
     }
     let (rows, total) = state.store.list_workspaces(page).await?;
-    Ok(Json(list_body(
-        rows.iter().map(view).collect(),
-        page,
-        total,
-    )))
+    Ok(Json(list_body(rows.iter().map(view).collect(), page, total)))
 }
 
-pub async fn get(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+pub async fn get(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let row = visible(&state, &ctx, &id).await?;
     Ok(Json(json!({"data": view(&row)})))
 }
@@ -158,12 +134,7 @@ pub async fn rename(
         workspace: id.clone(),
         ..ctx
     }
-    .audit(
-        "workspace.rename",
-        "workspace",
-        Some(&id),
-        json!({"name": body.name}),
-    );
+    .audit("workspace.rename", "workspace", Some(&id), json!({"name": body.name}));
     let row = state
         .store
         .rename_workspace(&id, &body.name, now_ms(), Some(&audit))
@@ -171,17 +142,11 @@ pub async fn rename(
     Ok(Json(json!({"success": true, "data": view(&row)})))
 }
 
-pub async fn delete(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     visible(&state, &ctx, &id).await?;
     org_only(&ctx)?;
     if id == keygate_types::DEFAULT_WORKSPACE {
-        return Err(ApiError::conflict(
-            "the default workspace cannot be deleted",
-        ));
+        return Err(ApiError::conflict("the default workspace cannot be deleted"));
     }
     let audit = Ctx {
         workspace: id.clone(),

@@ -61,13 +61,7 @@ async fn harness() -> H {
     .await
 }
 
-async fn key(
-    state: &AppState,
-    ws: &str,
-    t: PlatformKeyType,
-    org: bool,
-    expires_at: Option<i64>,
-) -> String {
+async fn key(state: &AppState, ws: &str, t: PlatformKeyType, org: bool, expires_at: Option<i64>) -> String {
     let (_, secret) = create_platform_key(
         state.store.as_ref(),
         &state.vault,
@@ -89,13 +83,7 @@ async fn key(
 }
 
 impl H {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        key: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
+    async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
         self.call_h(method, path, key, body, &[]).await
     }
 
@@ -156,13 +144,9 @@ async fn authentication_answers_per_failure() {
     assert_eq!(v["error"]["code"], "invalid_api_key");
     let (s, v) = h.call("GET", path, Some("kg_adm_short"), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert!(v["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("malformed"));
+    assert!(v["error"]["message"].as_str().unwrap().contains("malformed"));
     // Well-formed (checksum correct) but unknown.
-    let unknown =
-        keygate_types::PlatformSecret::generate(PlatformKeyType::Admin, &mut rand::rngs::OsRng);
+    let unknown = keygate_types::PlatformSecret::generate(PlatformKeyType::Admin, &mut rand::rngs::OsRng);
     let (s, v) = h.call("GET", path, Some(unknown.expose()), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(v["error"]["message"], "invalid API key");
@@ -179,14 +163,7 @@ async fn authentication_answers_per_failure() {
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(v["error"]["code"], "forbidden");
     // Expired.
-    let old = key(
-        &h.state,
-        "default",
-        PlatformKeyType::Admin,
-        false,
-        Some(1_000),
-    )
-    .await;
+    let old = key(&h.state, "default", PlatformKeyType::Admin, false, Some(1_000)).await;
     let (s, v) = h.call("GET", path, Some(&old), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(v["error"]["message"].as_str().unwrap().contains("expired"));
@@ -214,9 +191,7 @@ async fn authentication_answers_per_failure() {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = h
-        .call_h("GET", path, None, None, &[("x-portkey-api-key", "")])
-        .await;
+    let (s, _) = h.call_h("GET", path, None, None, &[("x-portkey-api-key", "")]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = h.admin("GET", path, None).await;
     assert_eq!(s, StatusCode::OK);
@@ -230,17 +205,9 @@ async fn every_route_declares_a_role_and_guards_it() {
     assert!(specs.len() >= 14);
     for spec in &specs {
         let path = spec.path.replace("{name}", "x").replace("{id}", "x");
-        let (status, _) = h
-            .call(spec.method.as_str(), &path, None, Some(json!({})))
-            .await;
+        let (status, _) = h.call(spec.method.as_str(), &path, None, Some(json!({}))).await;
         match spec.role {
-            Role::Public => assert_ne!(
-                status,
-                StatusCode::UNAUTHORIZED,
-                "{} {}",
-                spec.method,
-                spec.path
-            ),
+            Role::Public => assert_ne!(status, StatusCode::UNAUTHORIZED, "{} {}", spec.method, spec.path),
             Role::Admin | Role::Inference => {
                 assert_eq!(
                     status,
@@ -270,10 +237,7 @@ async fn provider_key_lifecycle_native() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let d = &v["data"];
-    assert_eq!(
-        d["secretHint"],
-        "e6e4"[..].replace("e6e4", &CANARY[CANARY.len() - 4..])
-    );
+    assert_eq!(d["secretHint"], "e6e4"[..].replace("e6e4", &CANARY[CANARY.len() - 4..]));
     assert_eq!(d["secretVersion"], 1);
     assert_eq!(d["rateLimitPerInterval"], 600);
     assert_eq!(d["rateLimitSource"], "explicit");
@@ -302,14 +266,10 @@ async fn provider_key_lifecycle_native() {
     assert_eq!(v["data"]["rateLimitPerInterval"], 60);
 
     // Get, list.
-    let (s, v) = h
-        .admin("GET", "/api/v1/provider_keys/openai-prod", None)
-        .await;
+    let (s, v) = h.admin("GET", "/api/v1/provider_keys/openai-prod", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["data"]["name"], "openai-prod");
-    let (_, v) = h
-        .admin("GET", "/api/v1/provider_keys?page=1&limit=1", None)
-        .await;
+    let (_, v) = h.admin("GET", "/api/v1/provider_keys?page=1&limit=1", None).await;
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
     assert_eq!(v["total"], 2);
 
@@ -330,14 +290,8 @@ async fn provider_key_lifecycle_native() {
         .secrets_of("default", v["data"]["id"].as_str().unwrap())
         .await
         .unwrap();
-    assert_eq!(
-        secrets.len(),
-        2,
-        "the old version stays for the grace period"
-    );
-    assert!(secrets
-        .iter()
-        .any(|s| s.version == 1 && s.expires_at.is_some()));
+    assert_eq!(secrets.len(), 2, "the old version stays for the grace period");
+    assert!(secrets.iter().any(|s| s.version == 1 && s.expires_at.is_some()));
     let (s, _) = h
         .admin(
             "PATCH",
@@ -355,10 +309,7 @@ async fn provider_key_lifecycle_native() {
         )
         .await;
     assert_eq!(v["data"]["rateLimitSource"], "hubDefault");
-    assert_eq!(
-        v["data"]["secretVersion"], 2,
-        "no secret change, no rotation"
-    );
+    assert_eq!(v["data"]["secretVersion"], 2, "no secret change, no rotation");
 
     // Rename and its conflict.
     let (s, _) = h
@@ -378,27 +329,15 @@ async fn provider_key_lifecycle_native() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["data"]["name"], "openai-main");
-    let (s, _) = h
-        .admin("GET", "/api/v1/provider_keys/openai-prod", None)
-        .await;
+    let (s, _) = h.admin("GET", "/api/v1/provider_keys/openai-prod", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // Delete: JSON answer, gone, secrets destroyed.
     let id = v["data"]["id"].as_str().unwrap().to_string();
-    let (s, v) = h
-        .admin("DELETE", "/api/v1/provider_keys/openai-main", None)
-        .await;
+    let (s, v) = h.admin("DELETE", "/api/v1/provider_keys/openai-main", None).await;
     assert_eq!((s, v), (StatusCode::OK, json!({"success": true})));
-    assert!(h
-        .state
-        .store
-        .secrets_of("default", &id)
-        .await
-        .unwrap()
-        .is_empty());
-    let (s, _) = h
-        .admin("DELETE", "/api/v1/provider_keys/openai-main", None)
-        .await;
+    assert!(h.state.store.secrets_of("default", &id).await.unwrap().is_empty());
+    let (s, _) = h.admin("DELETE", "/api/v1/provider_keys/openai-main", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // One audit event per change, never a secret.
@@ -484,19 +423,10 @@ async fn hub_configs_are_validated_and_secret_parts_sealed() {
             json!({"name":"v2","modelHub":"vertex","hubConfig":{"region":"us"}}),
             "project_id",
         ),
-        (
-            json!({"name":"a1","modelHub":"azure","apiKey":"k"}),
-            "resource_name",
-        ),
+        (json!({"name":"a1","modelHub":"azure","apiKey":"k"}), "resource_name"),
         (json!({"name":"o1","modelHub":"openai"}), "apiKey"),
-        (
-            json!({"name":"o1","modelHub":"nope","apiKey":"k"}),
-            "unknown modelHub",
-        ),
-        (
-            json!({"name":"bad name","modelHub":"openai","apiKey":"k"}),
-            "name",
-        ),
+        (json!({"name":"o1","modelHub":"nope","apiKey":"k"}), "unknown modelHub"),
+        (json!({"name":"bad name","modelHub":"openai","apiKey":"k"}), "name"),
         (
             json!({"name":"o1","modelHub":"openai","apiKey":"k","hubConfig":{"agent_id":"x"}}),
             "does not apply",
@@ -505,32 +435,18 @@ async fn hub_configs_are_validated_and_secret_parts_sealed() {
             json!({"name":"o1","modelHub":"openai","apiKey":"k","rateLimitInterval":5}),
             "rateLimitPerInterval",
         ),
-        (
-            json!({"name":"o1","modelHub":"openai","apiKey":"k","bogus":1}),
-            "bogus",
-        ),
-        (
-            json!({"name":"c1","modelHub":"custom","apiKey":"k"}),
-            "baseUrl",
-        ),
+        (json!({"name":"o1","modelHub":"openai","apiKey":"k","bogus":1}), "bogus"),
+        (json!({"name":"c1","modelHub":"custom","apiKey":"k"}), "baseUrl"),
     ] {
-        let (s, v) = h
-            .admin("POST", "/api/v1/provider_keys", Some(body.clone()))
-            .await;
+        let (s, v) = h.admin("POST", "/api/v1/provider_keys", Some(body.clone())).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
-        assert!(
-            v["error"]["message"].as_str().unwrap().contains(needle),
-            "{body}: {v}"
-        );
+        assert!(v["error"]["message"].as_str().unwrap().contains(needle), "{body}: {v}");
     }
     let (s, v) = h
         .admin("POST", "/api/v1/provider_keys", Some(json!({"name":"az","modelHub":"azure","apiKey":"azure-key-123456","hubConfig":{"resourceName":"res","deployments":{"gpt-4o":"dep1"},"defaultDeployment":"dep1"}})))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(
-        v["data"]["effectiveBaseUrl"],
-        "https://res.openai.azure.com"
-    );
+    assert_eq!(v["data"]["effectiveBaseUrl"], "https://res.openai.azure.com");
     assert_eq!(v["data"]["hubConfig"]["apiVersion"], "2024-10-21");
 }
 
@@ -574,7 +490,11 @@ async fn upstream_urls_are_checked_when_saved() {
         );
     }
     let (s, v) = open
-        .admin("POST", "/api/v1/provider_keys", Some(json!({"name":"c","modelHub":"custom","apiKey":"k","baseUrl":"http://127.0.0.1:9/v1/"})))
+        .admin(
+            "POST",
+            "/api/v1/provider_keys",
+            Some(json!({"name":"c","modelHub":"custom","apiKey":"k","baseUrl":"http://127.0.0.1:9/v1/"})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(v["data"]["baseUrl"], "http://127.0.0.1:9/v1");
@@ -596,7 +516,11 @@ async fn vijil_mount_speaks_vijils_shapes() {
     assert_eq!(list[0]["rate_limit_per_interval"], 30);
     // Modify: same name, new secret and limits.
     let (s, v) = h
-        .admin("PUT", &format!("/v1/api-keys/{id}"), Some(json!({"name":"new-key","hub":"openai","rate_limit_per_interval":10,"value":"sk-new-000000000000"})))
+        .admin(
+            "PUT",
+            &format!("/v1/api-keys/{id}"),
+            Some(json!({"name":"new-key","hub":"openai","rate_limit_per_interval":10,"value":"sk-new-000000000000"})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["secret_version"], 2);
@@ -604,11 +528,7 @@ async fn vijil_mount_speaks_vijils_shapes() {
     assert_eq!(v["rate_limit_interval"], 5);
     // Rename: name only.
     let (_, v) = h
-        .admin(
-            "PUT",
-            &format!("/v1/api-keys/{id}"),
-            Some(json!({"name":"renamed"})),
-        )
+        .admin("PUT", &format!("/v1/api-keys/{id}"), Some(json!({"name":"renamed"})))
         .await;
     assert_eq!(v["name"], "renamed");
     assert_eq!(v["secret_version"], 2);
@@ -650,9 +570,7 @@ async fn workspaces_are_isolated() {
     // The org admin sees nothing of team-b by default...
     let (s, _) = h.admin("GET", "/api/v1/provider_keys/b-key", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = h
-        .admin("DELETE", &format!("/v1/api-keys/{b_id}"), None)
-        .await;
+    let (s, _) = h.admin("DELETE", &format!("/v1/api-keys/{b_id}"), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // ...and all of it when naming the workspace.
     let admin = h.admin.clone();
@@ -771,14 +689,11 @@ async fn a_key_created_elsewhere_is_picked_up_by_refresh() {
 #[tokio::test]
 async fn master_key_rotation_keeps_every_secret_readable() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        keygate_store::open(&format!("sqlite://{}", dir.path().join("k.db").display()))
-            .await
-            .unwrap();
-    let old = MasterKey::generate();
-    let vault = VaultService::bootstrap(store.as_ref(), old.clone())
+    let store: Arc<dyn Store> = keygate_store::open(&format!("sqlite://{}", dir.path().join("k.db").display()))
         .await
         .unwrap();
+    let old = MasterKey::generate();
+    let vault = VaultService::bootstrap(store.as_ref(), old.clone()).await.unwrap();
     let (state, _writer) = AppState::build(
         store.clone(),
         vault,
@@ -798,27 +713,25 @@ async fn master_key_rotation_keeps_every_secret_readable() {
     };
     for i in 0..25 {
         let (s, _) = h
-            .admin("POST", "/api/v1/provider_keys", Some(json!({"name":format!("k{i}"),"modelHub":"openai","apiKey":format!("sk-secret-number-{i:04}")})))
+            .admin(
+                "POST",
+                "/api/v1/provider_keys",
+                Some(json!({"name":format!("k{i}"),"modelHub":"openai","apiKey":format!("sk-secret-number-{i:04}")})),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED);
     }
     let new = MasterKey::generate();
     let seen = std::sync::Mutex::new((0u64, 0u64));
     let progress = |d: u64, t: u64| *seen.lock().unwrap() = (d, t);
-    let report =
-        keygate_api::vault::rotate_master_key(store.as_ref(), old.clone(), new.clone(), &progress)
-            .await
-            .unwrap();
+    let report = keygate_api::vault::rotate_master_key(store.as_ref(), old.clone(), new.clone(), &progress)
+        .await
+        .unwrap();
     assert_eq!((report.from_version, report.to_version), (1, 2));
-    assert_eq!(
-        report.rewrapped, 26,
-        "25 provider secrets and the hashing secret"
-    );
+    assert_eq!(report.rewrapped, 26, "25 provider secrets and the hashing secret");
     assert_eq!(*seen.lock().unwrap(), (26, 26));
     // The old key no longer starts keygate; the new one reads everything and keeps platform keys valid.
-    let err = VaultService::bootstrap(store.as_ref(), old)
-        .await
-        .unwrap_err();
+    let err = VaultService::bootstrap(store.as_ref(), old).await.unwrap_err();
     assert!(err.to_string().contains("retired"), "{err}");
     let err = VaultService::bootstrap(store.as_ref(), MasterKey::generate())
         .await
@@ -827,13 +740,7 @@ async fn master_key_rotation_keeps_every_secret_readable() {
     let vault2 = VaultService::bootstrap(store.as_ref(), new).await.unwrap();
     assert_eq!(vault2.master_version(), 2);
     let (rows, _) = store
-        .list_provider_keys(
-            "default",
-            keygate_store::Page {
-                page: 1,
-                limit: 100,
-            },
-        )
+        .list_provider_keys("default", keygate_store::Page { page: 1, limit: 100 })
         .await
         .unwrap();
     for (i, row) in rows.iter().enumerate() {

@@ -25,14 +25,8 @@ async fn openai_chat_injects_only_the_stored_secret_and_meters() {
     let reqs = g.mock.requests();
     assert_eq!(reqs.len(), 1);
     let r = &reqs[0];
-    assert_eq!(
-        (r.method.as_str(), r.path.as_str()),
-        ("POST", "/v1/chat/completions")
-    );
-    assert_eq!(
-        r.header("authorization"),
-        Some(format!("Bearer {SECRET}").as_str())
-    );
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/v1/chat/completions"));
+    assert_eq!(r.header("authorization"), Some(format!("Bearer {SECRET}").as_str()));
     for (name, value) in &r.headers {
         assert!(
             !value.contains(&g.inference),
@@ -87,11 +81,7 @@ async fn streams_pass_through_and_are_metered_with_the_injected_usage_removed() 
         .iter()
         .filter(|e| *e != "[DONE]")
         .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
         .collect();
     assert_eq!(text, "Hello!");
     // keygate asked upstream for usage.
@@ -182,12 +172,16 @@ async fn choosing_the_virtual_key() {
         )
         .await;
     // @slug/model.
-    let resp = g.post("/v1/chat/completions", json!({"model": format!("@{slug}/gpt-4o-mini"), "messages":[{"role":"user","content":"x"}]})).send().await.unwrap();
+    let resp = g
+        .post(
+            "/v1/chat/completions",
+            json!({"model": format!("@{slug}/gpt-4o-mini"), "messages":[{"role":"user","content":"x"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        g.mock.last_request().unwrap().json()["model"],
-        "gpt-4o-mini"
-    );
+    assert_eq!(g.mock.last_request().unwrap().json()["model"], "gpt-4o-mini");
     // Portkey's header and an alias.
     let resp = g
         .post(
@@ -199,10 +193,7 @@ async fn choosing_the_virtual_key() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        g.mock.last_request().unwrap().json()["model"],
-        "gpt-4o-mini"
-    );
+    assert_eq!(g.mock.last_request().unwrap().json()["model"], "gpt-4o-mini");
     // Not on the allow-list.
     let (s, v, _) = g
         .chat(
@@ -212,11 +203,7 @@ async fn choosing_the_virtual_key() {
         .await;
     assert_eq!(s, 403, "{v}");
     // None named: 400 that says how.
-    let resp = g
-        .post("/v1/chat/completions", chat_body())
-        .send()
-        .await
-        .unwrap();
+    let resp = g.post("/v1/chat/completions", chat_body()).send().await.unwrap();
     assert_eq!(resp.status(), 400);
     let v: Value = resp.json().await.unwrap();
     assert!(v["error"]["message"]
@@ -244,18 +231,11 @@ async fn choosing_the_virtual_key() {
     .await;
     let (s, expired, _) = g.chat(&slug, chat_body()).await;
     assert_eq!((s, &expired), (403, &unknown));
-    let (_, v) = g
-        .admin("GET", &format!("/api/v1/virtual_keys/{slug}"), None)
-        .await;
+    let (_, v) = g.admin("GET", &format!("/api/v1/virtual_keys/{slug}"), None).await;
     assert_eq!(v["data"]["status"], "expired");
     // The platform key's default virtual key.
     let slug2 = g
-        .vk(
-            "dflt",
-            "openai",
-            json!({}),
-            json!({"defaultModel":"gpt-4o-mini"}),
-        )
+        .vk("dflt", "openai", json!({}), json!({"defaultModel":"gpt-4o-mini"}))
         .await;
     let k = key(
         &g.state,
@@ -386,9 +366,7 @@ async fn azure_deployments_api_key_and_streams() {
         g.mock.last_request().unwrap().path,
         "/openai/deployments/dep-mini/chat/completions"
     );
-    let (s, _, _) = g
-        .chat(&slug, json!({"messages":[{"role":"user","content":"x"}]}))
-        .await;
+    let (s, _, _) = g.chat(&slug, json!({"messages":[{"role":"user","content":"x"}]})).await;
     assert_eq!(s, 200);
     assert_eq!(
         g.mock.last_request().unwrap().path,
@@ -430,10 +408,7 @@ async fn vertex_gets_a_cached_access_token() {
     }
     assert_eq!(g.mock.tokens_issued(), 1, "one token for three requests");
     let token_req = &g.mock.requests_to("/token")[0];
-    assert_eq!(
-        token_req.form_field("grant_type").as_deref(),
-        Some("refresh_token")
-    );
+    assert_eq!(token_req.form_field("grant_type").as_deref(), Some("refresh_token"));
     assert_eq!(
         token_req.form_field("refresh_token").as_deref(),
         Some("rt-secret-123456")
@@ -477,9 +452,7 @@ async fn anthropic_is_translated_both_ways_with_usage() {
         .filter(|e| *e != "[DONE]")
         .map(|e| serde_json::from_str(e).unwrap())
         .collect();
-    assert!(chunks
-        .iter()
-        .all(|c| c["object"] == "chat.completion.chunk"));
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
     let text: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
@@ -582,10 +555,7 @@ async fn embeddings_models_and_passthrough() {
     assert_eq!(resp.status(), 404);
     // Pass-through of another path, with the stored secret.
     let resp = g
-        .post(
-            "/v1/moderations",
-            json!({"model":"gpt-4o-mini","input":"x"}),
-        )
+        .post("/v1/moderations", json!({"model":"gpt-4o-mini","input":"x"}))
         .header("x-keygate-virtual-key", &slug)
         .send()
         .await
@@ -618,10 +588,7 @@ async fn upstream_failures() {
     let (s, v, _) = g.chat(&slug, chat_body()).await;
     assert_eq!(s, 401);
     assert!(!v.to_string().contains(SECRET), "{v}");
-    assert!(v["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("[redacted]"));
+    assert!(v["error"]["message"].as_str().unwrap().contains("[redacted]"));
     // A 429 keeps its Retry-After.
     g.mock.push_fault(Fault::Status {
         status: 429,

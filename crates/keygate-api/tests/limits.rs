@@ -36,9 +36,7 @@ async fn a_virtual_key_rate_limit_admits_exactly_its_limit_with_headers_and_even
         Some(manual_engine(clock.clone())),
     )
     .await;
-    let slug = g
-        .vk("rl", "openai", json!({}), json!({"rateLimits": {"rpm": 5}}))
-        .await;
+    let slug = g.vk("rl", "openai", json!({}), json!({"rateLimits": {"rpm": 5}})).await;
     let mut ok = 0;
     let mut last_headers = None;
     for _ in 0..8 {
@@ -60,19 +58,13 @@ async fn a_virtual_key_rate_limit_admits_exactly_its_limit_with_headers_and_even
         }
     }
     assert_eq!(ok, 5);
-    assert_eq!(
-        g.mock.calls(),
-        5,
-        "refused requests never reach the upstream"
-    );
+    assert_eq!(g.mock.calls(), 5, "refused requests never reach the upstream");
     assert_eq!(last_headers.unwrap()["x-ratelimit-remaining-requests"], "0");
     // A minute later the window has room again, without sleeping.
     clock.advance(63_000);
     assert_eq!(g.chat(&slug, chat_body()).await.0, 200);
     // Every refusal was written down.
-    let (_, log) = g
-        .admin("GET", "/api/v1/api_keys/rate_limits/log", None)
-        .await;
+    let (_, log) = g.admin("GET", "/api/v1/api_keys/rate_limits/log", None).await;
     let events = log["data"].as_array().unwrap();
     assert_eq!(events.len(), 3);
     assert_eq!(events[0]["rateLimitType"], "RPM");
@@ -93,21 +85,14 @@ async fn two_hundred_concurrent_requests_never_overspend_a_budget() {
     // (4 + 6 + 3) prompt + 16 output tokens: 13 x 150 + 16 x 600 = 11,550 nano-USD (rounded up).
     // A budget of 10 such bounds admits exactly 10 concurrent requests.
     let slug = g
-        .vk(
-            "b",
-            "openai",
-            json!({}),
-            json!({"budget": {"usd": 0.0001155}}),
-        )
+        .vk("b", "openai", json!({}), json!({"budget": {"usd": 0.0001155}}))
         .await;
     let mut tasks = Vec::new();
     for _ in 0..200 {
         let req = g
             .post("/v1/chat/completions", chat_body())
             .header("x-keygate-virtual-key", &slug);
-        tasks.push(tokio::spawn(async move {
-            req.send().await.unwrap().status().as_u16()
-        }));
+        tasks.push(tokio::spawn(async move { req.send().await.unwrap().status().as_u16() }));
     }
     let mut counts = std::collections::BTreeMap::new();
     for t in tasks {
@@ -116,11 +101,7 @@ async fn two_hundred_concurrent_requests_never_overspend_a_budget() {
     let calls = g.mock.calls();
     assert!(calls <= 10 + 10, "the upstream saw {calls} calls");
     assert_eq!(counts.get(&200).copied().unwrap_or(0), calls, "{counts:?}");
-    assert_eq!(
-        counts.get(&402).copied().unwrap_or(0) + calls,
-        200,
-        "{counts:?}"
-    );
+    assert_eq!(counts.get(&402).copied().unwrap_or(0) + calls, 200, "{counts:?}");
     // What was really spent never exceeds the budget.
     let u = g.usage("").await;
     assert!(u["costNanoUsd"].as_i64().unwrap() <= 115_500, "{u}");
@@ -138,12 +119,7 @@ async fn a_budget_admits_again_once_reservations_settle_to_the_real_cost() {
     // Room for exactly one bound at a time: the next request fits only after the first settles
     // to its real cost (9 x 150 + 3 x 600 = 3,150 nano-USD).
     let slug = g
-        .vk(
-            "settle",
-            "openai",
-            json!({}),
-            json!({"budget": {"usd": 0.00002}}),
-        )
+        .vk("settle", "openai", json!({}), json!({"budget": {"usd": 0.00002}}))
         .await;
     assert_eq!(g.chat(&slug, chat_body()).await.0, 200);
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -168,12 +144,7 @@ async fn reservations_are_released_on_errors_timeouts_and_cancels() {
     .await;
     // Room for one request's bound only.
     let slug = g
-        .vk(
-            "rel",
-            "openai",
-            json!({}),
-            json!({"budget": {"usd": 0.000012}}),
-        )
+        .vk("rel", "openai", json!({}), json!({"budget": {"usd": 0.000012}}))
         .await;
     // Upstream error.
     g.mock.push_fault(Fault::Status {
@@ -188,8 +159,7 @@ async fn reservations_are_released_on_errors_timeouts_and_cancels() {
     assert_eq!(g.chat(&slug, chat_body()).await.0, 504);
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Client cancel while waiting for the upstream.
-    g.mock
-        .push_fault(Fault::SlowFirstByte(Duration::from_millis(250)));
+    g.mock.push_fault(Fault::SlowFirstByte(Duration::from_millis(250)));
     let req = g
         .post("/v1/chat/completions", chat_body())
         .header("x-keygate-virtual-key", &slug)
@@ -238,21 +208,12 @@ async fn platform_key_limits_and_provider_key_limits() {
     assert_eq!(call(k.clone()).await.0, 200);
     let (s, v) = call(k.clone()).await;
     assert_eq!(s, 429);
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("API key"),
-        "{v}"
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("API key"), "{v}");
     // The provider key's own limit (3 per minute) binds the other key after one more call.
     assert_eq!(call(g.inference.clone()).await.0, 200);
     let (s, v) = call(g.inference.clone()).await;
     assert_eq!(s, 429);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("provider key"),
-        "{v}"
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("provider key"), "{v}");
     // Venice's rate_limits shows the calling key's windows live.
     let r = g
         .http
@@ -271,20 +232,13 @@ async fn platform_key_limits_and_provider_key_limits() {
 async fn a_key_over_its_budget_shows_exhausted_and_answers_402() {
     let g = start().await;
     let slug = g
-        .vk(
-            "ex",
-            "openai",
-            json!({}),
-            json!({"budget": {"requests": 2}}),
-        )
+        .vk("ex", "openai", json!({}), json!({"budget": {"requests": 2}}))
         .await;
     assert_eq!(g.chat(&slug, chat_body()).await.0, 200);
     assert_eq!(g.chat(&slug, chat_body()).await.0, 200);
     let (s, v, _) = g.chat(&slug, chat_body()).await;
     assert_eq!(s, 402);
     assert_eq!(v["error"]["code"], "budget_exceeded");
-    let (_, v) = g
-        .admin("GET", &format!("/api/v1/virtual_keys/{slug}"), None)
-        .await;
+    let (_, v) = g.admin("GET", &format!("/api/v1/virtual_keys/{slug}"), None).await;
     assert_eq!(v["data"]["status"], "exhausted");
 }

@@ -117,18 +117,13 @@ impl P {
             .get("content-type")
             .map(|v| v.to_str().unwrap().to_string())
             .unwrap_or_default();
-        assert!(
-            ct.starts_with("application/json"),
-            "{method} {path}: {s} answered {ct}"
-        );
+        assert!(ct.starts_with("application/json"), "{method} {path}: {s} answered {ct}");
         (s, resp.json().await.unwrap())
     }
 
     /// Creates a key with `creator`; returns (id, secret).
     async fn create(&self, creator: &str, body: Value) -> (String, String) {
-        let (s, v) = self
-            .call("POST", "/api/v1/api_keys", creator, Some(body))
-            .await;
+        let (s, v) = self.call("POST", "/api/v1/api_keys", creator, Some(body)).await;
         assert_eq!(s, 201, "{v}");
         (
             v["data"]["id"].as_str().unwrap().to_string(),
@@ -151,9 +146,7 @@ async fn venice_shapes_and_lifecycle() {
     assert_eq!(d["consumptionLimit"], json!({"diem": 10.0, "usd": 50.0}));
     assert_eq!(d["expiresAt"], "2030-01-01T00:00:00.000Z");
     let id = d["id"].as_str().unwrap().to_string();
-    let (s, v) = p
-        .call("GET", &format!("/api/v1/api_keys/{id}"), &p.org, None)
-        .await;
+    let (s, v) = p.call("GET", &format!("/api/v1/api_keys/{id}"), &p.org, None).await;
     assert_eq!(s, 200);
     let k = &v["data"];
     assert_eq!(k["last6Chars"], &secret[secret.len() - 6..]);
@@ -167,10 +160,7 @@ async fn venice_shapes_and_lifecycle() {
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["success"], true);
-    assert_eq!(
-        v["data"]["ipAllowlist"],
-        json!(["11.22.33.44/32", "10.0.0.0/8"])
-    );
+    assert_eq!(v["data"]["ipAllowlist"], json!(["11.22.33.44/32", "10.0.0.0/8"]));
     assert_eq!(v["data"]["description"], "Updated");
     let (_, v) = p
         .call(
@@ -192,12 +182,7 @@ async fn venice_shapes_and_lifecycle() {
     let mut seen = Vec::new();
     for page in 1..=4 {
         let (_, v) = p
-            .call(
-                "GET",
-                &format!("/api/v1/api_keys?page={page}&limit=2"),
-                &p.org,
-                None,
-            )
+            .call("GET", &format!("/api/v1/api_keys?page={page}&limit=2"), &p.org, None)
             .await;
         let items = v["data"].as_array().unwrap();
         assert!(items.len() <= 2);
@@ -222,21 +207,15 @@ async fn venice_shapes_and_lifecycle() {
         )
         .await;
     assert_eq!(s, 404);
-    let (s, _) = p
-        .call("GET", "/api/v1/api_keys/rate_limits", secret, None)
-        .await;
+    let (s, _) = p.call("GET", "/api/v1/api_keys/rate_limits", secret, None).await;
     assert_eq!(s, 401, "a deleted key is refused");
     // Literal routes win over {id}.
-    let (s, v) = p
-        .call("GET", "/api/v1/api_keys/rate_limits", &p.org, None)
-        .await;
+    let (s, v) = p.call("GET", "/api/v1/api_keys/rate_limits", &p.org, None).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["data"]["accessPermitted"], true);
     assert!(v["data"]["balances"]["USD"].is_number() && v["data"]["balances"]["DIEM"].is_number());
     assert!(v["data"]["nextEpochBegins"].is_string());
-    let (s, v) = p
-        .call("GET", "/api/v1/api_keys/rate_limits/log", &p.org, None)
-        .await;
+    let (s, v) = p.call("GET", "/api/v1/api_keys/rate_limits/log", &p.org, None).await;
     assert_eq!((s, &v["object"]), (200, &json!("list")));
 }
 
@@ -259,55 +238,23 @@ async fn rotation_keeps_the_old_secret_for_the_grace_period() {
     let new = v["data"]["apiKey"].as_str().unwrap().to_string();
     assert_ne!(new, old);
     assert_eq!(
-        p.call("GET", "/api/v1/api_keys/rate_limits", &old, None)
-            .await
-            .0,
+        p.call("GET", "/api/v1/api_keys/rate_limits", &old, None).await.0,
         200,
         "old valid during the grace"
     );
-    assert_eq!(
-        p.call("GET", "/api/v1/api_keys/rate_limits", &new, None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(p.call("GET", "/api/v1/api_keys/rate_limits", &new, None).await.0, 200);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let (s, v) = p
-        .call("GET", "/api/v1/api_keys/rate_limits", &old, None)
-        .await;
+    let (s, v) = p.call("GET", "/api/v1/api_keys/rate_limits", &old, None).await;
     assert_eq!(s, 401);
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("rotated"),
-        "{v}"
-    );
-    assert_eq!(
-        p.call("GET", "/api/v1/api_keys/rate_limits", &new, None)
-            .await
-            .0,
-        200
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("rotated"), "{v}");
+    assert_eq!(p.call("GET", "/api/v1/api_keys/rate_limits", &new, None).await.0, 200);
     // Without a grace the old secret stops at once.
     let (_, v) = p
-        .call(
-            "POST",
-            &format!("/api/v1/api_keys/{id}/rotate"),
-            &p.org,
-            None,
-        )
+        .call("POST", &format!("/api/v1/api_keys/{id}/rotate"), &p.org, None)
         .await;
     let newer = v["data"]["apiKey"].as_str().unwrap().to_string();
-    assert_eq!(
-        p.call("GET", "/api/v1/api_keys/rate_limits", &new, None)
-            .await
-            .0,
-        401
-    );
-    assert_eq!(
-        p.call("GET", "/api/v1/api_keys/rate_limits", &newer, None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(p.call("GET", "/api/v1/api_keys/rate_limits", &new, None).await.0, 401);
+    assert_eq!(p.call("GET", "/api/v1/api_keys/rate_limits", &newer, None).await.0, 200);
 }
 
 #[tokio::test]
@@ -340,12 +287,7 @@ async fn expiry_and_ip_allowlists_are_enforced() {
             json!({"apiKeyType":"INFERENCE","description":"ip","ipAllowlist":["127.0.0.1"]}),
         )
         .await;
-    assert_eq!(
-        p.call("GET", "/api/v1/api_keys/rate_limits", &here, None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(p.call("GET", "/api/v1/api_keys/rate_limits", &here, None).await.0, 200);
     let (s, _) = p.call("GET", "/api/v1/api_keys", &here, None).await;
     assert_eq!(s, 403, "INFERENCE keys do not manage");
 }
@@ -369,17 +311,13 @@ async fn no_key_creates_or_edits_a_key_above_its_own() {
     ] {
         let mut body = ok.clone();
         body[field] = value.clone();
-        let (s, v) = p
-            .call("POST", "/api/v1/api_keys", &limited, Some(body))
-            .await;
+        let (s, v) = p.call("POST", "/api/v1/api_keys", &limited, Some(body)).await;
         assert_eq!(s, 403, "{field}={value}: {v}");
     }
     let mut no_expiry = ok.clone();
     no_expiry.as_object_mut().unwrap().remove("expiresAt");
     assert_eq!(
-        p.call("POST", "/api/v1/api_keys", &limited, Some(no_expiry))
-            .await
-            .0,
+        p.call("POST", "/api/v1/api_keys", &limited, Some(no_expiry)).await.0,
         403
     );
     // Editing: not above its own either, and never an organisation admin's key.
@@ -401,9 +339,7 @@ async fn no_key_creates_or_edits_a_key_above_its_own() {
         )
         .await;
     assert_eq!(s, 403, "not even its own limits upward");
-    let (_, v) = p
-        .call("GET", "/api/v1/api_keys?limit=500", &p.org, None)
-        .await;
+    let (_, v) = p.call("GET", "/api/v1/api_keys?limit=500", &p.org, None).await;
     let org_id = v["data"]
         .as_array()
         .unwrap()
@@ -425,25 +361,15 @@ async fn no_key_creates_or_edits_a_key_above_its_own() {
         403
     );
     assert_eq!(
-        p.call(
-            "POST",
-            &format!("/api/v1/api_keys/{org_id}/rotate"),
-            &limited,
-            None
-        )
-        .await
-        .0,
+        p.call("POST", &format!("/api/v1/api_keys/{org_id}/rotate"), &limited, None)
+            .await
+            .0,
         403
     );
     assert_eq!(
-        p.call(
-            "DELETE",
-            &format!("/api/v1/api_keys?id={org_id}"),
-            &limited,
-            None
-        )
-        .await
-        .0,
+        p.call("DELETE", &format!("/api/v1/api_keys?id={org_id}"), &limited, None)
+            .await
+            .0,
         403
     );
 }
@@ -457,11 +383,8 @@ async fn creation_is_throttled_and_capped() {
     })
     .await;
     for i in 0..3 {
-        p.create(
-            &p.org,
-            json!({"apiKeyType":"INFERENCE","description":format!("t{i}")}),
-        )
-        .await;
+        p.create(&p.org, json!({"apiKeyType":"INFERENCE","description":format!("t{i}")}))
+            .await;
     }
     let resp = p
         .http
@@ -472,11 +395,7 @@ async fn creation_is_throttled_and_capped() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 429);
-    let retry: u64 = resp.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry));
     let p = start(ApiSettings {
         max_api_keys_per_workspace: 3,
@@ -497,10 +416,7 @@ async fn creation_is_throttled_and_capped() {
         )
         .await;
     assert_eq!(s, 403, "{v}");
-    assert!(v["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("limit of 3"));
+    assert!(v["error"]["message"].as_str().unwrap().contains("limit of 3"));
     p.call("DELETE", &format!("/api/v1/api_keys?id={id}"), &p.org, None)
         .await;
     p.create(&p.org, json!({"apiKeyType":"INFERENCE","description":"c"}))
@@ -511,16 +427,12 @@ async fn creation_is_throttled_and_capped() {
 async fn wallet_sign_in_with_real_signatures() {
     let p = start(settings()).await;
     let key: [u8; 32] = [
-        0x4c, 0x08, 0x83, 0xa6, 0x91, 0x02, 0x93, 0x7d, 0x62, 0x31, 0x47, 0x1b, 0x5d, 0xbb, 0x62,
-        0x04, 0xfe, 0x51, 0x29, 0x61, 0x70, 0x82, 0x79, 0x2a, 0xe4, 0x68, 0xd0, 0x1a, 0x3f, 0x36,
-        0x23, 0x18,
+        0x4c, 0x08, 0x83, 0xa6, 0x91, 0x02, 0x93, 0x7d, 0x62, 0x31, 0x47, 0x1b, 0x5d, 0xbb, 0x62, 0x04, 0xfe, 0x51,
+        0x29, 0x61, 0x70, 0x82, 0x79, 0x2a, 0xe4, 0x68, 0xd0, 0x1a, 0x3f, 0x36, 0x23, 0x18,
     ];
     let other: [u8; 32] = [7; 32];
     let address = Address::from_private_key(&key).unwrap();
-    assert_eq!(
-        address.to_checksum(),
-        "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
-    );
+    assert_eq!(address.to_checksum(), "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23");
     let (s, v) = p
         .call(
             "POST",
@@ -531,9 +443,7 @@ async fn wallet_sign_in_with_real_signatures() {
         .await;
     assert_eq!(s, 201, "{v}");
     let token = || async {
-        let (s, v) = p
-            .call("GET", "/api/v1/api_keys/generate_web3_key", "", None)
-            .await;
+        let (s, v) = p.call("GET", "/api/v1/api_keys/generate_web3_key", "", None).await;
         assert_eq!((s, &v["success"]), (200, &json!(true)));
         v["data"]["token"].as_str().unwrap().to_string()
     };
@@ -553,9 +463,7 @@ async fn wallet_sign_in_with_real_signatures() {
     let minted = v["data"]["apiKey"].as_str().unwrap().to_string();
     assert_eq!(v["data"]["consumptionLimit"], json!({}));
     assert_eq!(
-        p.call("GET", "/api/v1/api_keys/rate_limits", &minted, None)
-            .await
-            .0,
+        p.call("GET", "/api/v1/api_keys/rate_limits", &minted, None).await.0,
         200
     );
     // Replay.
@@ -563,17 +471,18 @@ async fn wallet_sign_in_with_real_signatures() {
         .call("POST", "/api/v1/api_keys/generate_web3_key", "", Some(body))
         .await;
     assert_eq!(s, 401);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("already used"),
-        "{v}"
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("already used"), "{v}");
     // Forged: signed by another account.
     let t = token().await;
     let forged = personal_sign(&other, t.as_bytes()).unwrap();
-    let (s, v) = p.call("POST", "/api/v1/api_keys/generate_web3_key", "", Some(json!({"apiKeyType":"INFERENCE","address": address.to_checksum(),"signature": forged,"token": t}))).await;
+    let (s, v) = p
+        .call(
+            "POST",
+            "/api/v1/api_keys/generate_web3_key",
+            "",
+            Some(json!({"apiKeyType":"INFERENCE","address": address.to_checksum(),"signature": forged,"token": t})),
+        )
+        .await;
     assert_eq!(s, 401);
     assert!(
         v["error"]["message"]
@@ -585,13 +494,17 @@ async fn wallet_sign_in_with_real_signatures() {
     // An address nobody registered.
     let stranger = Address::from_private_key(&other).unwrap();
     let sig = personal_sign(&other, t.as_bytes()).unwrap();
-    let (s, v) = p.call("POST", "/api/v1/api_keys/generate_web3_key", "", Some(json!({"apiKeyType":"INFERENCE","address": stranger.to_checksum(),"signature": sig,"token": t}))).await;
+    let (s, v) = p
+        .call(
+            "POST",
+            "/api/v1/api_keys/generate_web3_key",
+            "",
+            Some(json!({"apiKeyType":"INFERENCE","address": stranger.to_checksum(),"signature": sig,"token": t})),
+        )
+        .await;
     assert_eq!(s, 401);
     assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not registered"),
+        v["error"]["message"].as_str().unwrap().contains("not registered"),
         "{v}"
     );
     // An unknown token; an ADMIN key from a wallet that may mint only INFERENCE keys.
@@ -600,7 +513,14 @@ async fn wallet_sign_in_with_real_signatures() {
     assert_eq!(s, 401);
     let t = token().await;
     let sig = personal_sign(&key, t.as_bytes()).unwrap();
-    let (s, _) = p.call("POST", "/api/v1/api_keys/generate_web3_key", "", Some(json!({"apiKeyType":"ADMIN","address": address.to_checksum(),"signature": sig,"token": t}))).await;
+    let (s, _) = p
+        .call(
+            "POST",
+            "/api/v1/api_keys/generate_web3_key",
+            "",
+            Some(json!({"apiKeyType":"ADMIN","address": address.to_checksum(),"signature": sig,"token": t})),
+        )
+        .await;
     assert_eq!(s, 403);
     let (_, v) = p.call("GET", "/api/v1/wallets", &p.org, None).await;
     assert_eq!(v["data"][0]["address"], address.to_checksum());
@@ -657,13 +577,8 @@ async fn every_route_with_an_id_hides_other_workspaces() {
         .create(&p.org, json!({"apiKeyType":"INFERENCE","description":"a"}))
         .await;
     let wallet = Address::from_private_key(&[9; 32]).unwrap().to_lower_hex();
-    p.call(
-        "POST",
-        "/api/v1/wallets",
-        &p.org,
-        Some(json!({"address": wallet})),
-    )
-    .await;
+    p.call("POST", "/api/v1/wallets", &p.org, Some(json!({"address": wallet})))
+        .await;
     // A workspace admin of team-b.
     let (_, b) = p
         .create(
@@ -700,9 +615,7 @@ async fn every_route_with_an_id_hides_other_workspaces() {
             // A body each route accepts, so only the id can be what is refused.
             let body = match (spec.method.as_str(), spec.path) {
                 ("PATCH", "/api/v1/provider_keys/{name}") => Some(json!({"private": true})),
-                ("POST", "/api/v1/provider_keys/{name}/rename") => {
-                    Some(json!({"newName": "renamed"}))
-                }
+                ("POST", "/api/v1/provider_keys/{name}/rename") => Some(json!({"newName": "renamed"})),
                 ("PATCH", "/api/v1/virtual_keys/{slug}") => Some(json!({"note": "x"})),
                 ("POST", "/api/v1/api_keys/{id}/rotate") => Some(json!({})),
                 ("PATCH" | "PUT", _) => Some(json!({"name": "renamed"})),
@@ -733,12 +646,7 @@ async fn every_route_with_an_id_hides_other_workspaces() {
         404
     );
     // And the objects are untouched.
-    assert_eq!(
-        p.call("GET", "/api/v1/provider_keys/a-key", &p.org, None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(p.call("GET", "/api/v1/provider_keys/a-key", &p.org, None).await.0, 200);
     assert_eq!(
         p.call("GET", &format!("/api/v1/api_keys/{ak_id}"), &p.org, None)
             .await
@@ -793,14 +701,9 @@ async fn workspaces_lifecycle() {
         "a workspace key sees only its own"
     );
     assert_eq!(
-        p.call(
-            "POST",
-            "/api/v1/workspaces",
-            &ws_admin,
-            Some(json!({"name":"x"}))
-        )
-        .await
-        .0,
+        p.call("POST", "/api/v1/workspaces", &ws_admin, Some(json!({"name":"x"})))
+            .await
+            .0,
         403
     );
     let (_, v) = p.call("GET", "/api/v1/workspaces", &p.org, None).await;
@@ -815,9 +718,7 @@ async fn workspaces_lifecycle() {
         .await;
     assert_eq!((s, &v["data"]["name"]), (200, &json!("R&D")));
     assert_eq!(
-        p.call("DELETE", "/api/v1/workspaces/research", &p.org, None)
-            .await
-            .0,
+        p.call("DELETE", "/api/v1/workspaces/research", &p.org, None).await.0,
         409,
         "not empty"
     );
@@ -840,15 +741,11 @@ async fn workspaces_lifecycle() {
     )
     .await;
     assert_eq!(
-        p.call("DELETE", "/api/v1/workspaces/research", &p.org, None)
-            .await
-            .0,
+        p.call("DELETE", "/api/v1/workspaces/research", &p.org, None).await.0,
         200
     );
     assert_eq!(
-        p.call("DELETE", "/api/v1/workspaces/default", &p.org, None)
-            .await
-            .0,
+        p.call("DELETE", "/api/v1/workspaces/default", &p.org, None).await.0,
         409
     );
 }

@@ -53,11 +53,7 @@ impl SseParser {
     }
 
     /// Feeds bytes; calls `on_event` for every complete event.
-    pub fn feed(
-        &mut self,
-        mut chunk: &[u8],
-        mut on_event: impl FnMut(SseEvent),
-    ) -> Result<(), SseError> {
+    pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(SseEvent)) -> Result<(), SseError> {
         if self.skip_lf {
             if let Some(b'\n') = chunk.first() {
                 chunk = &chunk[1..];
@@ -119,11 +115,7 @@ impl SseParser {
         self.event = None;
     }
 
-    fn line_done(
-        &mut self,
-        line: &[u8],
-        on_event: &mut impl FnMut(SseEvent),
-    ) -> Result<(), SseError> {
+    fn line_done(&mut self, line: &[u8], on_event: &mut impl FnMut(SseEvent)) -> Result<(), SseError> {
         if line.is_empty() {
             self.dispatch(on_event);
             return Ok(());
@@ -207,10 +199,7 @@ mod tests {
     #[test]
     fn caps_hold_and_invalid_utf8_is_replaced() {
         let mut p = SseParser::new(8, 100);
-        assert_eq!(
-            p.feed(b"data: 0123456789", |_| {}),
-            Err(SseError::LineTooLong(8))
-        );
+        assert_eq!(p.feed(b"data: 0123456789", |_| {}), Err(SseError::LineTooLong(8)));
         let ev = parse_all(&[b"data: \xff\xfe ok\n\n"]);
         assert!(ev[0].data.ends_with(" ok"));
         let mut p = SseParser::new(100, 10);

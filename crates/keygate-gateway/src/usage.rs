@@ -28,8 +28,7 @@ impl Usage {
             (n <= 100_000_000).then_some(n)
         };
         let prompt = num(obj.get("prompt_tokens")).or_else(|| num(obj.get("input_tokens")));
-        let completion =
-            num(obj.get("completion_tokens")).or_else(|| num(obj.get("output_tokens")));
+        let completion = num(obj.get("completion_tokens")).or_else(|| num(obj.get("output_tokens")));
         if prompt.is_none() && completion.is_none() {
             return None;
         }
@@ -55,8 +54,7 @@ impl Usage {
             "total_tokens": self.total(),
         });
         if self.cached_prompt_tokens > 0 {
-            v["prompt_tokens_details"] =
-                serde_json::json!({"cached_tokens": self.cached_prompt_tokens});
+            v["prompt_tokens_details"] = serde_json::json!({"cached_tokens": self.cached_prompt_tokens});
         }
         v
     }
@@ -78,14 +76,8 @@ mod tests {
         assert_eq!(Usage::from_openai(&json!({"prompt_tokens":1.5})), None);
         assert_eq!(Usage::from_openai(&json!({"prompt_tokens":1e12})), None);
         assert_eq!(Usage::from_openai(&json!("x")), None);
-        let u = Usage::from_openai(
-            &json!({"prompt_tokens":2,"prompt_tokens_details":{"cached_tokens":99}}),
-        )
-        .unwrap();
-        assert_eq!(
-            u.cached_prompt_tokens, 2,
-            "cached tokens never exceed the prompt"
-        );
+        let u = Usage::from_openai(&json!({"prompt_tokens":2,"prompt_tokens_details":{"cached_tokens":99}})).unwrap();
+        assert_eq!(u.cached_prompt_tokens, 2, "cached tokens never exceed the prompt");
         assert_eq!(Usage::from_openai(&u.to_openai()), Some(u));
     }
 }

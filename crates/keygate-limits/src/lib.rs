@@ -147,14 +147,7 @@ pub fn bucket_len(window_ms: i64) -> i64 {
 
 /// Given the counts of the `SUB_BUCKETS + 1` sub-buckets counted at `idx` (oldest first), the
 /// milliseconds from `now` until `amount` more would fit under `limit`; `None` if never.
-pub fn retry_after(
-    counts: &[i64],
-    limit: i64,
-    amount: i64,
-    idx: i64,
-    blen: i64,
-    now: i64,
-) -> Option<i64> {
+pub fn retry_after(counts: &[i64], limit: i64, amount: i64, idx: i64, blen: i64, now: i64) -> Option<i64> {
     if amount > limit {
         return None;
     }

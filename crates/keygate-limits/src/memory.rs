@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use crate::{
-    bucket_len, reset_after, retry_after, Acquired, Adjustment, Check, Counters, Kind, LimitError,
-    WindowState, SUB_BUCKETS,
+    bucket_len, reset_after, retry_after, Acquired, Adjustment, Check, Counters, Kind, LimitError, WindowState,
+    SUB_BUCKETS,
 };
 
 enum Counter {
@@ -52,10 +52,7 @@ impl MemoryCounters {
 
 fn validate(c: &Check) -> Result<(), LimitError> {
     if c.limit < 0 || c.amount < 0 {
-        return Err(LimitError::Invalid(format!(
-            "{}: negative limit or amount",
-            c.key
-        )));
+        return Err(LimitError::Invalid(format!("{}: negative limit or amount", c.key)));
     }
     if let Kind::Rate { window_ms } = c.kind {
         if window_ms <= 0 {
@@ -126,9 +123,7 @@ fn new_counter(check: &Check) -> Counter {
 
 fn expired(c: &Counter, now: i64) -> bool {
     match c {
-        Counter::Rate { blen, buckets } => buckets
-            .back()
-            .is_none_or(|(i, _)| (i + SUB_BUCKETS + 1) * blen < now),
+        Counter::Rate { blen, buckets } => buckets.back().is_none_or(|(i, _)| (i + SUB_BUCKETS + 1) * blen < now),
         Counter::Budget { expires_at, .. } => expires_at.is_some_and(|e| e < now),
     }
 }
@@ -174,8 +169,7 @@ impl Counters for MemoryCounters {
                 refused = Some(i);
                 retry = match (check.kind, &*counter) {
                     (Kind::Rate { .. }, Counter::Rate { blen, .. }) => {
-                        retry_after(&counts, check.limit, check.amount, idx, *blen, now)
-                            .unwrap_or(0)
+                        retry_after(&counts, check.limit, check.amount, idx, *blen, now).unwrap_or(0)
                     }
                     _ => state.reset_ms,
                 };

@@ -8,8 +8,7 @@ use keygate_limits::memory::MemoryCounters;
 use keygate_limits::{Adjustment, Check, Counters, Kind, SUB_BUCKETS};
 
 pub async fn backends() -> Vec<(&'static str, Arc<dyn Counters>)> {
-    let mut out: Vec<(&'static str, Arc<dyn Counters>)> =
-        vec![("memory", Arc::new(MemoryCounters::new()))];
+    let mut out: Vec<(&'static str, Arc<dyn Counters>)> = vec![("memory", Arc::new(MemoryCounters::new()))];
     if let Some(redis) = redis_backend().await {
         out.push(("redis", redis));
     } else {
@@ -50,9 +49,7 @@ fn rate(key: &str, window_ms: i64, limit: i64, amount: i64) -> Check {
 fn budget(key: &str, limit: i64, amount: i64) -> Check {
     Check {
         key: key.to_string(),
-        kind: Kind::Budget {
-            expires_at_ms: None,
-        },
+        kind: Kind::Budget { expires_at_ms: None },
         limit,
         amount,
     }
@@ -66,10 +63,7 @@ async fn a_rate_limit_admits_exactly_its_limit_per_window() {
         let key = k(&format!("{name}:exact"));
         let mut admitted = 0;
         for i in 0..25 {
-            let a = c
-                .acquire(&[rate(&key, 60_000, 10, 1)], T0 + i * 100)
-                .await
-                .unwrap();
+            let a = c.acquire(&[rate(&key, 60_000, 10, 1)], T0 + i * 100).await.unwrap();
             if a.admitted {
                 admitted += 1;
             } else {
@@ -110,30 +104,20 @@ async fn no_sliding_window_ever_holds_more_than_the_limit_and_overload_gets_95_p
         // Sustained overload: an attempt every 20 ms for 10 windows.
         let mut t = T0;
         while t < T0 + 10 * window {
-            if c.acquire(&[rate(&key, window, limit, 1)], t)
-                .await
-                .unwrap()
-                .admitted
-            {
+            if c.acquire(&[rate(&key, window, limit, 1)], t).await.unwrap().admitted {
                 admitted_at.push(t);
             }
             t += 20;
         }
         // Strict: every window of the limit's length holds at most the limit.
         for (i, start) in admitted_at.iter().enumerate() {
-            let n = admitted_at[i..]
-                .iter()
-                .take_while(|x| **x < start + window)
-                .count();
+            let n = admitted_at[i..].iter().take_while(|x| **x < start + window).count();
             assert!(n as i64 <= limit, "{name}: {n} admitted in one window");
         }
         // And at least 95% of the limit per window under overload (after the first window).
         let steady: Vec<_> = admitted_at.iter().filter(|t| **t >= T0 + window).collect();
         let per_window = steady.len() as f64 / 9.0;
-        assert!(
-            per_window >= 0.95 * limit as f64,
-            "{name}: {per_window} per window"
-        );
+        assert!(per_window >= 0.95 * limit as f64, "{name}: {per_window} per window");
     }
 }
 
@@ -170,13 +154,7 @@ async fn settlement_moves_reservations_to_real_amounts() {
         let tok = k(&format!("{name}:tpm"));
         let usd = k(&format!("{name}:usd"));
         let r = c
-            .acquire(
-                &[
-                    rate(&tok, 60_000, 1000, 800),
-                    budget(&usd, 1_000_000, 900_000),
-                ],
-                T0,
-            )
+            .acquire(&[rate(&tok, 60_000, 1000, 800), budget(&usd, 1_000_000, 900_000)], T0)
             .await
             .unwrap();
         assert!(r.admitted);
@@ -191,9 +169,7 @@ async fn settlement_moves_reservations_to_real_amounts() {
                 },
                 Adjustment {
                     key: usd.clone(),
-                    kind: Kind::Budget {
-                        expires_at_ms: None,
-                    },
+                    kind: Kind::Budget { expires_at_ms: None },
                     bucket: 0,
                     delta: -899_000,
                 },
@@ -203,10 +179,7 @@ async fn settlement_moves_reservations_to_real_amounts() {
         .await
         .unwrap();
         let s = c
-            .peek(
-                &[rate(&tok, 60_000, 1000, 0), budget(&usd, 1_000_000, 0)],
-                T0 + 6,
-            )
+            .peek(&[rate(&tok, 60_000, 1000, 0), budget(&usd, 1_000_000, 0)], T0 + 6)
             .await
             .unwrap();
         assert_eq!((s[0].used, s[1].used), (20, 1_000), "{name}");
@@ -214,9 +187,7 @@ async fn settlement_moves_reservations_to_real_amounts() {
         c.adjust(
             &[Adjustment {
                 key: usd.clone(),
-                kind: Kind::Budget {
-                    expires_at_ms: None,
-                },
+                kind: Kind::Budget { expires_at_ms: None },
                 bucket: 0,
                 delta: -5_000,
             }],
@@ -224,10 +195,7 @@ async fn settlement_moves_reservations_to_real_amounts() {
         )
         .await
         .unwrap();
-        assert_eq!(
-            c.peek(&[budget(&usd, 1_000_000, 0)], T0 + 8).await.unwrap()[0].used,
-            0
-        );
+        assert_eq!(c.peek(&[budget(&usd, 1_000_000, 0)], T0 + 8).await.unwrap()[0].used, 0);
     }
 }
 
@@ -248,10 +216,7 @@ async fn budgets_forget_themselves_after_their_period() {
         let r = c.acquire(&[check(1)], T0 + 1_000).await.unwrap();
         assert!(!r.admitted);
         assert_eq!(r.retry_after_ms, end - T0 - 1_000, "{name}");
-        assert!(
-            c.acquire(&[check(1)], end + 1).await.unwrap().admitted,
-            "{name}"
-        );
+        assert!(c.acquire(&[check(1)], end + 1).await.unwrap().admitted, "{name}");
     }
 }
 
@@ -264,10 +229,7 @@ async fn concurrent_acquires_never_exceed_the_limit() {
             let c = c.clone();
             let key = key.clone();
             tasks.push(tokio::spawn(async move {
-                c.acquire(&[budget(&key, 37, 1)], T0 + i)
-                    .await
-                    .unwrap()
-                    .admitted
+                c.acquire(&[budget(&key, 37, 1)], T0 + i).await.unwrap().admitted
             }));
         }
         let mut admitted = 0;

@@ -371,13 +371,8 @@ pub trait Store: Send + Sync + 'static {
         audit: Option<&AuditEvent>,
     ) -> Result<ProviderKeyRow>;
     async fn get_provider_key(&self, workspace: &str, id: &str) -> Result<ProviderKeyRow>;
-    async fn get_provider_key_by_name(&self, workspace: &str, name: &str)
-        -> Result<ProviderKeyRow>;
-    async fn list_provider_keys(
-        &self,
-        workspace: &str,
-        page: Page,
-    ) -> Result<(Vec<ProviderKeyRow>, i64)>;
+    async fn get_provider_key_by_name(&self, workspace: &str, name: &str) -> Result<ProviderKeyRow>;
+    async fn list_provider_keys(&self, workspace: &str, page: Page) -> Result<(Vec<ProviderKeyRow>, i64)>;
     /// Soft-deletes the key and deletes its secrets.
     async fn delete_provider_key(
         &self,
@@ -390,22 +385,10 @@ pub trait Store: Send + Sync + 'static {
     async fn provider_keys_changed_since(&self, rev: i64) -> Result<Vec<ProviderKeyRow>>;
 
     // Platform keys.
-    async fn create_platform_key(
-        &self,
-        row: &PlatformKeyRow,
-        audit: Option<&AuditEvent>,
-    ) -> Result<PlatformKeyRow>;
-    async fn update_platform_key(
-        &self,
-        row: &PlatformKeyRow,
-        audit: Option<&AuditEvent>,
-    ) -> Result<PlatformKeyRow>;
+    async fn create_platform_key(&self, row: &PlatformKeyRow, audit: Option<&AuditEvent>) -> Result<PlatformKeyRow>;
+    async fn update_platform_key(&self, row: &PlatformKeyRow, audit: Option<&AuditEvent>) -> Result<PlatformKeyRow>;
     async fn get_platform_key(&self, workspace: &str, id: &str) -> Result<PlatformKeyRow>;
-    async fn list_platform_keys(
-        &self,
-        workspace: &str,
-        page: Page,
-    ) -> Result<(Vec<PlatformKeyRow>, i64)>;
+    async fn list_platform_keys(&self, workspace: &str, page: Page) -> Result<(Vec<PlatformKeyRow>, i64)>;
     async fn count_platform_keys(&self) -> Result<i64>;
     async fn delete_platform_key(
         &self,
@@ -419,23 +402,11 @@ pub trait Store: Send + Sync + 'static {
     async fn touch_platform_keys(&self, used: &[(String, i64)]) -> Result<()>;
 
     // Virtual keys.
-    async fn create_virtual_key(
-        &self,
-        row: &VirtualKeyRow,
-        audit: Option<&AuditEvent>,
-    ) -> Result<VirtualKeyRow>;
-    async fn update_virtual_key(
-        &self,
-        row: &VirtualKeyRow,
-        audit: Option<&AuditEvent>,
-    ) -> Result<VirtualKeyRow>;
+    async fn create_virtual_key(&self, row: &VirtualKeyRow, audit: Option<&AuditEvent>) -> Result<VirtualKeyRow>;
+    async fn update_virtual_key(&self, row: &VirtualKeyRow, audit: Option<&AuditEvent>) -> Result<VirtualKeyRow>;
     /// By id (`vk_…`) or slug.
     async fn get_virtual_key(&self, workspace: &str, id_or_slug: &str) -> Result<VirtualKeyRow>;
-    async fn list_virtual_keys(
-        &self,
-        workspace: &str,
-        page: Page,
-    ) -> Result<(Vec<VirtualKeyRow>, i64)>;
+    async fn list_virtual_keys(&self, workspace: &str, page: Page) -> Result<(Vec<VirtualKeyRow>, i64)>;
     async fn delete_virtual_key(
         &self,
         workspace: &str,
@@ -461,25 +432,14 @@ pub trait Store: Send + Sync + 'static {
         group: UsageGroup,
         limit: u32,
     ) -> Result<Vec<UsageTotals>>;
-    async fn list_usage(
-        &self,
-        workspace: &str,
-        filter: &UsageFilter,
-        page: Page,
-    ) -> Result<(Vec<UsageRow>, i64)>;
+    async fn list_usage(&self, workspace: &str, filter: &UsageFilter, page: Page) -> Result<(Vec<UsageRow>, i64)>;
 
     // Wallets and sign-in tokens.
-    async fn create_wallet(&self, row: &WalletRow, audit: Option<&AuditEvent>)
-        -> Result<WalletRow>;
+    async fn create_wallet(&self, row: &WalletRow, audit: Option<&AuditEvent>) -> Result<WalletRow>;
     async fn list_wallets(&self, workspace: &str) -> Result<Vec<WalletRow>>;
     /// A registered wallet, whatever its workspace (sign-in finds the workspace through it).
     async fn find_wallet(&self, address: &str) -> Result<WalletRow>;
-    async fn delete_wallet(
-        &self,
-        workspace: &str,
-        address: &str,
-        audit: Option<&AuditEvent>,
-    ) -> Result<()>;
+    async fn delete_wallet(&self, workspace: &str, address: &str, audit: Option<&AuditEvent>) -> Result<()>;
     async fn insert_web3_token(&self, token_hash: &[u8], expires_at: i64) -> Result<()>;
     /// Uses a sign-in token once: Ok(true) when it existed, was unused and unexpired.
     async fn consume_web3_token(&self, token_hash: &[u8], now: i64) -> Result<Web3TokenState>;
@@ -501,12 +461,7 @@ pub trait Store: Send + Sync + 'static {
 
     // Audit.
     async fn append_audit(&self, event: &AuditEvent) -> Result<()>;
-    async fn list_audit(
-        &self,
-        workspace: &str,
-        filter: &AuditFilter,
-        page: Page,
-    ) -> Result<(Vec<AuditEvent>, i64)>;
+    async fn list_audit(&self, workspace: &str, filter: &AuditFilter, page: Page) -> Result<(Vec<AuditEvent>, i64)>;
 
     async fn close(&self);
 }

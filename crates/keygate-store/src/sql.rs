@@ -12,9 +12,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::{
-    AuditEvent, AuditFilter, Backend, MasterKeyRow, Page, PlatformKeyRow, ProviderKeyRow,
-    RateLimitEventRow, Result, SecretRow, Store, StoreError, UsageFilter, UsageGroup, UsageRow,
-    UsageTotals, VirtualKeyRow, WalletRow, Web3TokenState, WorkspaceRow,
+    AuditEvent, AuditFilter, Backend, MasterKeyRow, Page, PlatformKeyRow, ProviderKeyRow, RateLimitEventRow, Result,
+    SecretRow, Store, StoreError, UsageFilter, UsageGroup, UsageRow, UsageTotals, VirtualKeyRow, WalletRow,
+    Web3TokenState, WorkspaceRow,
 };
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -29,9 +29,7 @@ pub struct SqlStore {
 fn db(e: sqlx::Error) -> StoreError {
     match e {
         sqlx::Error::RowNotFound => StoreError::NotFound,
-        sqlx::Error::Database(d) if d.is_unique_violation() => {
-            StoreError::Conflict("already exists".into())
-        }
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict("already exists".into()),
         other => StoreError::Db(other.to_string()),
     }
 }
@@ -59,9 +57,8 @@ fn sqlite_url(url: &str) -> Result<String> {
     if path != ":memory:" {
         if let Some(parent) = std::path::Path::new(path).parent() {
             if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    StoreError::Open(format!("cannot create {}: {e}", parent.display()))
-                })?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| StoreError::Open(format!("cannot create {}: {e}", parent.display())))?;
             }
         }
     }
@@ -135,20 +132,14 @@ impl SqlStore {
     }
 
     async fn next_rev(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<i64> {
-        let row = sqlx::query(
-            &self.q("UPDATE kg_meta SET ivalue = ivalue + 1 WHERE key = 'rev' RETURNING ivalue"),
-        )
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db)?;
+        let row = sqlx::query(&self.q("UPDATE kg_meta SET ivalue = ivalue + 1 WHERE key = 'rev' RETURNING ivalue"))
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?;
         row.try_get::<i64, _>(0).map_err(db)
     }
 
-    async fn audit_in(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        event: Option<&AuditEvent>,
-    ) -> Result<()> {
+    async fn audit_in(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, event: Option<&AuditEvent>) -> Result<()> {
         let Some(e) = event else { return Ok(()) };
         sqlx::query(&self.q(
             "INSERT INTO audit_events (id, workspace, at, actor_key_id, actor, action, target_type, target_id, request_id, details)
@@ -170,11 +161,7 @@ impl SqlStore {
         Ok(())
     }
 
-    async fn insert_secret(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        s: &SecretRow,
-    ) -> Result<()> {
+    async fn insert_secret(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, s: &SecretRow) -> Result<()> {
         sqlx::query(&self.q(
             "INSERT INTO secrets (workspace, owner_id, field, version, master_version, sealed, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -295,7 +282,8 @@ fn audit(row: &AnyRow) -> Result<AuditEvent> {
     })
 }
 
-const VK_COLS: &str = "id, workspace, slug, name, note, config, status, expires_at, created_at, updated_at, created_by, rev, deleted_at";
+const VK_COLS: &str =
+    "id, workspace, slug, name, note, config, status, expires_at, created_at, updated_at, created_by, rev, deleted_at";
 
 fn virtual_key(row: &AnyRow) -> Result<VirtualKeyRow> {
     Ok(VirtualKeyRow {
@@ -389,7 +377,8 @@ fn wallet(row: &AnyRow) -> Result<WalletRow> {
     })
 }
 
-const RLE_COLS: &str = "id, workspace, at, platform_key_id, virtual_key_id, provider_key_id, model, limit_type, limit_value, scope";
+const RLE_COLS: &str =
+    "id, workspace, at, platform_key_id, virtual_key_id, provider_key_id, model, limit_type, limit_value, scope";
 
 fn rl_event(row: &AnyRow) -> Result<RateLimitEventRow> {
     Ok(RateLimitEventRow {
@@ -425,9 +414,9 @@ impl Store for SqlStore {
     }
 
     async fn master_keys(&self) -> Result<Vec<MasterKeyRow>> {
-        let rows = sqlx::query(&self.q(
-            "SELECT version, check_value, created_at, retired_at FROM master_keys ORDER BY version",
-        ))
+        let rows = sqlx::query(
+            &self.q("SELECT version, check_value, created_at, retired_at FROM master_keys ORDER BY version"),
+        )
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -444,34 +433,24 @@ impl Store for SqlStore {
     }
 
     async fn insert_master_key(&self, version: i64, check_value: &[u8], now: i64) -> Result<()> {
-        sqlx::query(
-            &self.q(
-                "INSERT INTO master_keys (version, check_value, created_at) VALUES ($1, $2, $3)",
-            ),
-        )
-        .bind(version)
-        .bind(check_value)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(db)
-        .map_err(conflict(format!(
-            "master key version {version} already exists"
-        )))?;
+        sqlx::query(&self.q("INSERT INTO master_keys (version, check_value, created_at) VALUES ($1, $2, $3)"))
+            .bind(version)
+            .bind(check_value)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db)
+            .map_err(conflict(format!("master key version {version} already exists")))?;
         Ok(())
     }
 
     async fn retire_master_key(&self, version: i64, now: i64) -> Result<()> {
-        sqlx::query(
-            &self.q(
-                "UPDATE master_keys SET retired_at = $1 WHERE version = $2 AND retired_at IS NULL",
-            ),
-        )
-        .bind(now)
-        .bind(version)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        sqlx::query(&self.q("UPDATE master_keys SET retired_at = $1 WHERE version = $2 AND retired_at IS NULL"))
+            .bind(now)
+            .bind(version)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
@@ -506,10 +485,8 @@ impl Store for SqlStore {
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
         self.next_rev(&mut tx).await?;
-        let done = sqlx::query(&self.q(
-            "UPDATE secrets SET master_version = $1, sealed = $2
-             WHERE workspace = $3 AND owner_id = $4 AND field = $5 AND version = $6 AND sealed = $7",
-        ))
+        let done = sqlx::query(&self.q("UPDATE secrets SET master_version = $1, sealed = $2
+             WHERE workspace = $3 AND owner_id = $4 AND field = $5 AND version = $6 AND sealed = $7"))
         .bind(new_master_version)
         .bind(new_sealed)
         .bind(&row.workspace)
@@ -571,21 +548,15 @@ impl Store for SqlStore {
     }
 
     async fn purge_expired_secrets(&self, now: i64) -> Result<u64> {
-        let done = sqlx::query(
-            &self.q("DELETE FROM secrets WHERE expires_at IS NOT NULL AND expires_at < $1"),
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        let done = sqlx::query(&self.q("DELETE FROM secrets WHERE expires_at IS NOT NULL AND expires_at < $1"))
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(done.rows_affected())
     }
 
-    async fn create_workspace(
-        &self,
-        row: &WorkspaceRow,
-        audit_event: Option<&AuditEvent>,
-    ) -> Result<()> {
+    async fn create_workspace(&self, row: &WorkspaceRow, audit_event: Option<&AuditEvent>) -> Result<()> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
         sqlx::query(&self.q(
@@ -606,14 +577,15 @@ impl Store for SqlStore {
     }
 
     async fn list_workspaces(&self, page: Page) -> Result<(Vec<WorkspaceRow>, i64)> {
-        let rows = sqlx::query(&self.q(
-            "SELECT id, name, created_at, updated_at FROM workspaces ORDER BY created_at, id LIMIT $1 OFFSET $2",
-        ))
-        .bind(i64::from(page.limit))
-        .bind(page.offset())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows =
+            sqlx::query(&self.q(
+                "SELECT id, name, created_at, updated_at FROM workspaces ORDER BY created_at, id LIMIT $1 OFFSET $2",
+            ))
+            .bind(i64::from(page.limit))
+            .bind(page.offset())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         let total = sqlx::query(&self.q("SELECT COUNT(*) FROM workspaces"))
             .fetch_one(&self.pool)
             .await
@@ -624,14 +596,12 @@ impl Store for SqlStore {
     }
 
     async fn get_workspace(&self, id: &str) -> Result<WorkspaceRow> {
-        let row = sqlx::query(
-            &self.q("SELECT id, name, created_at, updated_at FROM workspaces WHERE id = $1"),
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?
-        .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(&self.q("SELECT id, name, created_at, updated_at FROM workspaces WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .ok_or(StoreError::NotFound)?;
         workspace(&row)
     }
 
@@ -791,9 +761,9 @@ impl Store for SqlStore {
         }
         for s in new_secrets {
             // A hub-config secret re-sent at the same version replaces the old value.
-            sqlx::query(&self.q(
-                "DELETE FROM secrets WHERE workspace = $1 AND owner_id = $2 AND field = $3 AND version = $4",
-            ))
+            sqlx::query(
+                &self.q("DELETE FROM secrets WHERE workspace = $1 AND owner_id = $2 AND field = $3 AND version = $4"),
+            )
             .bind(&s.workspace)
             .bind(&s.owner_id)
             .bind(&s.field)
@@ -821,11 +791,7 @@ impl Store for SqlStore {
         provider_key(&row)
     }
 
-    async fn get_provider_key_by_name(
-        &self,
-        workspace: &str,
-        name: &str,
-    ) -> Result<ProviderKeyRow> {
+    async fn get_provider_key_by_name(&self, workspace: &str, name: &str) -> Result<ProviderKeyRow> {
         let row = sqlx::query(&self.q(&format!(
             "SELECT {PK_COLS} FROM provider_keys WHERE workspace = $1 AND name = $2 AND deleted_at IS NULL"
         )))
@@ -838,11 +804,7 @@ impl Store for SqlStore {
         provider_key(&row)
     }
 
-    async fn list_provider_keys(
-        &self,
-        workspace: &str,
-        page: Page,
-    ) -> Result<(Vec<ProviderKeyRow>, i64)> {
+    async fn list_provider_keys(&self, workspace: &str, page: Page) -> Result<(Vec<ProviderKeyRow>, i64)> {
         let rows = sqlx::query(&self.q(&format!(
             "SELECT {PK_COLS} FROM provider_keys WHERE workspace = $1 AND deleted_at IS NULL
              ORDER BY created_at, id LIMIT $2 OFFSET $3"
@@ -854,15 +816,13 @@ impl Store for SqlStore {
         .await
         .map_err(db)?;
         let total =
-            sqlx::query(&self.q(
-                "SELECT COUNT(*) FROM provider_keys WHERE workspace = $1 AND deleted_at IS NULL",
-            ))
-            .bind(workspace)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?
-            .try_get::<i64, _>(0)
-            .map_err(db)?;
+            sqlx::query(&self.q("SELECT COUNT(*) FROM provider_keys WHERE workspace = $1 AND deleted_at IS NULL"))
+                .bind(workspace)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?
+                .try_get::<i64, _>(0)
+                .map_err(db)?;
         Ok((rows.iter().map(provider_key).collect::<Result<_>>()?, total))
     }
 
@@ -991,11 +951,7 @@ impl Store for SqlStore {
         platform_key(&row)
     }
 
-    async fn list_platform_keys(
-        &self,
-        workspace: &str,
-        page: Page,
-    ) -> Result<(Vec<PlatformKeyRow>, i64)> {
+    async fn list_platform_keys(&self, workspace: &str, page: Page) -> Result<(Vec<PlatformKeyRow>, i64)> {
         let rows = sqlx::query(&self.q(&format!(
             "SELECT {PLK_COLS} FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL
              ORDER BY created_at, id LIMIT $2 OFFSET $3"
@@ -1007,15 +963,13 @@ impl Store for SqlStore {
         .await
         .map_err(db)?;
         let total =
-            sqlx::query(&self.q(
-                "SELECT COUNT(*) FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL",
-            ))
-            .bind(workspace)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?
-            .try_get::<i64, _>(0)
-            .map_err(db)?;
+            sqlx::query(&self.q("SELECT COUNT(*) FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL"))
+                .bind(workspace)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?
+                .try_get::<i64, _>(0)
+                .map_err(db)?;
         Ok((rows.iter().map(platform_key).collect::<Result<_>>()?, total))
     }
 
@@ -1086,11 +1040,7 @@ impl Store for SqlStore {
         tx.commit().await.map_err(db)
     }
 
-    async fn create_virtual_key(
-        &self,
-        row: &VirtualKeyRow,
-        audit_event: Option<&AuditEvent>,
-    ) -> Result<VirtualKeyRow> {
+    async fn create_virtual_key(&self, row: &VirtualKeyRow, audit_event: Option<&AuditEvent>) -> Result<VirtualKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
         let stored = sqlx::query(&self.q(&format!(
@@ -1117,11 +1067,7 @@ impl Store for SqlStore {
         virtual_key(&stored)
     }
 
-    async fn update_virtual_key(
-        &self,
-        row: &VirtualKeyRow,
-        audit_event: Option<&AuditEvent>,
-    ) -> Result<VirtualKeyRow> {
+    async fn update_virtual_key(&self, row: &VirtualKeyRow, audit_event: Option<&AuditEvent>) -> Result<VirtualKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
         let stored = sqlx::query(&self.q(&format!(
@@ -1162,11 +1108,7 @@ impl Store for SqlStore {
         virtual_key(&row)
     }
 
-    async fn list_virtual_keys(
-        &self,
-        workspace: &str,
-        page: Page,
-    ) -> Result<(Vec<VirtualKeyRow>, i64)> {
+    async fn list_virtual_keys(&self, workspace: &str, page: Page) -> Result<(Vec<VirtualKeyRow>, i64)> {
         let rows = sqlx::query(&self.q(&format!(
             "SELECT {VK_COLS} FROM virtual_keys WHERE workspace = $1 AND deleted_at IS NULL
              ORDER BY created_at, id LIMIT $2 OFFSET $3"
@@ -1177,16 +1119,14 @@ impl Store for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let total = sqlx::query(
-            &self
-                .q("SELECT COUNT(*) FROM virtual_keys WHERE workspace = $1 AND deleted_at IS NULL"),
-        )
-        .bind(workspace)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?
-        .try_get::<i64, _>(0)
-        .map_err(db)?;
+        let total =
+            sqlx::query(&self.q("SELECT COUNT(*) FROM virtual_keys WHERE workspace = $1 AND deleted_at IS NULL"))
+                .bind(workspace)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?
+                .try_get::<i64, _>(0)
+                .map_err(db)?;
         Ok((rows.iter().map(virtual_key).collect::<Result<_>>()?, total))
     }
 
@@ -1283,10 +1223,7 @@ impl Store for SqlStore {
     }
 
     async fn usage_totals(&self, workspace: &str, f: &UsageFilter) -> Result<UsageTotals> {
-        let sql = format!(
-            "SELECT {TOTALS} FROM usage_records WHERE {}",
-            usage_where(self.backend)
-        );
+        let sql = format!("SELECT {TOTALS} FROM usage_records WHERE {}", usage_where(self.backend));
         let row = sqlx::query(&self.q(&sql))
             .bind(workspace)
             .bind(&f.virtual_key_id)
@@ -1340,14 +1277,10 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn list_usage(
-        &self,
-        workspace: &str,
-        f: &UsageFilter,
-        page: Page,
-    ) -> Result<(Vec<UsageRow>, i64)> {
+    async fn list_usage(&self, workspace: &str, f: &UsageFilter, page: Page) -> Result<(Vec<UsageRow>, i64)> {
         let cond = usage_where(self.backend);
-        let sql = format!("SELECT {USAGE_COLS} FROM usage_records WHERE {cond} ORDER BY at DESC, id DESC LIMIT $8 OFFSET $9");
+        let sql =
+            format!("SELECT {USAGE_COLS} FROM usage_records WHERE {cond} ORDER BY at DESC, id DESC LIMIT $8 OFFSET $9");
         let rows = sqlx::query(&self.q(&sql))
             .bind(workspace)
             .bind(&f.virtual_key_id)
@@ -1361,28 +1294,23 @@ impl Store for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        let count =
-            sqlx::query(&self.q(&format!("SELECT COUNT(*) FROM usage_records WHERE {cond}")))
-                .bind(workspace)
-                .bind(&f.virtual_key_id)
-                .bind(&f.platform_key_id)
-                .bind(&f.provider_key_id)
-                .bind(&f.model)
-                .bind(f.from)
-                .bind(f.to)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db)?
-                .try_get::<i64, _>(0)
-                .map_err(db)?;
+        let count = sqlx::query(&self.q(&format!("SELECT COUNT(*) FROM usage_records WHERE {cond}")))
+            .bind(workspace)
+            .bind(&f.virtual_key_id)
+            .bind(&f.platform_key_id)
+            .bind(&f.provider_key_id)
+            .bind(&f.model)
+            .bind(f.from)
+            .bind(f.to)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?
+            .try_get::<i64, _>(0)
+            .map_err(db)?;
         Ok((rows.iter().map(usage_row).collect::<Result<_>>()?, count))
     }
 
-    async fn create_wallet(
-        &self,
-        row: &WalletRow,
-        audit_event: Option<&AuditEvent>,
-    ) -> Result<WalletRow> {
+    async fn create_wallet(&self, row: &WalletRow, audit_event: Option<&AuditEvent>) -> Result<WalletRow> {
         let mut tx = self.begin().await?;
         self.next_rev(&mut tx).await?;
         sqlx::query(&self.q(
@@ -1414,9 +1342,9 @@ impl Store for SqlStore {
     }
 
     async fn find_wallet(&self, address: &str) -> Result<WalletRow> {
-        let row = sqlx::query(&self.q(
-            "SELECT address, workspace, allow_admin, created_at, created_by FROM wallets WHERE address = $1",
-        ))
+        let row = sqlx::query(
+            &self.q("SELECT address, workspace, allow_admin, created_at, created_by FROM wallets WHERE address = $1"),
+        )
         .bind(address)
         .fetch_optional(&self.pool)
         .await
@@ -1425,21 +1353,15 @@ impl Store for SqlStore {
         wallet(&row)
     }
 
-    async fn delete_wallet(
-        &self,
-        workspace: &str,
-        address: &str,
-        audit_event: Option<&AuditEvent>,
-    ) -> Result<()> {
+    async fn delete_wallet(&self, workspace: &str, address: &str, audit_event: Option<&AuditEvent>) -> Result<()> {
         let mut tx = self.begin().await?;
         self.next_rev(&mut tx).await?;
-        let done =
-            sqlx::query(&self.q("DELETE FROM wallets WHERE workspace = $1 AND address = $2"))
-                .bind(workspace)
-                .bind(address)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+        let done = sqlx::query(&self.q("DELETE FROM wallets WHERE workspace = $1 AND address = $2"))
+            .bind(workspace)
+            .bind(address)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -1463,9 +1385,10 @@ impl Store for SqlStore {
     }
 
     async fn consume_web3_token(&self, token_hash: &[u8], now: i64) -> Result<Web3TokenState> {
-        let used = sqlx::query(&self.q(
-            "UPDATE web3_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $3",
-        ))
+        let used = sqlx::query(
+            &self
+                .q("UPDATE web3_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $3"),
+        )
         .bind(now)
         .bind(token_hash)
         .bind(now)
@@ -1475,13 +1398,11 @@ impl Store for SqlStore {
         if used.rows_affected() == 1 {
             return Ok(Web3TokenState::Valid);
         }
-        let row = sqlx::query(
-            &self.q("SELECT expires_at, used_at FROM web3_tokens WHERE token_hash = $1"),
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
+        let row = sqlx::query(&self.q("SELECT expires_at, used_at FROM web3_tokens WHERE token_hash = $1"))
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(match row {
             None => Web3TokenState::Unknown,
             Some(r) => {
@@ -1551,17 +1472,13 @@ impl Store for SqlStore {
     }
 
     async fn count_live_platform_keys(&self, workspace: &str) -> Result<i64> {
-        sqlx::query(
-            &self.q(
-                "SELECT COUNT(*) FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL",
-            ),
-        )
-        .bind(workspace)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?
-        .try_get::<i64, _>(0)
-        .map_err(db)
+        sqlx::query(&self.q("SELECT COUNT(*) FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL"))
+            .bind(workspace)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?
+            .try_get::<i64, _>(0)
+            .map_err(db)
     }
 
     async fn get_platform_key_any(&self, workspace: &str, id: &str) -> Result<PlatformKeyRow> {
@@ -1583,12 +1500,7 @@ impl Store for SqlStore {
         tx.commit().await.map_err(db)
     }
 
-    async fn list_audit(
-        &self,
-        workspace: &str,
-        filter: &AuditFilter,
-        page: Page,
-    ) -> Result<(Vec<AuditEvent>, i64)> {
+    async fn list_audit(&self, workspace: &str, filter: &AuditFilter, page: Page) -> Result<(Vec<AuditEvent>, i64)> {
         let cond = "workspace = $1 AND ($2 IS NULL OR action = $2) AND ($3 IS NULL OR target_id = $3)
              AND ($4 IS NULL OR actor_key_id = $4) AND ($5 IS NULL OR at >= $5) AND ($6 IS NULL OR at < $6)";
         let cond = match self.backend {

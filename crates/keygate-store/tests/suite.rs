@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use keygate_store::{
-    new_id, AuditEvent, AuditFilter, Page, PlatformKeyRow, ProviderKeyRow, SecretRow, SqlStore,
-    Store, StoreError, WorkspaceRow,
+    new_id, AuditEvent, AuditFilter, Page, PlatformKeyRow, ProviderKeyRow, SecretRow, SqlStore, Store, StoreError,
+    WorkspaceRow,
 };
 
 struct Db {
@@ -140,10 +140,7 @@ fn event(ws: &str, action: &str, target: &str, at: i64) -> AuditEvent {
     }
 }
 
-const P: Page = Page {
-    page: 1,
-    limit: 100,
-};
+const P: Page = Page { page: 1, limit: 100 };
 
 #[tokio::test]
 async fn default_workspace_exists_and_migrations_are_idempotent() {
@@ -179,21 +176,12 @@ async fn provider_key_lifecycle() {
             .unwrap();
         assert!(created.rev > rev0, "{}", db.name);
         assert_eq!(
-            s.get_provider_key_by_name("default", "openai-prod")
-                .await
-                .unwrap()
-                .id,
+            s.get_provider_key_by_name("default", "openai-prod").await.unwrap().id,
             row.id
         );
         // Names are unique per workspace among live keys.
-        let dup = s
-            .create_provider_key(&pk("default", "openai-prod"), &[], None)
-            .await;
-        assert!(
-            matches!(dup, Err(StoreError::Conflict(_))),
-            "{}: {dup:?}",
-            db.name
-        );
+        let dup = s.create_provider_key(&pk("default", "openai-prod"), &[], None).await;
+        assert!(matches!(dup, Err(StoreError::Conflict(_))), "{}: {dup:?}", db.name);
         // Rotation: new version, old kept for a grace period.
         let mut next = created.clone();
         next.secret_version = 2;
@@ -211,18 +199,12 @@ async fn provider_key_lifecycle() {
         assert_eq!(updated.secret_version, 2);
         let secrets = s.secrets_of("default", &row.id).await.unwrap();
         assert_eq!(secrets.len(), 2);
-        assert_eq!(
-            secrets.iter().find(|x| x.version == 1).unwrap().expires_at,
-            Some(1_000)
-        );
+        assert_eq!(secrets.iter().find(|x| x.version == 1).unwrap().expires_at, Some(1_000));
         assert_eq!(s.purge_expired_secrets(999).await.unwrap(), 0);
         assert_eq!(s.purge_expired_secrets(1_001).await.unwrap(), 1);
         assert_eq!(s.secrets_of("default", &row.id).await.unwrap().len(), 1);
         // Rename onto a taken name conflicts.
-        let other = s
-            .create_provider_key(&pk("default", "other"), &[], None)
-            .await
-            .unwrap();
+        let other = s.create_provider_key(&pk("default", "other"), &[], None).await.unwrap();
         let mut clash = other.clone();
         clash.name = "openai-prod".into();
         assert!(matches!(
@@ -234,9 +216,7 @@ async fn provider_key_lifecycle() {
         assert!(changed.iter().any(|k| k.id == row.id) && changed.iter().any(|k| k.id == other.id));
         // Delete: gone, secrets shredded, name free again, change visible.
         let rev_before_delete = s.revision().await.unwrap();
-        s.delete_provider_key("default", &row.id, 30, None)
-            .await
-            .unwrap();
+        s.delete_provider_key("default", &row.id, 30, None).await.unwrap();
         assert!(matches!(
             s.get_provider_key("default", &row.id).await,
             Err(StoreError::NotFound)
@@ -246,10 +226,7 @@ async fn provider_key_lifecycle() {
             s.delete_provider_key("default", &row.id, 31, None).await,
             Err(StoreError::NotFound)
         ));
-        let changed = s
-            .provider_keys_changed_since(rev_before_delete)
-            .await
-            .unwrap();
+        let changed = s.provider_keys_changed_since(rev_before_delete).await.unwrap();
         assert_eq!(changed.len(), 1);
         assert_eq!(changed[0].deleted_at, Some(30));
         s.create_provider_key(&pk("default", "openai-prod"), &[], None)
@@ -282,12 +259,7 @@ async fn paging_is_exact() {
             assert!(items.len() <= 3);
             seen.extend(items.into_iter().map(|k| k.name));
         }
-        assert_eq!(
-            seen,
-            (0..7).map(|i| format!("k{i}")).collect::<Vec<_>>(),
-            "{}",
-            db.name
-        );
+        assert_eq!(seen, (0..7).map(|i| format!("k{i}")).collect::<Vec<_>>(), "{}", db.name);
     }
     finish(dbs).await;
 }
@@ -343,19 +315,11 @@ async fn workspaces_isolate_records() {
             s.delete_workspace("team-a", None).await,
             Err(StoreError::Conflict(_))
         ));
-        s.delete_provider_key("team-a", &a.id, 6, None)
-            .await
-            .unwrap();
-        let renamed = s
-            .rename_workspace("team-a", "Team A", 7, None)
-            .await
-            .unwrap();
+        s.delete_provider_key("team-a", &a.id, 6, None).await.unwrap();
+        let renamed = s.rename_workspace("team-a", "Team A", 7, None).await.unwrap();
         assert_eq!(renamed.name, "Team A");
         s.delete_workspace("team-a", None).await.unwrap();
-        assert!(matches!(
-            s.get_workspace("team-a").await,
-            Err(StoreError::NotFound)
-        ));
+        assert!(matches!(s.get_workspace("team-a").await, Err(StoreError::NotFound)));
         let (list, total) = s.list_workspaces(P).await.unwrap();
         assert_eq!((list.len(), total), (1, 1), "{}", db.name);
     }
@@ -368,19 +332,10 @@ async fn platform_keys_and_cache_feed() {
     for db in &dbs {
         let s = &db.store;
         let rev0 = s.revision().await.unwrap();
-        let a = s
-            .create_platform_key(&plk("default", 1), None)
-            .await
-            .unwrap();
-        let b = s
-            .create_platform_key(&plk("default", 2), None)
-            .await
-            .unwrap();
+        let a = s.create_platform_key(&plk("default", 1), None).await.unwrap();
+        let b = s.create_platform_key(&plk("default", 2), None).await.unwrap();
         // A hash is unique.
-        assert!(s
-            .create_platform_key(&plk("default", 1), None)
-            .await
-            .is_err());
+        assert!(s.create_platform_key(&plk("default", 1), None).await.is_err());
         assert_eq!(s.count_platform_keys().await.unwrap(), 2);
         let mut rotated = a.clone();
         rotated.prev_key_hash = Some(a.key_hash.clone());
@@ -389,9 +344,7 @@ async fn platform_keys_and_cache_feed() {
         let rotated = s.update_platform_key(&rotated, None).await.unwrap();
         assert_eq!(rotated.prev_key_hash.as_deref(), Some(&[1u8; 32][..]));
         let rev1 = s.revision().await.unwrap();
-        s.delete_platform_key("default", &b.id, 9, None)
-            .await
-            .unwrap();
+        s.delete_platform_key("default", &b.id, 9, None).await.unwrap();
         let changed = s.platform_keys_changed_since(rev1).await.unwrap();
         assert_eq!(changed.len(), 1);
         assert_eq!(changed[0].deleted_at, Some(9));
@@ -401,10 +354,7 @@ async fn platform_keys_and_cache_feed() {
         s.touch_platform_keys(&[(a.id.clone(), 77)]).await.unwrap();
         assert_eq!(s.revision().await.unwrap(), rev2);
         assert_eq!(
-            s.get_platform_key("default", &a.id)
-                .await
-                .unwrap()
-                .last_used_at,
+            s.get_platform_key("default", &a.id).await.unwrap().last_used_at,
             Some(77)
         );
         assert!(matches!(
@@ -453,15 +403,9 @@ async fn master_keys_and_rewrap_feed() {
         let todo = s.secrets_not_under(2, 10).await.unwrap();
         assert_eq!(todo.len(), 2);
         for row in &todo {
-            assert!(s
-                .replace_sealed(row, &row.sealed, 2, b"rewrapped")
-                .await
-                .unwrap());
+            assert!(s.replace_sealed(row, &row.sealed, 2, b"rewrapped").await.unwrap());
             // A second replace with the stale value does nothing.
-            assert!(!s
-                .replace_sealed(row, &row.sealed, 2, b"again")
-                .await
-                .unwrap());
+            assert!(!s.replace_sealed(row, &row.sealed, 2, b"again").await.unwrap());
         }
         assert_eq!(s.count_secrets_not_under(2).await.unwrap(), 0);
         s.insert_master_key(2, &[8; 32], 2).await.unwrap();
@@ -489,13 +433,8 @@ async fn audit_log_filters_and_pages() {
             .await
             .unwrap();
         }
-        s.append_audit(&event("other", "a.create", "x", 1))
-            .await
-            .unwrap();
-        let (all, total) = s
-            .list_audit("default", &AuditFilter::default(), P)
-            .await
-            .unwrap();
+        s.append_audit(&event("other", "a.create", "x", 1)).await.unwrap();
+        let (all, total) = s.list_audit("default", &AuditFilter::default(), P).await.unwrap();
         assert_eq!((all.len(), total), (5, 5));
         assert_eq!(all[0].at, 104, "newest first");
         let f = AuditFilter {
@@ -513,16 +452,9 @@ async fn audit_log_filters_and_pages() {
             target_id: Some("t4".into()),
             ..Default::default()
         };
-        assert_eq!(
-            s.list_audit("default", &f, P).await.unwrap().0[0].action,
-            "a.create"
-        );
+        assert_eq!(s.list_audit("default", &f, P).await.unwrap().0[0].action, "a.create");
         let (page2, _) = s
-            .list_audit(
-                "default",
-                &AuditFilter::default(),
-                Page { page: 2, limit: 2 },
-            )
+            .list_audit("default", &AuditFilter::default(), Page { page: 2, limit: 2 })
             .await
             .unwrap();
         assert_eq!(
@@ -543,8 +475,7 @@ async fn concurrent_creates_of_one_name_admit_exactly_one() {
         for _ in 0..8 {
             let s = db.store.clone();
             tasks.push(tokio::spawn(async move {
-                s.create_provider_key(&pk("default", "race"), &[], None)
-                    .await
+                s.create_provider_key(&pk("default", "race"), &[], None).await
             }));
         }
         let mut ok = 0;
@@ -566,13 +497,9 @@ async fn audit_events_commit_with_their_change() {
     for db in &dbs {
         let s = &db.store;
         let row = pk("default", "audited");
-        s.create_provider_key(
-            &row,
-            &[],
-            Some(&event("default", "provider_key.create", &row.id, 1)),
-        )
-        .await
-        .unwrap();
+        s.create_provider_key(&row, &[], Some(&event("default", "provider_key.create", &row.id, 1)))
+            .await
+            .unwrap();
         // A failing change writes no audit event.
         let _ = s
             .create_provider_key(
@@ -581,10 +508,7 @@ async fn audit_events_commit_with_their_change() {
                 Some(&event("default", "provider_key.create", "dup", 2)),
             )
             .await;
-        let (events, _) = s
-            .list_audit("default", &AuditFilter::default(), P)
-            .await
-            .unwrap();
+        let (events, _) = s.list_audit("default", &AuditFilter::default(), P).await.unwrap();
         assert_eq!(events.len(), 1, "{}", db.name);
         assert_eq!(events[0].target_id.as_deref(), Some(row.id.as_str()));
     }
@@ -621,21 +545,14 @@ async fn virtual_keys_by_id_or_slug() {
             .unwrap();
         // Slugs are unique across workspaces among live keys.
         assert!(matches!(
-            s.create_virtual_key(&vk("other", "openai-prod-1a2b"), None)
-                .await,
+            s.create_virtual_key(&vk("other", "openai-prod-1a2b"), None).await,
             Err(StoreError::Conflict(_))
         ));
         assert_eq!(
             s.get_virtual_key("default", &a.id).await.unwrap().slug,
             "openai-prod-1a2b"
         );
-        assert_eq!(
-            s.get_virtual_key("default", "openai-prod-1a2b")
-                .await
-                .unwrap()
-                .id,
-            a.id
-        );
+        assert_eq!(s.get_virtual_key("default", "openai-prod-1a2b").await.unwrap().id, a.id);
         assert!(matches!(
             s.get_virtual_key("other", &a.id).await,
             Err(StoreError::NotFound)
@@ -647,9 +564,7 @@ async fn virtual_keys_by_id_or_slug() {
         assert_eq!(b.status, "disabled");
         assert!(b.rev > a.rev);
         assert_eq!(s.virtual_keys_changed_since(rev0).await.unwrap().len(), 1);
-        s.delete_virtual_key("default", &a.id, 5, None)
-            .await
-            .unwrap();
+        s.delete_virtual_key("default", &a.id, 5, None).await.unwrap();
         assert!(matches!(
             s.get_virtual_key("default", &a.id).await,
             Err(StoreError::NotFound)
@@ -658,12 +573,7 @@ async fn virtual_keys_by_id_or_slug() {
         s.create_virtual_key(&vk("default", "openai-prod-1a2b"), None)
             .await
             .unwrap();
-        assert_eq!(
-            s.list_virtual_keys("default", P).await.unwrap().1,
-            1,
-            "{}",
-            db.name
-        );
+        assert_eq!(s.list_virtual_keys("default", P).await.unwrap().1, 1, "{}", db.name);
     }
     finish(dbs).await;
 }
@@ -700,10 +610,7 @@ async fn usage_is_added_up_and_never_double_counted() {
         ];
         s.insert_usage(&rows).await.unwrap();
         s.insert_usage(&rows[..1]).await.unwrap();
-        let t = s
-            .usage_totals("default", &UsageFilter::default())
-            .await
-            .unwrap();
+        let t = s.usage_totals("default", &UsageFilter::default()).await.unwrap();
         assert_eq!(
             (
                 t.requests,
@@ -719,10 +626,7 @@ async fn usage_is_added_up_and_never_double_counted() {
             virtual_key_id: Some("vk_a".into()),
             ..Default::default()
         };
-        assert_eq!(
-            s.usage_totals("default", &f).await.unwrap().cost_nano,
-            1_100
-        );
+        assert_eq!(s.usage_totals("default", &f).await.unwrap().cost_nano, 1_100);
         let f = UsageFilter {
             from: Some(day + 1),
             to: Some(2 * day + 1),
@@ -730,10 +634,7 @@ async fn usage_is_added_up_and_never_double_counted() {
         };
         assert_eq!(s.usage_totals("default", &f).await.unwrap().requests, 2);
         assert_eq!(
-            s.usage_totals("other", &UsageFilter::default())
-                .await
-                .unwrap()
-                .requests,
+            s.usage_totals("other", &UsageFilter::default()).await.unwrap().requests,
             0
         );
         let by_day = s
@@ -758,10 +659,7 @@ async fn usage_is_added_up_and_never_double_counted() {
                 .collect::<Vec<_>>(),
             vec![("gpt-4o", 1_000), ("gpt-4o-mini", 150)]
         );
-        let (list, total) = s
-            .list_usage("default", &UsageFilter::default(), P)
-            .await
-            .unwrap();
+        let (list, total) = s.list_usage("default", &UsageFilter::default(), P).await.unwrap();
         assert_eq!((list.len(), total), (3, 3));
         assert_eq!(list[0].id, "u3", "{}", db.name);
     }
@@ -782,10 +680,7 @@ async fn wallets_tokens_and_refusal_events() {
             created_by: None,
         };
         s.create_wallet(&w, None).await.unwrap();
-        assert!(matches!(
-            s.create_wallet(&w, None).await,
-            Err(StoreError::Conflict(_))
-        ));
+        assert!(matches!(s.create_wallet(&w, None).await, Err(StoreError::Conflict(_))));
         assert_eq!(s.find_wallet("0xabc").await.unwrap().workspace, "default");
         assert_eq!(s.list_wallets("default").await.unwrap().len(), 1);
         assert!(s.list_wallets("other").await.unwrap().is_empty());
@@ -794,10 +689,7 @@ async fn wallets_tokens_and_refusal_events() {
             Err(StoreError::NotFound)
         ));
         s.delete_wallet("default", "0xabc", None).await.unwrap();
-        assert!(matches!(
-            s.find_wallet("0xabc").await,
-            Err(StoreError::NotFound)
-        ));
+        assert!(matches!(s.find_wallet("0xabc").await, Err(StoreError::NotFound)));
         // A token is good once, before it expires.
         s.insert_web3_token(&[1; 32], 1_000).await.unwrap();
         s.insert_web3_token(&[2; 32], 1_000).await.unwrap();
@@ -830,29 +722,12 @@ async fn wallets_tokens_and_refusal_events() {
         s.insert_rate_limit_events(&[ev("e1", "k1", 1), ev("e2", "k2", 2), ev("e3", "k1", 3)])
             .await
             .unwrap();
-        s.insert_rate_limit_events(&[ev("e1", "k1", 1)])
-            .await
-            .unwrap();
-        let mine = s
-            .list_rate_limit_events("default", Some("k1"), 50)
-            .await
-            .unwrap();
-        assert_eq!(
-            mine.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-            ["e3", "e1"]
-        );
-        assert_eq!(
-            s.list_rate_limit_events("default", None, 2)
-                .await
-                .unwrap()
-                .len(),
-            2
-        );
+        s.insert_rate_limit_events(&[ev("e1", "k1", 1)]).await.unwrap();
+        let mine = s.list_rate_limit_events("default", Some("k1"), 50).await.unwrap();
+        assert_eq!(mine.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e3", "e1"]);
+        assert_eq!(s.list_rate_limit_events("default", None, 2).await.unwrap().len(), 2);
         assert!(
-            s.list_rate_limit_events("other", None, 50)
-                .await
-                .unwrap()
-                .is_empty(),
+            s.list_rate_limit_events("other", None, 50).await.unwrap().is_empty(),
             "{}",
             db.name
         );
@@ -875,9 +750,7 @@ async fn pending_records_are_replaced_once_and_reconciled() {
             prompt_tokens: tokens,
             ..Default::default()
         };
-        s.insert_usage(&[row("a", 0, 100), row("b", 0, 50)])
-            .await
-            .unwrap();
+        s.insert_usage(&[row("a", 0, 100), row("b", 0, 50)]).await.unwrap();
         // Pending records are not counted yet.
         assert_eq!(
             s.usage_totals("default", &UsageFilter::default())
@@ -889,17 +762,11 @@ async fn pending_records_are_replaced_once_and_reconciled() {
         s.insert_usage(&[row("a", 200, 9)]).await.unwrap();
         // Settling twice never double-counts or overwrites the final record.
         s.insert_usage(&[row("a", 200, 999)]).await.unwrap();
-        let t = s
-            .usage_totals("default", &UsageFilter::default())
-            .await
-            .unwrap();
+        let t = s.usage_totals("default", &UsageFilter::default()).await.unwrap();
         assert_eq!((t.requests, t.prompt_tokens), (1, 9), "{}", db.name);
         assert_eq!(s.reconcile_pending_usage(11).await.unwrap(), 1);
         assert_eq!(s.reconcile_pending_usage(11).await.unwrap(), 0);
-        let t = s
-            .usage_totals("default", &UsageFilter::default())
-            .await
-            .unwrap();
+        let t = s.usage_totals("default", &UsageFilter::default()).await.unwrap();
         assert_eq!(
             (t.requests, t.prompt_tokens, t.errors, t.estimated),
             (2, 59, 1, 1),

@@ -114,10 +114,7 @@ impl Recorded {
 
     /// One field of a form-encoded body.
     pub fn form_field(&self, name: &str) -> Option<String> {
-        self.form()
-            .into_iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
+        self.form().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 }
 
@@ -243,9 +240,7 @@ impl MockUpstream {
     /// Start on `127.0.0.1:0` with `config`.
     pub async fn start_with(config: MockConfig) -> MockUpstream {
         let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-        Self::bind(addr, config)
-            .await
-            .expect("mock upstream: bind 127.0.0.1:0")
+        Self::bind(addr, config).await.expect("mock upstream: bind 127.0.0.1:0")
     }
 
     /// Start on a chosen address (port 0 picks a free port). Must be called inside a Tokio runtime;
@@ -351,11 +346,7 @@ impl MockUpstream {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<()>,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<()>) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.keep_alive(true);
     loop {
@@ -437,11 +428,10 @@ fn route(method: &Method, path: &str) -> Route {
         }
         if let Some(i) = p.find("/models/") {
             let raw = &p[i + "/models/".len()..];
-            let id =
-                url::form_urlencoded::parse(format!("id={}", raw.replace('+', "%2B")).as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_default();
+            let id = url::form_urlencoded::parse(format!("id={}", raw.replace('+', "%2B")).as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
             return Route::Model(id);
         }
     }
@@ -501,8 +491,7 @@ async fn handle(shared: &Shared, kill: &Notify, req: Request<Incoming>) -> Respo
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut resp = json_response(status, serde_json::to_vec(&body).unwrap_or_default());
             if let Some(secs) = retry_after {
-                resp.headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from(secs));
+                resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
             }
             resp
         }
@@ -511,12 +500,8 @@ async fn handle(shared: &Shared, kill: &Notify, req: Request<Incoming>) -> Respo
             kill.notify_one();
             std::future::pending().await
         }
-        Some(Fault::StreamThenDie { chunks }) => {
-            answer(shared, route, path, &body, Special::Die(chunks))
-        }
-        Some(Fault::HugeFrame { bytes }) => {
-            answer(shared, route, path, &body, Special::Huge(bytes))
-        }
+        Some(Fault::StreamThenDie { chunks }) => answer(shared, route, path, &body, Special::Die(chunks)),
+        Some(Fault::HugeFrame { bytes }) => answer(shared, route, path, &body, Special::Huge(bytes)),
         Some(Fault::EndlessStream) => answer(shared, route, path, &body, Special::Endless),
         Some(Fault::InvalidUtf8) => answer(shared, route, path, &body, Special::InvalidUtf8),
         Some(Fault::BogusUsage) => answer(shared, route, path, &body, Special::Bogus),
@@ -549,13 +534,7 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-fn answer(
-    shared: &Shared,
-    route: Route,
-    path: &str,
-    body: &Bytes,
-    special: Special,
-) -> Response<Body> {
+fn answer(shared: &Shared, route: Route, path: &str, body: &Bytes, special: Special) -> Response<Body> {
     let config = &shared.config;
     // Stream faults answer in the route's format even on routes that do not stream.
     let kind = match &route {
@@ -585,10 +564,7 @@ fn answer(
         Err(e) if !forced_stream => {
             return json_response(
                 StatusCode::BAD_REQUEST,
-                error_json(
-                    &format!("mock upstream: invalid JSON body: {e}"),
-                    "invalid_json",
-                ),
+                error_json(&format!("mock upstream: invalid JSON body: {e}"), "invalid_json"),
             )
         }
         Err(_) => GenRequest::default(),
@@ -622,11 +598,7 @@ fn answer(
             q.extend((0..n).map(|i| gen.content_event(i, false)));
             (q, Tail::Die, config.chunk_delay)
         }
-        Special::Endless => (
-            gen.prologue(None),
-            Tail::Endless(0),
-            Duration::from_millis(10),
-        ),
+        Special::Endless => (gen.prologue(None), Tail::Endless(0), Duration::from_millis(10)),
         Special::Huge(bytes) => {
             let mut q = if kind == Kind::Text {
                 let mut q = gen.prologue(None);
@@ -681,8 +653,7 @@ const BOGUS_OPENAI_USAGE: &str =
     r#"{"prompt_tokens":-7,"completion_tokens":18446744073709551616000,"total_tokens":3.5}"#;
 const BOGUS_ANTHROPIC_USAGE: &str =
     r#"{"input_tokens":-7,"output_tokens":18446744073709551616000,"cache_read_input_tokens":3.5}"#;
-const BOGUS_ANTHROPIC_START_USAGE: &str =
-    r#"{"input_tokens":-7,"output_tokens":1,"cache_read_input_tokens":3.5}"#;
+const BOGUS_ANTHROPIC_START_USAGE: &str = r#"{"input_tokens":-7,"output_tokens":1,"cache_read_input_tokens":3.5}"#;
 const BOGUS_ANTHROPIC_DELTA_USAGE: &str = r#"{"output_tokens":18446744073709551616000}"#;
 
 impl Gen {
@@ -749,8 +720,7 @@ impl Gen {
         match self.kind {
             Kind::Chat => {
                 let head = self.openai_head();
-                let before =
-                    format!(r#"{head}{{"index":0,"delta":{{"role":"assistant","content":""#);
+                let before = format!(r#"{head}{{"index":0,"delta":{{"role":"assistant","content":""#);
                 let after = r#""},"logprobs":null,"finish_reason":null}]}"#;
                 q.push_back(padded_line(&before, after, huge, "\n\n"));
             }
@@ -772,9 +742,7 @@ impl Gen {
                 q.push_back(Bytes::from_static(
                     b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
                 ));
-                q.push_back(Bytes::from_static(
-                    b"event: ping\ndata: {\"type\":\"ping\"}\n\n",
-                ));
+                q.push_back(Bytes::from_static(b"event: ping\ndata: {\"type\":\"ping\"}\n\n"));
             }
         }
         q
@@ -834,10 +802,7 @@ data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text
                 };
                 v.push(Bytes::from(format!("{head}{finish}]}}\n\n")));
                 if self.include_usage {
-                    v.push(Bytes::from(format!(
-                        "{head}],\"usage\":{}}}\n\n",
-                        self.openai_usage()
-                    )));
+                    v.push(Bytes::from(format!("{head}],\"usage\":{}}}\n\n", self.openai_usage())));
                 }
                 v.push(Bytes::from_static(b"data: [DONE]\n\n"));
             }
@@ -864,9 +829,7 @@ data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text
 
 /// `before + pad + after + end`, with `pad` made of `x` so that `before + pad + after` is `len` bytes long.
 fn padded_line(before: &str, after: &str, len: Option<usize>, end: &str) -> Bytes {
-    let pad = len
-        .map(|l| l.saturating_sub(before.len() + after.len()))
-        .unwrap_or(0);
+    let pad = len.map(|l| l.saturating_sub(before.len() + after.len())).unwrap_or(0);
     let mut v = Vec::with_capacity(before.len() + pad + after.len() + end.len());
     v.extend_from_slice(before.as_bytes());
     v.resize(v.len() + pad, b'x');
@@ -957,8 +920,7 @@ fn model_json(id: &str) -> String {
         "text-embedding-3-small" => (1_705_948_997, "system"),
         _ => (CREATED, "mock"),
     };
-    serde_json::json!({"id": id, "object": "model", "created": created, "owned_by": owner})
-        .to_string()
+    serde_json::json!({"id": id, "object": "model", "created": created, "owned_by": owner}).to_string()
 }
 
 #[derive(Deserialize)]
@@ -978,10 +940,7 @@ fn embeddings(config: &MockConfig, body: &Bytes, special: Special) -> Response<B
         Err(e) => {
             return json_response(
                 StatusCode::BAD_REQUEST,
-                error_json(
-                    &format!("mock upstream: invalid embeddings body: {e}"),
-                    "invalid_json",
-                ),
+                error_json(&format!("mock upstream: invalid embeddings body: {e}"), "invalid_json"),
             )
         }
     };
@@ -991,10 +950,7 @@ fn embeddings(config: &MockConfig, body: &Bytes, special: Special) -> Response<B
         serde_json::Value::Array(a) => a.len(),
         _ => 1,
     };
-    let dims = req
-        .dimensions
-        .unwrap_or(DEFAULT_EMBEDDING_DIMS)
-        .clamp(1, 4096);
+    let dims = req.dimensions.unwrap_or(DEFAULT_EMBEDDING_DIMS).clamp(1, 4096);
     let base64 = req.encoding_format.as_deref() == Some("base64");
     let data: Vec<serde_json::Value> = (0..items)
         .map(|i| {
@@ -1008,19 +964,14 @@ fn embeddings(config: &MockConfig, body: &Bytes, special: Special) -> Response<B
             serde_json::json!({"object": "embedding", "index": i, "embedding": embedding})
         })
         .collect();
-    let model = serde_json::to_string(&req.model.unwrap_or_else(|| "mock-model".to_owned()))
-        .unwrap_or_default();
+    let model = serde_json::to_string(&req.model.unwrap_or_else(|| "mock-model".to_owned())).unwrap_or_default();
     let data = serde_json::to_string(&data).unwrap_or_default();
     let usage = if special == Special::Bogus {
         r#"{"prompt_tokens":-7,"total_tokens":18446744073709551616000.5}"#.to_owned()
     } else {
-        format!(
-            r#"{{"prompt_tokens":{0},"total_tokens":{0}}}"#,
-            config.prompt_tokens
-        )
+        format!(r#"{{"prompt_tokens":{0},"total_tokens":{0}}}"#, config.prompt_tokens)
     };
-    let out = format!(r#"{{"object":"list","data":{data},"model":{model},"usage":{usage}}}"#)
-        .into_bytes();
+    let out = format!(r#"{{"object":"list","data":{data},"model":{model},"usage":{usage}}}"#).into_bytes();
     json_response(StatusCode::OK, out)
 }
 

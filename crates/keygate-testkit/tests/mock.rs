@@ -15,11 +15,7 @@ fn client() -> reqwest::Client {
 fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
         .filter(|e| !e.trim().is_empty())
-        .filter_map(|e| {
-            e.lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .map(str::to_owned)
-        })
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_owned))
         .collect()
 }
 
@@ -28,11 +24,7 @@ fn sse_events(body: &str) -> Vec<(String, Value)> {
     body.split("\n\n")
         .filter(|e| !e.trim().is_empty())
         .map(|e| {
-            let name = e
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .unwrap()
-                .to_owned();
+            let name = e.lines().find_map(|l| l.strip_prefix("event: ")).unwrap().to_owned();
             let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
             (name, serde_json::from_str(data).unwrap())
         })
@@ -293,10 +285,7 @@ async fn legacy_completions() {
     let data = sse_data(&body);
     // 3 content + finish + usage + [DONE]
     assert_eq!(data.len(), 6, "{body}");
-    let chunks: Vec<Value> = data[..5]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks: Vec<Value> = data[..5].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
     assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
     let text: String = chunks[..3]
         .iter()
@@ -430,17 +419,15 @@ async fn models_list_and_retrieve() {
         .await
         .unwrap();
     assert_eq!(v["id"], "org/model name");
-    assert_eq!(
-        mock.last_request().unwrap().path,
-        "/v1/models/org%2Fmodel%20name"
-    );
+    assert_eq!(mock.last_request().unwrap().path, "/v1/models/org%2Fmodel%20name");
 }
 
 #[tokio::test]
 async fn anthropic_messages() {
     let mock = MockUpstream::start().await;
     let c = client();
-    let req = json!({"model": "claude-3-5-haiku-latest", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]});
+    let req =
+        json!({"model": "claude-3-5-haiku-latest", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]});
     let v: Value = c
         .post(format!("{}/v1/messages", mock.url()))
         .header("x-api-key", "sk-ant-secret")
@@ -523,15 +510,7 @@ async fn oauth_token_endpoint_counts() {
                 ("refresh_token", "rt/1+2"),
             ]
         };
-        let v: Value = c
-            .post(&url)
-            .form(&grant)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = c.post(&url).form(&grant).send().await.unwrap().json().await.unwrap();
         assert_eq!(
             v,
             json!({"access_token": format!("mock-access-{n}"), "expires_in": 3600, "token_type": "Bearer"})
@@ -544,21 +523,10 @@ async fn oauth_token_endpoint_counts() {
         reqs[0].header("content-type"),
         Some("application/x-www-form-urlencoded")
     );
-    assert_eq!(
-        reqs[0].form_field("refresh_token").as_deref(),
-        Some("rt/1+2")
-    );
-    assert_eq!(
-        reqs[1].form_field("assertion").as_deref(),
-        Some("eyJhbGciOi.x.y")
-    );
+    assert_eq!(reqs[0].form_field("refresh_token").as_deref(), Some("rt/1+2"));
+    assert_eq!(reqs[1].form_field("assertion").as_deref(), Some("eyJhbGciOi.x.y"));
 
-    let resp = c
-        .post(&url)
-        .form(&[("grant_type", "password")])
-        .send()
-        .await
-        .unwrap();
+    let resp = c.post(&url).form(&[("grant_type", "password")]).send().await.unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(mock.tokens_issued(), 3);
     assert_eq!(mock.calls(), 4);
@@ -593,11 +561,7 @@ async fn unknown_routes_are_404_json() {
         (reqwest::Method::DELETE, "/v1/models/x"),
         (reqwest::Method::GET, "/"),
     ] {
-        let resp = c
-            .request(method, format!("{}{path}", mock.url()))
-            .send()
-            .await
-            .unwrap();
+        let resp = c.request(method, format!("{}{path}", mock.url())).send().await.unwrap();
         assert_eq!(resp.status(), 404);
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["error"]["code"], "not_found");
@@ -633,10 +597,7 @@ async fn records_exact_bodies_headers_and_counts() {
         .send()
         .await
         .unwrap();
-    c.get(format!("{}/v1/models", mock.url()))
-        .send()
-        .await
-        .unwrap();
+    c.get(format!("{}/v1/models", mock.url())).send().await.unwrap();
     assert_eq!(mock.calls(), 2);
     let reqs = mock.requests();
     assert_eq!(reqs.len(), 2);
@@ -664,10 +625,7 @@ async fn records_exact_bodies_headers_and_counts() {
     assert_eq!(mock.calls(), 0);
     assert!(mock.requests().is_empty());
     assert!(mock.last_request().is_none());
-    c.get(format!("{}/v1/models", mock.url()))
-        .send()
-        .await
-        .unwrap();
+    c.get(format!("{}/v1/models", mock.url())).send().await.unwrap();
     assert_eq!(mock.calls(), 1);
     assert_eq!(mock.requests().len(), 1);
 }
@@ -727,11 +685,7 @@ async fn latency_delays_every_answer() {
     })
     .await;
     let started = Instant::now();
-    let resp = client()
-        .get(format!("{}/v1/models", mock.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = client().get(format!("{}/v1/models", mock.url())).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(started.elapsed() >= Duration::from_millis(150));
 }
@@ -741,21 +695,12 @@ async fn dropping_the_mock_stops_it() {
     let mock = MockUpstream::start().await;
     let url = mock.url();
     assert_eq!(
-        client()
-            .get(format!("{url}/v1/models"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        client().get(format!("{url}/v1/models")).send().await.unwrap().status(),
         200
     );
     drop(mock);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let err = client()
-        .get(format!("{url}/v1/models"))
-        .send()
-        .await
-        .unwrap_err();
+    let err = client().get(format!("{url}/v1/models")).send().await.unwrap_err();
     assert!(err.is_connect(), "{err:?}");
 }
 
@@ -780,12 +725,7 @@ async fn fault_status_with_retry_after_then_default() {
     let c = client();
     let url = format!("{}/v1/chat/completions", mock.url());
 
-    let resp = c
-        .post(&url)
-        .json(&chat_body(false, None))
-        .send()
-        .await
-        .unwrap();
+    let resp = c.post(&url).json(&chat_body(false, None)).send().await.unwrap();
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "2");
     assert_eq!(resp.headers()["content-type"], "application/json");
@@ -793,20 +733,11 @@ async fn fault_status_with_retry_after_then_default() {
     assert_eq!(v["error"]["message"], "slow down");
 
     // Faults apply to any path, in order.
-    let resp = c
-        .get(format!("{}/v1/models", mock.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = c.get(format!("{}/v1/models", mock.url())).send().await.unwrap();
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().get("retry-after").is_none());
 
-    let resp = c
-        .post(&url)
-        .json(&chat_body(false, None))
-        .send()
-        .await
-        .unwrap();
+    let resp = c.post(&url).json(&chat_body(false, None)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(mock.pending_faults(), 0);
     assert_eq!(mock.calls(), 3);
@@ -827,10 +758,7 @@ async fn fault_500() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 500);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap()["error"]["message"],
-        "boom"
-    );
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["message"], "boom");
 }
 
 #[tokio::test]
@@ -871,11 +799,7 @@ async fn fault_for_path_skips_other_paths() {
     mock.push_fault(Fault::Hang);
     mock.clear_faults();
     assert_eq!(mock.pending_faults(), 0);
-    let resp = c
-        .get(format!("{}/v1/models", mock.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = c.get(format!("{}/v1/models", mock.url())).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 }
 
@@ -900,11 +824,7 @@ async fn fault_hang_times_out_the_client() {
     assert_eq!(mock.calls(), 1);
     assert_eq!(mock.requests()[0].json()["model"], "gpt-4o-mini");
     // The mock keeps serving others.
-    let resp = client()
-        .get(format!("{}/v1/models", mock.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = client().get(format!("{}/v1/models", mock.url())).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 }
 
@@ -928,11 +848,7 @@ async fn fault_drop_connection_is_an_error() {
     assert!(err.status().is_none());
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(mock.calls(), 1, "no hidden retry");
-    let resp = c
-        .get(format!("{}/v1/models", mock.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = c.get(format!("{}/v1/models", mock.url())).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 }
 
@@ -975,12 +891,7 @@ async fn fault_stream_then_die_anthropic() {
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        [
-            "message_start",
-            "content_block_start",
-            "ping",
-            "content_block_delta"
-        ]
+        ["message_start", "content_block_start", "ping", "content_block_delta"]
     );
 }
 
@@ -1006,11 +917,7 @@ async fn fault_slow_first_byte() {
         .timeout(Duration::from_millis(100))
         .build()
         .unwrap();
-    let err = c
-        .get(format!("{}/v1/models", mock.url()))
-        .send()
-        .await
-        .unwrap_err();
+    let err = c.get(format!("{}/v1/models", mock.url())).send().await.unwrap_err();
     assert!(err.is_timeout());
 }
 
@@ -1092,11 +999,7 @@ async fn fault_endless_stream() {
     assert!(!text.contains("finish_reason\":\"stop"));
     drop(s);
     // The mock survives the client hanging up.
-    let resp = client()
-        .get(format!("{}/v1/models", mock.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = client().get(format!("{}/v1/models", mock.url())).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 }
 

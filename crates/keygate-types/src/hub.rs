@@ -95,11 +95,7 @@ impl ModelHub {
             ModelHub::OpenRouter => Some("https://openrouter.ai/api/v1"),
             ModelHub::DigitalOcean => Some("https://inference.do-ai.run/v1"),
             ModelHub::Anthropic => Some("https://api.anthropic.com/v1"),
-            ModelHub::Vertex
-            | ModelHub::Bedrock
-            | ModelHub::BedrockAgents
-            | ModelHub::Azure
-            | ModelHub::Custom => None,
+            ModelHub::Vertex | ModelHub::Bedrock | ModelHub::BedrockAgents | ModelHub::Azure | ModelHub::Custom => None,
         }
     }
 
@@ -125,11 +121,7 @@ impl ModelHub {
             ModelHub::OpenAi => (500, 60, "OpenAI usage tier 1: 500 requests per minute"),
             ModelHub::Together => (60, 60, "Together AI free tier: 60 requests per minute"),
             ModelHub::Mistral => (1, 1, "Mistral free tier: 1 request per second"),
-            ModelHub::Fireworks => (
-                10,
-                60,
-                "Fireworks without a payment method: 10 requests per minute",
-            ),
+            ModelHub::Fireworks => (10, 60, "Fireworks without a payment method: 10 requests per minute"),
             ModelHub::Nvidia => (40, 60, "NVIDIA API catalog: 40 requests per minute"),
             ModelHub::Vertex => (
                 60,
@@ -137,11 +129,7 @@ impl ModelHub {
                 "Vertex AI Gemini default per-project quota: 60 requests per minute",
             ),
             ModelHub::Bedrock => (50, 60, "Amazon Bedrock on-demand default quota, lowest model"),
-            ModelHub::BedrockAgents => (
-                50,
-                60,
-                "Amazon Bedrock Agents InvokeAgent default quota",
-            ),
+            ModelHub::BedrockAgents => (50, 60, "Amazon Bedrock Agents InvokeAgent default quota"),
             ModelHub::Azure => (
                 6,
                 60,

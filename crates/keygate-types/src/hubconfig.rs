@@ -87,11 +87,7 @@ impl HubSettings {
 /// The base URL a provider key's requests go to: its own, else one built from the hub
 /// config, else the hub's default. `None` when the key cannot name one (a custom hub
 /// without a URL, which validation refuses).
-pub fn effective_base_url(
-    hub: ModelHub,
-    base_url: Option<&str>,
-    s: &HubSettings,
-) -> Option<String> {
+pub fn effective_base_url(hub: ModelHub, base_url: Option<&str>, s: &HubSettings) -> Option<String> {
     if let Some(u) = base_url {
         return Some(u.trim_end_matches('/').to_string());
     }
@@ -194,12 +190,7 @@ fn fields_for(hub: ModelHub) -> &'static [&'static str] {
             "service_account_json",
             "token_url",
         ],
-        ModelHub::Azure => &[
-            "resource_name",
-            "api_version",
-            "deployments",
-            "default_deployment",
-        ],
+        ModelHub::Azure => &["resource_name", "api_version", "deployments", "default_deployment"],
         ModelHub::DigitalOcean => &["agent_id", "agent_key"],
         ModelHub::Bedrock => &["region", "access_key", "secret_access_key"],
         ModelHub::BedrockAgents => &[
@@ -225,9 +216,7 @@ fn string_value(field: &str, v: &serde_json::Value) -> Result<String, HubConfigE
         serde_json::Value::String(s) => {
             let s = s.trim();
             if s.is_empty() && field != "auth_scheme" {
-                return Err(HubConfigError(format!(
-                    "hubConfig.{field} must not be empty"
-                )));
+                return Err(HubConfigError(format!("hubConfig.{field} must not be empty")));
             }
             if s.len() > 16 * 1024 {
                 return Err(HubConfigError(format!("hubConfig.{field} is too long")));
@@ -236,9 +225,7 @@ fn string_value(field: &str, v: &serde_json::Value) -> Result<String, HubConfigE
         }
         // A service-account JSON may be given as an object.
         serde_json::Value::Object(_) if field == "service_account_json" => Ok(v.to_string()),
-        _ => Err(HubConfigError(format!(
-            "hubConfig.{field} must be a string"
-        ))),
+        _ => Err(HubConfigError(format!("hubConfig.{field} must be a string"))),
     }
 }
 
@@ -260,17 +247,11 @@ pub fn validate(
                     continue;
                 }
                 let name = snake(k);
-                if !SECRET_FIELDS.contains(&name.as_str())
-                    && !PUBLIC_FIELDS.contains(&name.as_str())
-                {
-                    return Err(HubConfigError(format!(
-                        "hubConfig.{k} is not a known field"
-                    )));
+                if !SECRET_FIELDS.contains(&name.as_str()) && !PUBLIC_FIELDS.contains(&name.as_str()) {
+                    return Err(HubConfigError(format!("hubConfig.{k} is not a known field")));
                 }
                 if !fields_for(hub).contains(&name.as_str()) {
-                    return Err(HubConfigError(format!(
-                        "hubConfig.{k} does not apply to hub {hub}"
-                    )));
+                    return Err(HubConfigError(format!("hubConfig.{k} does not apply to hub {hub}")));
                 }
                 if present.insert(name, v.clone()).is_some() {
                     return Err(HubConfigError(format!("hubConfig.{k} is given twice")));
@@ -300,9 +281,7 @@ pub fn validate(
                     let dep = string_value("deployments", dep)?;
                     check_path_segment("deployment name", &dep)?;
                     if alias.is_empty() || alias.len() > 256 {
-                        return Err(HubConfigError(
-                            "a deployment alias must be 1 to 256 characters".into(),
-                        ));
+                        return Err(HubConfigError("a deployment alias must be 1 to 256 characters".into()));
                     }
                     s.deployments.insert(alias.clone(), dep);
                 }
@@ -322,11 +301,7 @@ pub fn validate(
                     "auth_header" => &mut s.auth_header,
                     "auth_scheme" => &mut s.auth_scheme,
                     "anthropic_version" => &mut s.anthropic_version,
-                    _ => {
-                        return Err(HubConfigError(format!(
-                            "hubConfig.{other} is not a known field"
-                        )))
-                    }
+                    _ => return Err(HubConfigError(format!("hubConfig.{other} is not a known field"))),
                 };
                 *slot = Some(v);
             }
@@ -352,8 +327,7 @@ pub fn validate(
             if let Some(p) = &s.project_id {
                 check_path_segment("project_id", p)?;
             }
-            let oauth =
-                s.client_id.is_some() && has_secret("client_secret") && has_secret("refresh_token");
+            let oauth = s.client_id.is_some() && has_secret("client_secret") && has_secret("refresh_token");
             need(
                 oauth || has_secret("service_account_json"),
                 "either hubConfig.client_id, client_secret and refresh_token, or hubConfig.service_account_json",
@@ -392,10 +366,7 @@ pub fn validate(
         ModelHub::Bedrock | ModelHub::BedrockAgents => {
             need(s.region.is_some(), "hubConfig.region")?;
             need(has_secret("access_key"), "hubConfig.access_key")?;
-            need(
-                has_secret("secret_access_key"),
-                "hubConfig.secret_access_key",
-            )?;
+            need(has_secret("secret_access_key"), "hubConfig.secret_access_key")?;
             if let Some(r) = &s.region {
                 check_dns_label("region", r)?;
             }
@@ -435,8 +406,7 @@ fn http_header_name_ok(h: &str) -> Option<()> {
 }
 
 fn check_dns_label(what: &str, v: &str) -> Result<(), HubConfigError> {
-    let ok =
-        !v.is_empty() && v.len() <= 63 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let ok = !v.is_empty() && v.len() <= 63 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -510,21 +480,9 @@ mod tests {
     fn azure_defaults_and_deployments() {
         let cfg = json!({"resourceName":"res","deployments":{"gpt-4o":"dep-4o"},"defaultDeployment":"dep-4o"});
         let p = validate(ModelHub::Azure, Some(&cfg), true, false).unwrap();
-        assert_eq!(
-            p.settings.api_version.as_deref(),
-            Some(AZURE_DEFAULT_API_VERSION)
-        );
-        assert_eq!(
-            p.settings.deployments.get("gpt-4o").map(String::as_str),
-            Some("dep-4o")
-        );
-        assert!(validate(
-            ModelHub::Azure,
-            Some(&json!({"resourceName":"a/b"})),
-            true,
-            false
-        )
-        .is_err());
+        assert_eq!(p.settings.api_version.as_deref(), Some(AZURE_DEFAULT_API_VERSION));
+        assert_eq!(p.settings.deployments.get("gpt-4o").map(String::as_str), Some("dep-4o"));
+        assert!(validate(ModelHub::Azure, Some(&json!({"resourceName":"a/b"})), true, false).is_err());
         assert!(validate(ModelHub::Azure, None, true, false).is_err());
         assert!(validate(ModelHub::Azure, None, true, true).is_ok());
     }
@@ -536,13 +494,7 @@ mod tests {
         let agent = json!({"agent_id":"a1","agent_key":"k"});
         let p = validate(ModelHub::DigitalOcean, Some(&agent), false, true).unwrap();
         assert_eq!(p.secrets[0].field, "agent_key");
-        assert!(validate(
-            ModelHub::DigitalOcean,
-            Some(&json!({"agent_id":"a1"})),
-            false,
-            true
-        )
-        .is_err());
+        assert!(validate(ModelHub::DigitalOcean, Some(&json!({"agent_id":"a1"})), false, true).is_err());
     }
 
     #[test]
@@ -567,12 +519,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.settings.auth_scheme.as_deref(), Some(""));
-        assert!(validate(
-            ModelHub::Custom,
-            Some(&json!({"auth_header":"bad header"})),
-            true,
-            true
-        )
-        .is_err());
+        assert!(validate(ModelHub::Custom, Some(&json!({"auth_header":"bad header"})), true, true).is_err());
     }
 }

@@ -3,9 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// An amount of US dollars in units of 10^-9 USD.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct NanoUsd(pub i64);
 
@@ -52,9 +50,7 @@ impl NanoUsd {
         if int_part.is_empty() && frac_part.is_empty() {
             return None;
         }
-        if !int_part.bytes().all(|b| b.is_ascii_digit())
-            || !frac_part.bytes().all(|b| b.is_ascii_digit())
-        {
+        if !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         // digits * 10^(exp - frac_len) USD = digits * 10^(exp - frac_len + 9) nano-USD
@@ -86,11 +82,7 @@ impl NanoUsd {
             if keep.len() > 19 {
                 return None;
             }
-            let mut nanos: i64 = if keep.is_empty() {
-                0
-            } else {
-                keep.parse().ok()?
-            };
+            let mut nanos: i64 = if keep.is_empty() { 0 } else { keep.parse().ok()? };
             if dropped.as_bytes()[0] >= b'5' {
                 nanos = nanos.checked_add(1)?;
             }
@@ -136,19 +128,13 @@ mod tests {
         assert_eq!(NanoUsd::from_usd_f64(f64::NAN), None);
         assert_eq!(NanoUsd::from_usd_f64(f64::INFINITY), None);
         assert_eq!(NanoUsd::from_usd_f64(1e300), None);
-        assert_eq!(
-            NanoUsd::from_usd_f64(50.0),
-            Some(NanoUsd(50 * NANOS_PER_USD))
-        );
+        assert_eq!(NanoUsd::from_usd_f64(50.0), Some(NanoUsd(50 * NANOS_PER_USD)));
         assert_eq!(NanoUsd::from_usd_f64(0.1), Some(NanoUsd(100_000_000)));
         assert_eq!(NanoUsd::parse_usd("1e-3"), Some(NanoUsd(1_000_000)));
         assert_eq!(NanoUsd::parse_usd("0.0000000015"), Some(NanoUsd(2)));
         assert_eq!(NanoUsd::parse_usd("0.0000000004"), Some(NanoUsd(0)));
         assert_eq!(NanoUsd::parse_usd("0.0000000005"), Some(NanoUsd(1)));
-        assert_eq!(
-            NanoUsd::parse_usd("9223372036.854775807"),
-            Some(NanoUsd(i64::MAX))
-        );
+        assert_eq!(NanoUsd::parse_usd("9223372036.854775807"), Some(NanoUsd(i64::MAX)));
         assert_eq!(NanoUsd::parse_usd("9223372036.854775808"), None);
         assert_eq!(NanoUsd::parse_usd("-1"), None);
         assert_eq!(NanoUsd::parse_usd("."), None);

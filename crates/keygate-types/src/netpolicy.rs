@@ -9,12 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Host names that always denote a cloud metadata service.
-const METADATA_HOSTS: [&str; 4] = [
-    "metadata.google.internal",
-    "metadata.goog",
-    "metadata",
-    "instance-data",
-];
+const METADATA_HOSTS: [&str; 4] = ["metadata.google.internal", "metadata.goog", "metadata", "instance-data"];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -113,27 +108,18 @@ pub fn check_upstream_url(raw: &str, allow_private: bool) -> Result<url::Url, Ur
     }
     let url = url::Url::parse(raw).map_err(|e| UrlPolicyError(format!("not a valid URL: {e}")))?;
     if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(UrlPolicyError(
-            "the URL must start with http:// or https://".into(),
-        ));
+        return Err(UrlPolicyError("the URL must start with http:// or https://".into()));
     }
-    if !url.username().is_empty()
-        || url.password().is_some()
-        || raw.contains('@') && authority_has_at(raw)
-    {
+    if !url.username().is_empty() || url.password().is_some() || raw.contains('@') && authority_has_at(raw) {
         return Err(UrlPolicyError(
             "the URL must not carry credentials (user:password@)".into(),
         ));
     }
     if url.fragment().is_some() || raw.contains('#') {
-        return Err(UrlPolicyError(
-            "the URL must not have a fragment (#…)".into(),
-        ));
+        return Err(UrlPolicyError("the URL must not have a fragment (#…)".into()));
     }
     if url.query().is_some() {
-        return Err(UrlPolicyError(
-            "the base URL must not have a query string".into(),
-        ));
+        return Err(UrlPolicyError("the base URL must not have a query string".into()));
     }
     match url.host() {
         None => return Err(UrlPolicyError("the URL has no host".into())),
@@ -161,9 +147,7 @@ pub fn check_upstream_url(raw: &str, allow_private: bool) -> Result<url::Url, Ur
 
 fn authority_has_at(raw: &str) -> bool {
     let after_scheme = raw.split_once("://").map(|(_, r)| r).unwrap_or(raw);
-    let authority_end = after_scheme
-        .find(['/', '?', '#'])
-        .unwrap_or(after_scheme.len());
+    let authority_end = after_scheme.find(['/', '?', '#']).unwrap_or(after_scheme.len());
     after_scheme[..authority_end].contains('@')
 }
 

@@ -131,8 +131,7 @@ impl PriceTable {
                 max_input_tokens: entry.max_input_tokens.map(saturating_u32),
                 mode: entry.mode,
             };
-            let (hub, model) =
-                split_key(&key).ok_or_else(|| PriceTableError::BadKey(key.clone()))?;
+            let (hub, model) = split_key(&key).ok_or_else(|| PriceTableError::BadKey(key.clone()))?;
             table.insert(hub, model, price);
         }
         Ok(table)
@@ -159,11 +158,9 @@ impl PriceTable {
 
     /// Every entry as (`hub`, `model`, price), sorted by hub then model.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &ModelPrice)> {
-        self.hubs.iter().flat_map(|(hub, models)| {
-            models
-                .iter()
-                .map(move |(model, p)| (hub.as_str(), model.as_str(), p))
-        })
+        self.hubs
+            .iter()
+            .flat_map(|(hub, models)| models.iter().map(move |(model, p)| (hub.as_str(), model.as_str(), p)))
     }
 
     /// The price of `model` on `hub`. Tries, in order, for the model id and then for each
@@ -175,8 +172,7 @@ impl PriceTable {
     ///    when the vendor is a hub of the table (OpenRouter passes the vendor's price through).
     pub fn lookup(&self, hub: &str, model: &str) -> Option<&ModelPrice> {
         let openai_fallback = hub != ModelHub::OpenAi.as_str()
-            && (hub == ModelHub::Azure.as_str()
-                || ModelHub::parse(hub).is_some_and(ModelHub::is_openai_compatible));
+            && (hub == ModelHub::Azure.as_str() || ModelHub::parse(hub).is_some_and(ModelHub::is_openai_compatible));
         let vendor_fallback = hub == ModelHub::OpenRouter.as_str();
         let mut candidate = model;
         for _ in 0..MAX_SUFFIX_STRIPS {
@@ -201,10 +197,7 @@ impl PriceTable {
     /// A copy of this table where each `(hub/model, price)` replaces the entry of that key or
     /// adds it. Keys without a `/` name no model and are ignored (configuration validates
     /// them before they get here).
-    pub fn with_overrides(
-        &self,
-        overrides: impl IntoIterator<Item = (String, ModelPrice)>,
-    ) -> PriceTable {
+    pub fn with_overrides(&self, overrides: impl IntoIterator<Item = (String, ModelPrice)>) -> PriceTable {
         let mut table = self.clone();
         for (key, price) in overrides {
             if let Some((hub, model)) = split_key(&key) {
@@ -231,12 +224,7 @@ impl PriceTable {
 /// completion tokens at the output price; rounded up to the next nano-USD and saturating at
 /// `i64::MAX`. Cached tokens are part of the prompt tokens: more than those count as all of
 /// them. A negative price (only possible through an override) counts as zero.
-pub fn cost(
-    price: &ModelPrice,
-    prompt_tokens: u64,
-    cached_prompt_tokens: u64,
-    completion_tokens: u64,
-) -> NanoUsd {
+pub fn cost(price: &ModelPrice, prompt_tokens: u64, cached_prompt_tokens: u64, completion_tokens: u64) -> NanoUsd {
     let cached = cached_prompt_tokens.min(prompt_tokens);
     let uncached = prompt_tokens - cached;
     let input = nonneg(price.input_per_mtok);
@@ -253,20 +241,12 @@ pub fn cost(
 /// `max_output_tokens` completion tokens: every prompt token at the dearer of the input and
 /// cached prices (no cache hit assumed), every output token at the output price; rounded up.
 /// Never below [`cost`] for the same totals.
-pub fn max_cost(
-    price: &ModelPrice,
-    prompt_tokens_upper_bound: u64,
-    max_output_tokens: u64,
-) -> NanoUsd {
+pub fn max_cost(price: &ModelPrice, prompt_tokens_upper_bound: u64, max_output_tokens: u64) -> NanoUsd {
     let input = nonneg(price.input_per_mtok);
-    let prompt_price = price
-        .cached_input_per_mtok
-        .map_or(input, |c| input.max(nonneg(c)));
+    let prompt_price = price.cached_input_per_mtok.map_or(input, |c| input.max(nonneg(c)));
     let total = i128::from(prompt_tokens_upper_bound)
         .saturating_mul(prompt_price)
-        .saturating_add(
-            i128::from(max_output_tokens).saturating_mul(nonneg(price.output_per_mtok)),
-        );
+        .saturating_add(i128::from(max_output_tokens).saturating_mul(nonneg(price.output_per_mtok)));
     per_million_rounded_up(total)
 }
 
@@ -326,13 +306,7 @@ fn strip_version_suffix(model: &str) -> Option<&str> {
     // -YYYY-MM-DD
     if b.len() > 11 {
         let t = &b[b.len() - 11..];
-        if t[0] == b'-'
-            && t[5] == b'-'
-            && t[8] == b'-'
-            && digits(&t[1..5])
-            && digits(&t[6..8])
-            && digits(&t[9..])
-        {
+        if t[0] == b'-' && t[5] == b'-' && t[8] == b'-' && digits(&t[1..5]) && digits(&t[6..8]) && digits(&t[9..]) {
             return nonempty(&model[..b.len() - 11]);
         }
     }
@@ -381,15 +355,9 @@ mod tests {
     fn every_builtin_hub_is_a_keygate_hub_and_prices_are_sane() {
         for (hub, model, p) in PriceTable::builtin().iter() {
             assert!(ModelHub::parse(hub).is_some(), "{hub}/{model}");
-            assert!(
-                p.input_per_mtok.0 >= 0 && p.output_per_mtok.0 >= 0,
-                "{hub}/{model}"
-            );
+            assert!(p.input_per_mtok.0 >= 0 && p.output_per_mtok.0 >= 0, "{hub}/{model}");
             if let Some(c) = p.cached_input_per_mtok {
-                assert!(
-                    c <= p.input_per_mtok,
-                    "{hub}/{model}: cached dearer than input"
-                );
+                assert!(c <= p.input_per_mtok, "{hub}/{model}: cached dearer than input");
             }
             if p.mode == PriceMode::Embedding {
                 assert_eq!(p.output_per_mtok, NanoUsd::ZERO, "{hub}/{model}");
@@ -409,10 +377,7 @@ mod tests {
         assert_eq!(mini.mode, PriceMode::Chat);
 
         let sonnet = builtin("anthropic", "claude-sonnet-4-5");
-        assert_eq!(
-            (sonnet.input_per_mtok, sonnet.output_per_mtok),
-            (usd("3"), usd("15"))
-        );
+        assert_eq!((sonnet.input_per_mtok, sonnet.output_per_mtok), (usd("3"), usd("15")));
         assert_eq!(sonnet.cached_input_per_mtok, Some(usd("0.3")));
 
         let emb = builtin("openai", "text-embedding-3-small");
@@ -421,14 +386,8 @@ mod tests {
             (usd("0.02"), NanoUsd::ZERO, PriceMode::Embedding)
         );
         // Embeddings without an output price in the data are kept with output 0.
-        assert_eq!(
-            builtin("mistral", "mistral-embed").output_per_mtok,
-            NanoUsd::ZERO
-        );
-        assert_eq!(
-            builtin("openai", "gpt-3.5-turbo-instruct").mode,
-            PriceMode::Completion
-        );
+        assert_eq!(builtin("mistral", "mistral-embed").output_per_mtok, NanoUsd::ZERO);
+        assert_eq!(builtin("openai", "gpt-3.5-turbo-instruct").mode, PriceMode::Completion);
         // Prefixes of the data are stripped; Fireworks ids are spelled in full.
         assert!(PriceTable::builtin()
             .get("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo")
@@ -436,9 +395,7 @@ mod tests {
         assert!(PriceTable::builtin()
             .get("fireworks", "accounts/fireworks/models/gpt-oss-120b")
             .is_some());
-        assert!(PriceTable::builtin()
-            .get("vertex", "gemini-2.0-flash")
-            .is_some());
+        assert!(PriceTable::builtin().get("vertex", "gemini-2.0-flash").is_some());
     }
 
     #[test]
@@ -447,10 +404,7 @@ mod tests {
         // One million tokens each way: $0.15 + $0.60 = 75 cents.
         assert_eq!(cost(&mini, 1_000_000, 0, 1_000_000), NanoUsd(750_000_000));
         // Half the prompt from the cache: 0.5 x 0.15 + 0.5 x 0.075 + 0.6 = $0.7125.
-        assert_eq!(
-            cost(&mini, 1_000_000, 500_000, 1_000_000),
-            NanoUsd(712_500_000)
-        );
+        assert_eq!(cost(&mini, 1_000_000, 500_000, 1_000_000), NanoUsd(712_500_000));
         // 800 x 150 + 200 x 75 + 500 x 600 nano-USD x 10^-6 ... = 435,000 nano-USD.
         assert_eq!(cost(&mini, 1_000, 200, 500), NanoUsd(435_000));
         assert_eq!(max_cost(&mini, 1_000, 500), NanoUsd(450_000));
@@ -488,20 +442,14 @@ mod tests {
     #[test]
     fn cached_tokens_are_clamped_to_the_prompt() {
         let p = price(1_000, 0, Some(100));
-        assert_eq!(
-            cost(&p, 1_000_000, 5_000_000, 0),
-            cost(&p, 1_000_000, 1_000_000, 0)
-        );
+        assert_eq!(cost(&p, 1_000_000, 5_000_000, 0), cost(&p, 1_000_000, 1_000_000, 0));
         assert_eq!(cost(&p, 1_000_000, 1_000_000, 0), NanoUsd(100));
     }
 
     #[test]
     fn cost_saturates_instead_of_overflowing() {
         let p = price(i64::MAX, i64::MAX, Some(i64::MAX));
-        assert_eq!(
-            cost(&p, u64::MAX, u64::MAX / 2, u64::MAX),
-            NanoUsd(i64::MAX)
-        );
+        assert_eq!(cost(&p, u64::MAX, u64::MAX / 2, u64::MAX), NanoUsd(i64::MAX));
         assert_eq!(max_cost(&p, u64::MAX, u64::MAX), NanoUsd(i64::MAX));
         let q = price(1_000_000_000, 0, None); // $1 per million
         assert_eq!(cost(&q, u64::MAX, 0, 0), NanoUsd(i64::MAX));
@@ -529,10 +477,7 @@ mod tests {
         assert_eq!(t.lookup("together", "gpt-4o-mini"), Some(&mini));
         assert_eq!(t.lookup("custom", "gpt-4o-mini"), Some(&mini));
         // Azure has its own entry, which wins; and falls back to OpenAI's for the rest.
-        assert_eq!(
-            t.lookup("azure", "gpt-4o-mini"),
-            t.get("azure", "gpt-4o-mini")
-        );
+        assert_eq!(t.lookup("azure", "gpt-4o-mini"), t.get("azure", "gpt-4o-mini"));
         assert!(t.get("azure", "gpt-5.3-chat-latest").is_none());
         assert_eq!(
             t.lookup("azure", "gpt-5.3-chat-latest"),
@@ -557,9 +502,7 @@ mod tests {
             t.lookup("bedrock", "anthropic.claude-opus-4-8-v1:0"),
             t.get("bedrock", "anthropic.claude-opus-4-8")
         );
-        assert!(t
-            .lookup("bedrock", "anthropic.claude-opus-4-8-v1:0")
-            .is_some());
+        assert!(t.lookup("bedrock", "anthropic.claude-opus-4-8-v1:0").is_some());
         assert_eq!(
             t.lookup("openai", "ft:gpt-4o-mini-2024-07-18:acme:support:abc123"),
             t.get("openai", "ft:gpt-4o-mini-2024-07-18")
@@ -633,14 +576,8 @@ mod tests {
     fn from_json_rejects_bad_tables() {
         let ok = r#"{"pricesAsOf":"2026-01-01","models":{"openai/x":{"input":"1","output":"2","mode":"chat"}}}"#;
         let t = PriceTable::from_json(ok).unwrap();
-        assert_eq!(
-            t.lookup("openai", "x").map(|p| p.output_per_mtok),
-            Some(usd("2"))
-        );
-        assert_eq!(
-            t.lookup("openai", "x").map(|p| p.max_output_tokens),
-            Some(None)
-        );
+        assert_eq!(t.lookup("openai", "x").map(|p| p.output_per_mtok), Some(usd("2")));
+        assert_eq!(t.lookup("openai", "x").map(|p| p.max_output_tokens), Some(None));
         for bad in [
             r#"{"pricesAsOf":"2026-01-01","models":{"openai/x":{"input":"-1","output":"2","mode":"chat"}}}"#,
             r#"{"pricesAsOf":"2026-01-01","models":{"openai/x":{"input":"1","output":"two","mode":"chat"}}}"#,
@@ -661,11 +598,7 @@ mod tests {
             proptest::option::of(0u32..=1_000),
         )
             .prop_map(|(input, output, cached_permille)| {
-                price(
-                    input,
-                    output,
-                    cached_permille.map(|m| input / 1_000 * i64::from(m)),
-                )
+                price(input, output, cached_permille.map(|m| input / 1_000 * i64::from(m)))
             })
     }
 

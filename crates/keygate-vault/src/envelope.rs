@@ -112,11 +112,7 @@ pub fn master_version(sealed: &[u8]) -> Result<u32, VaultError> {
     parse(sealed).map(|p| p.version)
 }
 
-fn unwrap_key(
-    keyring: &Keyring,
-    place: &SecretPlace<'_>,
-    p: &Parsed<'_>,
-) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+fn unwrap_key(keyring: &Keyring, place: &SecretPlace<'_>, p: &Parsed<'_>) -> Result<Zeroizing<[u8; 32]>, VaultError> {
     let mk = keyring.key(p.version)?;
     let cipher = XChaCha20Poly1305::new(mk.bytes().into());
     let aad = place.aad(b"keygate/dk/v1", Some(p.version));
@@ -140,11 +136,7 @@ fn unwrap_key(
 }
 
 /// Seals `plaintext` for `place` under the keyring's current master key.
-pub fn seal(
-    keyring: &Keyring,
-    place: &SecretPlace<'_>,
-    plaintext: &[u8],
-) -> Result<Vec<u8>, VaultError> {
+pub fn seal(keyring: &Keyring, place: &SecretPlace<'_>, plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
     let mut dk = Zeroizing::new([0u8; 32]);
     rand::rngs::OsRng.fill_bytes(dk.as_mut());
     let version = keyring.current_version();
@@ -174,11 +166,7 @@ pub fn seal(
 }
 
 /// Opens a sealed secret that belongs at `place`.
-pub fn open(
-    keyring: &Keyring,
-    place: &SecretPlace<'_>,
-    sealed: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+pub fn open(keyring: &Keyring, place: &SecretPlace<'_>, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
     let p = parse(sealed)?;
     let dk = unwrap_key(keyring, place, &p)?;
     let cipher = XChaCha20Poly1305::new(dk.as_ref().into());
@@ -196,11 +184,7 @@ pub fn open(
 }
 
 /// Opens a sealed secret as UTF-8 text.
-pub fn open_string(
-    keyring: &Keyring,
-    place: &SecretPlace<'_>,
-    sealed: &[u8],
-) -> Result<Zeroizing<String>, VaultError> {
+pub fn open_string(keyring: &Keyring, place: &SecretPlace<'_>, sealed: &[u8]) -> Result<Zeroizing<String>, VaultError> {
     let bytes = open(keyring, place, sealed)?;
     match std::str::from_utf8(&bytes) {
         Ok(s) => Ok(Zeroizing::new(s.to_string())),
@@ -248,14 +232,8 @@ mod tests {
     fn moved_ciphertext_fails() {
         let ring = Keyring::new(1, MasterKey::generate());
         let sealed = seal(&ring, &place("pk-1"), b"sk-live-123").unwrap();
-        assert_eq!(
-            &*open(&ring, &place("pk-1"), &sealed).unwrap(),
-            b"sk-live-123"
-        );
-        assert_eq!(
-            open(&ring, &place("pk-2"), &sealed),
-            Err(VaultError::Decrypt)
-        );
+        assert_eq!(&*open(&ring, &place("pk-1"), &sealed).unwrap(), b"sk-live-123");
+        assert_eq!(open(&ring, &place("pk-2"), &sealed), Err(VaultError::Decrypt));
         let other_ws = SecretPlace {
             workspace: "other",
             ..place("pk-1")
@@ -265,10 +243,7 @@ mod tests {
             secret_version: 2,
             ..place("pk-1")
         };
-        assert_eq!(
-            open(&ring, &other_version, &sealed),
-            Err(VaultError::Decrypt)
-        );
+        assert_eq!(open(&ring, &other_version, &sealed), Err(VaultError::Decrypt));
         let other_field = SecretPlace {
             field: "agent_key",
             ..place("pk-1")
@@ -281,10 +256,7 @@ mod tests {
         let ring = Keyring::new(1, MasterKey::generate());
         let sealed = seal(&ring, &place("pk-1"), b"secret").unwrap();
         let wrong = Keyring::new(1, MasterKey::generate());
-        assert_eq!(
-            open(&wrong, &place("pk-1"), &sealed),
-            Err(VaultError::Decrypt)
-        );
+        assert_eq!(open(&wrong, &place("pk-1"), &sealed), Err(VaultError::Decrypt));
         let other_version = Keyring::new(2, MasterKey::generate());
         assert_eq!(
             open(&other_version, &place("pk-1"), &sealed),
@@ -303,10 +275,7 @@ mod tests {
         assert_eq!(master_version(&moved).unwrap(), 2);
         assert_eq!(moved.len(), sealed.len());
         let only_new = Keyring::new(2, new);
-        assert_eq!(
-            &*open(&only_new, &place("pk-1"), &moved).unwrap(),
-            b"secret"
-        );
+        assert_eq!(&*open(&only_new, &place("pk-1"), &moved).unwrap(), b"secret");
         // The old envelope needs the retired key.
         assert_eq!(
             open(&only_new, &place("pk-1"), &sealed),
@@ -315,20 +284,14 @@ mod tests {
         // A header swapped to claim version 2 with the old wrapping fails.
         let mut forged = sealed.clone();
         forged[4..8].copy_from_slice(&2u32.to_be_bytes());
-        assert_eq!(
-            open(&only_new, &place("pk-1"), &forged),
-            Err(VaultError::Decrypt)
-        );
+        assert_eq!(open(&only_new, &place("pk-1"), &forged), Err(VaultError::Decrypt));
     }
 
     #[test]
     fn truncated_and_foreign_input_is_malformed() {
         let ring = Keyring::new(1, MasterKey::generate());
         assert_eq!(open(&ring, &place("x"), b""), Err(VaultError::Malformed));
-        assert_eq!(
-            open(&ring, &place("x"), b"sk-live-123"),
-            Err(VaultError::Malformed)
-        );
+        assert_eq!(open(&ring, &place("x"), b"sk-live-123"), Err(VaultError::Malformed));
         let sealed = seal(&ring, &place("x"), b"").unwrap();
         assert_eq!(sealed.len(), ENVELOPE_OVERHEAD);
         assert_eq!(

@@ -60,8 +60,7 @@ impl KeyHasher {
         }
         let hk = Hkdf::<Sha256>::new(Some(b"keygate/platform-key-hmac/v1"), secret);
         let mut key = [0u8; 32];
-        hk.expand(b"platform-key", &mut key)
-            .map_err(|_| VaultError::Decrypt)?;
+        hk.expand(b"platform-key", &mut key).map_err(|_| VaultError::Decrypt)?;
         Ok(KeyHasher { key })
     }
 

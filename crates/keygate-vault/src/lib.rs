@@ -23,9 +23,7 @@ pub use master::{Keyring, MasterKey, MasterKeySource};
 pub enum VaultError {
     #[error("the ciphertext is not a keygate envelope")]
     Malformed,
-    #[error(
-        "the secret was sealed under master key version {0}, which this keyring does not hold"
-    )]
+    #[error("the secret was sealed under master key version {0}, which this keyring does not hold")]
     UnknownMasterKeyVersion(u32),
     #[error("the secret failed to decrypt: wrong key, tampered data, or a ciphertext moved from another record")]
     Decrypt,

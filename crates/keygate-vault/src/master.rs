@@ -60,9 +60,7 @@ impl MasterKey {
                 return Ok(MasterKey(k));
             }
         }
-        Err(VaultError::InvalidMasterKey(
-            "it is not valid base64".into(),
-        ))
+        Err(VaultError::InvalidMasterKey("it is not valid base64".into()))
     }
 
     /// The base64 text of the key, for writing it to a key file once.
@@ -130,16 +128,9 @@ pub fn load_master_key(
     }
     if let Some(path) = env_file {
         let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
-            VaultError::InvalidMasterKey(format!(
-                "cannot read KEYGATE_MASTER_KEY_FILE {}: {e}",
-                path.display()
-            ))
+            VaultError::InvalidMasterKey(format!("cannot read KEYGATE_MASTER_KEY_FILE {}: {e}", path.display()))
         })?);
-        return Ok((
-            MasterKey::from_base64(&text)?,
-            MasterKeySource::File(path),
-            false,
-        ));
+        return Ok((MasterKey::from_base64(&text)?, MasterKeySource::File(path), false));
     }
     let path = data_dir.join(DATA_DIR_KEY_FILE);
     match std::fs::read_to_string(&path) {
@@ -162,9 +153,7 @@ pub fn load_master_key(
 
 /// Writes a key file readable by its owner only, replacing any old one atomically.
 pub fn write_key_file(path: &Path, key: &MasterKey) -> Result<(), VaultError> {
-    let io = |e: std::io::Error| {
-        VaultError::InvalidMasterKey(format!("cannot write {}: {e}", path.display()))
-    };
+    let io = |e: std::io::Error| VaultError::InvalidMasterKey(format!("cannot write {}: {e}", path.display()));
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
     let tmp = path.with_extension("key.tmp");
@@ -181,8 +170,7 @@ pub fn write_key_file(path: &Path, key: &MasterKey) -> Result<(), VaultError> {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(io)?;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         }
         let text = key.expose_base64();
         f.write_all(text.as_bytes()).map_err(io)?;
@@ -204,10 +192,7 @@ impl Keyring {
     pub fn new(version: u32, key: MasterKey) -> Self {
         let mut keys = BTreeMap::new();
         keys.insert(version, key);
-        Keyring {
-            current: version,
-            keys,
-        }
+        Keyring { current: version, keys }
     }
 
     /// Adds an older (or newer) version that secrets may still be sealed under.
@@ -308,8 +293,7 @@ mod tests {
     fn env_wins_over_file() {
         let dir = tempfile::tempdir().unwrap();
         let key = MasterKey::generate();
-        let (k, src, _) =
-            load_master_key(Some(key.expose_base64()), None, dir.path(), true).unwrap();
+        let (k, src, _) = load_master_key(Some(key.expose_base64()), None, dir.path(), true).unwrap();
         assert_eq!(k.bytes(), key.bytes());
         assert_eq!(src, MasterKeySource::Env);
         assert!(!dir.path().join(DATA_DIR_KEY_FILE).exists());

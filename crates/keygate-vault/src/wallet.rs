@@ -197,8 +197,7 @@ fn parse_signature(signature: &str) -> Result<(Signature, RecoveryId), WalletErr
 pub fn recover_personal_sign(message: &[u8], signature: &str) -> Result<Address, WalletError> {
     let (sig, recid) = parse_signature(signature)?;
     let hash = personal_message_hash(message);
-    let key = VerifyingKey::recover_from_prehash(&hash, &sig, recid)
-        .map_err(|_| WalletError::Unrecoverable)?;
+    let key = VerifyingKey::recover_from_prehash(&hash, &sig, recid).map_err(|_| WalletError::Unrecoverable)?;
     Ok(Address::from_verifying_key(&key))
 }
 
@@ -320,10 +319,7 @@ mod tests {
     fn known_private_keys_give_known_addresses() {
         assert_eq!(Address::from_private_key(&key(KEY1)), Some(addr(ADDR1)));
         assert_eq!(Address::from_private_key(&key(KEY2)), Some(addr(ADDR2)));
-        assert_eq!(
-            Address::from_private_key(&key(KEY1)).unwrap().to_checksum(),
-            ADDR1
-        );
+        assert_eq!(Address::from_private_key(&key(KEY1)).unwrap().to_checksum(), ADDR1);
         assert_eq!(Address::from_private_key(&[0u8; 32]), None);
         assert_eq!(Address::from_private_key(&[0xff; 32]), None);
     }
@@ -393,11 +389,7 @@ mod tests {
         assert_eq!(VECTORS[4].0.len(), 150);
         assert_eq!(VECTORS[3].0.len(), 21);
         for (msg, hash, _, _) in VECTORS {
-            assert_eq!(
-                hex32(&personal_message_hash(msg.as_bytes())),
-                *hash,
-                "{msg:?}"
-            );
+            assert_eq!(hex32(&personal_message_hash(msg.as_bytes())), *hash, "{msg:?}");
         }
         assert_eq!(
             personal_message_hash(b"hello"),
@@ -445,14 +437,8 @@ mod tests {
     fn k256_signing_matches_eth_account_and_recovers() {
         // RFC 6979 with SHA-256 nonces, as eth-keys uses: byte-identical signatures.
         for (msg, _, sig1, sig2) in VECTORS {
-            assert_eq!(
-                personal_sign(&key(KEY1), msg.as_bytes()).as_deref(),
-                Some(*sig1)
-            );
-            assert_eq!(
-                personal_sign(&key(KEY2), msg.as_bytes()).as_deref(),
-                Some(*sig2)
-            );
+            assert_eq!(personal_sign(&key(KEY1), msg.as_bytes()).as_deref(), Some(*sig1));
+            assert_eq!(personal_sign(&key(KEY2), msg.as_bytes()).as_deref(), Some(*sig2));
         }
         for i in 0u32..32 {
             let mut k = [0u8; 32];
@@ -494,20 +480,13 @@ mod tests {
         }
         // The other valid v recovers some other key, never the signer.
         let flipped = splice(sig1, 128, "1c");
-        assert!(!verify_personal_sign(
-            msg.as_bytes(),
-            &flipped,
-            &addr(ADDR1)
-        ));
+        assert!(!verify_personal_sign(msg.as_bytes(), &flipped, &addr(ADDR1)));
     }
 
     #[test]
     fn high_s_is_refused() {
         let m = b"hello";
-        assert_eq!(
-            recover_personal_sign(m, HELLO_HIGH_S),
-            Err(WalletError::BadSignature)
-        );
+        assert_eq!(recover_personal_sign(m, HELLO_HIGH_S), Err(WalletError::BadSignature));
         assert!(!verify_personal_sign(m, HELLO_HIGH_S, &addr(ADDR1)));
         // The same malleation computed here, for every vector.
         for (msg, _, sig1, _) in VECTORS {
@@ -516,10 +495,7 @@ mod tests {
             let v = if recid.to_byte() == 0 { 28u8 } else { 27u8 };
             let mut raw = high.to_bytes().to_vec();
             raw.push(v);
-            let text = format!(
-                "0x{}",
-                raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            );
+            let text = format!("0x{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
             // Mathematically it still recovers the signer...
             let key = VerifyingKey::recover_from_prehash(
                 &personal_message_hash(msg.as_bytes()),
@@ -574,12 +550,7 @@ mod tests {
         let (msg, _, sig1, _) = VECTORS[0];
         let zeros = "0".repeat(64);
         let order = "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141";
-        for (pos, digits) in [
-            (0, zeros.as_str()),
-            (64, zeros.as_str()),
-            (0, order),
-            (64, order),
-        ] {
+        for (pos, digits) in [(0, zeros.as_str()), (64, zeros.as_str()), (0, order), (64, order)] {
             assert_eq!(
                 recover_personal_sign(msg.as_bytes(), &splice(sig1, pos, digits)),
                 Err(WalletError::BadSignature),
@@ -616,11 +587,7 @@ mod tests {
             splice(sig1, 0, "é"),
         ];
         for c in &cases {
-            assert_eq!(
-                recover_personal_sign(m, c),
-                Err(WalletError::BadSignature),
-                "{c:?}"
-            );
+            assert_eq!(recover_personal_sign(m, c), Err(WalletError::BadSignature), "{c:?}");
             assert!(!verify_personal_sign(m, c, &addr(ADDR1)));
         }
     }

@@ -140,9 +140,7 @@ impl VkFields {
             let mut targets = Vec::new();
             for t in &self.provider_keys {
                 let (name, weight) = match t.rsplit_once(':') {
-                    Some((n, w)) if w.parse::<u32>().is_ok() => {
-                        (n.to_string(), w.parse::<u32>().unwrap_or(1))
-                    }
+                    Some((n, w)) if w.parse::<u32>().is_ok() => (n.to_string(), w.parse::<u32>().unwrap_or(1)),
                     _ => (t.clone(), 1),
                 };
                 targets.push(json!({"providerKey": name, "weight": weight}));
@@ -168,10 +166,7 @@ impl VkFields {
         if let Some(d) = &self.default_model {
             body["defaultModel"] = json!(d);
         }
-        if self.budget_usd.is_some()
-            || self.budget_tokens.is_some()
-            || self.budget_requests.is_some()
-        {
+        if self.budget_usd.is_some() || self.budget_tokens.is_some() || self.budget_requests.is_some() {
             let mut b = serde_json::Map::new();
             if let Some(v) = self.budget_usd {
                 b.insert("usd".into(), json!(v));
@@ -451,16 +446,10 @@ impl Client {
         })
     }
 
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let url = format!("{}{}", self.base, path);
-        let mut auth =
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.key.as_str()))
-                .context("KEYGATE_API_KEY is not a valid header value")?;
+        let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.key.as_str()))
+            .context("KEYGATE_API_KEY is not a valid header value")?;
         auth.set_sensitive(true);
         let mut req = self
             .http
@@ -529,15 +518,7 @@ fn cell(v: &Value, key: &str) -> String {
 fn print_keys(items: &[Value]) {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header([
-        "name",
-        "hub",
-        "secret",
-        "version",
-        "rate limit",
-        "private",
-        "last used",
-    ]);
+    t.set_header(["name", "hub", "secret", "version", "rate limit", "private", "last used"]);
     for k in items {
         let hint = match k.get("secretHint").and_then(Value::as_str) {
             Some(h) => format!("…{h}"),
@@ -548,11 +529,7 @@ fn print_keys(items: &[Value]) {
             cell(k, "modelHub"),
             hint,
             cell(k, "secretVersion"),
-            format!(
-                "{}/{}s",
-                cell(k, "rateLimitPerInterval"),
-                cell(k, "rateLimitInterval")
-            ),
+            format!("{}/{}s", cell(k, "rateLimitPerInterval"), cell(k, "rateLimitInterval")),
             cell(k, "private"),
             cell(k, "lastUsedAt"),
         ]);
@@ -562,24 +539,18 @@ fn print_keys(items: &[Value]) {
 
 fn show(conn: &Conn, value: &Value, items: &[Value]) {
     if conn.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
     } else {
         print_keys(items);
     }
 }
 
-fn hub_config_arg(
-    inline: Option<String>,
-    file: Option<std::path::PathBuf>,
-) -> anyhow::Result<Option<Value>> {
+fn hub_config_arg(inline: Option<String>, file: Option<std::path::PathBuf>) -> anyhow::Result<Option<Value>> {
     let text = match (inline, file) {
         (Some(s), _) => Zeroizing::new(s),
-        (None, Some(p)) => Zeroizing::new(
-            std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?,
-        ),
+        (None, Some(p)) => {
+            Zeroizing::new(std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?)
+        }
         (None, None) => return Ok(None),
     };
     let v: Value = serde_json::from_str(&text).context("--hub-config is not valid JSON")?;
@@ -604,11 +575,7 @@ pub async fn provider_keys(conn: Conn, cmd: ProviderKeysCommand) -> anyhow::Resu
                 format!("/api/v1/provider_keys?{}", q.join("&"))
             };
             let v = c.call(Method::GET, &path, None).await?;
-            let items = v
-                .get("data")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let items = v.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
             show(&conn, &v, &items);
         }
         ProviderKeysCommand::Create {
@@ -639,20 +606,14 @@ pub async fn provider_keys(conn: Conn, cmd: ProviderKeysCommand) -> anyhow::Resu
             if let Some(n) = rate_limit_interval {
                 body["rateLimitInterval"] = json!(n);
             }
-            let v = c
-                .call(Method::POST, "/api/v1/provider_keys", Some(body))
-                .await;
+            let v = c.call(Method::POST, "/api/v1/provider_keys", Some(body)).await;
             let v = v?;
             let item = v.get("data").cloned().unwrap_or(Value::Null);
             show(&conn, &v, &[item]);
         }
         ProviderKeysCommand::Get { name } => {
             let v = c
-                .call(
-                    Method::GET,
-                    &format!("/api/v1/provider_keys/{}", enc(&name)),
-                    None,
-                )
+                .call(Method::GET, &format!("/api/v1/provider_keys/{}", enc(&name)), None)
                 .await?;
             let item = v.get("data").cloned().unwrap_or(Value::Null);
             show(&conn, &v, &[item]);
@@ -717,11 +678,7 @@ pub async fn provider_keys(conn: Conn, cmd: ProviderKeysCommand) -> anyhow::Resu
         }
         ProviderKeysCommand::Delete { name } => {
             let v = c
-                .call(
-                    Method::DELETE,
-                    &format!("/api/v1/provider_keys/{}", enc(&name)),
-                    None,
-                )
+                .call(Method::DELETE, &format!("/api/v1/provider_keys/{}", enc(&name)), None)
                 .await?;
             if conn.json {
                 println!("{v}");
@@ -790,9 +747,7 @@ pub async fn virtual_keys(conn: Conn, cmd: VirtualKeysCommand) -> anyhow::Result
                 ("page", page.map(|p| p.to_string())),
                 ("limit", limit.map(|l| l.to_string())),
             ]);
-            let v = c
-                .call(Method::GET, &format!("/api/v1/virtual_keys{q}"), None)
-                .await?;
+            let v = c.call(Method::GET, &format!("/api/v1/virtual_keys{q}"), None).await?;
             let items = v["data"].as_array().cloned().unwrap_or_default();
             (v, items)
         }
@@ -802,19 +757,13 @@ pub async fn virtual_keys(conn: Conn, cmd: VirtualKeysCommand) -> anyhow::Result
                 body["slug"] = json!(s);
             }
             fields.apply(&mut body)?;
-            let v = c
-                .call(Method::POST, "/api/v1/virtual_keys", Some(body))
-                .await?;
+            let v = c.call(Method::POST, "/api/v1/virtual_keys", Some(body)).await?;
             let item = v["data"].clone();
             (v, vec![item])
         }
         VirtualKeysCommand::Get { slug } => {
             let v = c
-                .call(
-                    Method::GET,
-                    &format!("/api/v1/virtual_keys/{}", enc(&slug)),
-                    None,
-                )
+                .call(Method::GET, &format!("/api/v1/virtual_keys/{}", enc(&slug)), None)
                 .await?;
             let item = v["data"].clone();
             (v, vec![item])
@@ -845,11 +794,7 @@ pub async fn virtual_keys(conn: Conn, cmd: VirtualKeysCommand) -> anyhow::Result
         }
         VirtualKeysCommand::Delete { slug } => {
             let v = c
-                .call(
-                    Method::DELETE,
-                    &format!("/api/v1/virtual_keys/{}", enc(&slug)),
-                    None,
-                )
+                .call(Method::DELETE, &format!("/api/v1/virtual_keys/{}", enc(&slug)), None)
                 .await?;
             if conn.json {
                 println!("{v}");
@@ -878,9 +823,7 @@ pub async fn usage(conn: Conn, args: UsageArgs) -> anyhow::Result<()> {
         ("to", args.to),
         ("groupBy", args.group_by.clone()),
     ]);
-    let v = c
-        .call(reqwest::Method::GET, &format!("/api/v1/usage{q}"), None)
-        .await?;
+    let v = c.call(reqwest::Method::GET, &format!("/api/v1/usage{q}"), None).await?;
     if conn.json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
@@ -892,13 +835,7 @@ pub async fn usage(conn: Conn, args: UsageArgs) -> anyhow::Result<()> {
         "key" => "virtualKey",
         other => other,
     });
-    let mut header = vec![
-        "requests",
-        "errors",
-        "prompt tokens",
-        "completion tokens",
-        "cost (USD)",
-    ];
+    let mut header = vec!["requests", "errors", "prompt tokens", "completion tokens", "cost (USD)"];
     if let Some(g) = group {
         header.insert(0, g);
     }
@@ -924,11 +861,7 @@ pub async fn usage(conn: Conn, args: UsageArgs) -> anyhow::Result<()> {
                 .or_else(|| r.get(g));
             t.add_row(row(
                 r,
-                Some(
-                    label
-                        .map(|l| l.as_str().unwrap_or("").to_string())
-                        .unwrap_or_default(),
-                ),
+                Some(label.map(|l| l.as_str().unwrap_or("").to_string()).unwrap_or_default()),
             ));
         }
         t.add_row(row(d, Some("total".into())));
@@ -980,9 +913,7 @@ pub async fn api_keys(conn: Conn, cmd: ApiKeysCommand) -> anyhow::Result<()> {
                 ("page", page.map(|p| p.to_string())),
                 ("limit", limit.map(|l| l.to_string())),
             ]);
-            let v = c
-                .call(Method::GET, &format!("/api/v1/api_keys{q}"), None)
-                .await?;
+            let v = c.call(Method::GET, &format!("/api/v1/api_keys{q}"), None).await?;
             if conn.json {
                 pretty(&v);
             } else {
@@ -1023,9 +954,7 @@ pub async fn api_keys(conn: Conn, cmd: ApiKeysCommand) -> anyhow::Result<()> {
             if clear_ip_allowlist {
                 body["ipAllowlist"] = json!([]);
             }
-            let v = c
-                .call(Method::PATCH, "/api/v1/api_keys", Some(body))
-                .await?;
+            let v = c.call(Method::PATCH, "/api/v1/api_keys", Some(body)).await?;
             if conn.json {
                 pretty(&v);
             } else {
@@ -1054,11 +983,7 @@ pub async fn api_keys(conn: Conn, cmd: ApiKeysCommand) -> anyhow::Result<()> {
         }
         ApiKeysCommand::Delete { id } => {
             let v = c
-                .call(
-                    Method::DELETE,
-                    &format!("/api/v1/api_keys?id={}", enc(&id)),
-                    None,
-                )
+                .call(Method::DELETE, &format!("/api/v1/api_keys?id={}", enc(&id)), None)
                 .await?;
             if conn.json {
                 println!("{v}");
@@ -1067,9 +992,7 @@ pub async fn api_keys(conn: Conn, cmd: ApiKeysCommand) -> anyhow::Result<()> {
             }
         }
         ApiKeysCommand::RateLimits => {
-            let v = c
-                .call(Method::GET, "/api/v1/api_keys/rate_limits", None)
-                .await?;
+            let v = c.call(Method::GET, "/api/v1/api_keys/rate_limits", None).await?;
             if conn.json {
                 pretty(&v);
             } else {
@@ -1097,9 +1020,7 @@ pub async fn api_keys(conn: Conn, cmd: ApiKeysCommand) -> anyhow::Result<()> {
             }
         }
         ApiKeysCommand::Log => {
-            let v = c
-                .call(Method::GET, "/api/v1/api_keys/rate_limits/log", None)
-                .await?;
+            let v = c.call(Method::GET, "/api/v1/api_keys/rate_limits/log", None).await?;
             if conn.json {
                 pretty(&v);
             } else {
@@ -1132,16 +1053,11 @@ pub async fn workspaces(conn: Conn, cmd: WorkspacesCommand) -> anyhow::Result<()
             if let Some(i) = id {
                 body["id"] = json!(i);
             }
-            c.call(Method::POST, "/api/v1/workspaces", Some(body))
-                .await?
+            c.call(Method::POST, "/api/v1/workspaces", Some(body)).await?
         }
         WorkspacesCommand::Get { id } => {
-            c.call(
-                Method::GET,
-                &format!("/api/v1/workspaces/{}", enc(&id)),
-                None,
-            )
-            .await?
+            c.call(Method::GET, &format!("/api/v1/workspaces/{}", enc(&id)), None)
+                .await?
         }
         WorkspacesCommand::Rename { id, name } => {
             c.call(
@@ -1152,12 +1068,8 @@ pub async fn workspaces(conn: Conn, cmd: WorkspacesCommand) -> anyhow::Result<()
             .await?
         }
         WorkspacesCommand::Delete { id } => {
-            c.call(
-                Method::DELETE,
-                &format!("/api/v1/workspaces/{}", enc(&id)),
-                None,
-            )
-            .await?
+            c.call(Method::DELETE, &format!("/api/v1/workspaces/{}", enc(&id)), None)
+                .await?
         }
     };
     if conn.json {
@@ -1185,11 +1097,7 @@ pub async fn workspaces(conn: Conn, cmd: WorkspacesCommand) -> anyhow::Result<()
 pub async fn audit(conn: Conn, cmd: AuditCommand) -> anyhow::Result<()> {
     let c = Client::new(&conn)?;
     match cmd {
-        AuditCommand::List {
-            page,
-            limit,
-            action,
-        } => {
+        AuditCommand::List { page, limit, action } => {
             let mut q = vec![
                 format!("page={}", page.unwrap_or(1)),
                 format!("limit={}", limit.unwrap_or(50)),
@@ -1198,11 +1106,7 @@ pub async fn audit(conn: Conn, cmd: AuditCommand) -> anyhow::Result<()> {
                 q.push(format!("action={}", enc(&a)));
             }
             let v = c
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/api/v1/audit?{}", q.join("&")),
-                    None,
-                )
+                .call(reqwest::Method::GET, &format!("/api/v1/audit?{}", q.join("&")), None)
                 .await?;
             if conn.json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -1211,12 +1115,7 @@ pub async fn audit(conn: Conn, cmd: AuditCommand) -> anyhow::Result<()> {
             let mut t = Table::new();
             t.load_preset(UTF8_FULL_CONDENSED);
             t.set_header(["at", "action", "target", "actor", "request"]);
-            for e in v
-                .get("data")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-            {
+            for e in v.get("data").and_then(Value::as_array).cloned().unwrap_or_default() {
                 t.add_row([
                     cell(&e, "at"),
                     cell(&e, "action"),

@@ -179,9 +179,7 @@ impl Config {
         }
         for (key, p) in &self.prices {
             if !key.contains('/') {
-                anyhow::bail!(
-                    "prices.{key}: price keys are hub/model, e.g. \"openai/gpt-4o-mini\""
-                );
+                anyhow::bail!("prices.{key}: price keys are hub/model, e.g. \"openai/gpt-4o-mini\"");
             }
             for v in [p.input, p.output, p.cached_input.unwrap_or(0.0)] {
                 if !v.is_finite() || v < 0.0 {
@@ -198,14 +196,8 @@ impl Config {
                 "upstream_first_byte_timeout_seconds",
                 self.upstream_first_byte_timeout_seconds,
             ),
-            (
-                "upstream_idle_timeout_seconds",
-                self.upstream_idle_timeout_seconds,
-            ),
-            (
-                "upstream_total_timeout_seconds",
-                self.upstream_total_timeout_seconds,
-            ),
+            ("upstream_idle_timeout_seconds", self.upstream_idle_timeout_seconds),
+            ("upstream_total_timeout_seconds", self.upstream_total_timeout_seconds),
         ] {
             if v == 0 {
                 anyhow::bail!("{name} must be at least 1");
@@ -234,10 +226,7 @@ impl Config {
             anyhow::bail!("api_key_creations_per_minute, max_api_keys_per_workspace and wallet_requests_per_minute must be at least 1");
         }
         if let Some(url) = &self.database_url {
-            if !(url.starts_with("sqlite:")
-                || url.starts_with("postgres://")
-                || url.starts_with("postgresql://"))
-            {
+            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 anyhow::bail!("database_url must start with sqlite:// or postgres://");
             }
         }
@@ -294,20 +283,14 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8400");
         assert_eq!(c.data_dir, PathBuf::from("./keygate-data"));
-        assert!(c
-            .database_url()
-            .starts_with("sqlite://./keygate-data/keygate.db"));
+        assert!(c.database_url().starts_with("sqlite://./keygate-data/keygate.db"));
     }
 
     #[test]
     fn file_then_flags_and_unknown_fields_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.toml");
-        std::fs::write(
-            &path,
-            "listen = \"127.0.0.1:9999\"\nallow_private_upstreams = true\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\nallow_private_upstreams = true\n").unwrap();
         let c = Config::load(Some(path.clone()), &Overrides::default()).unwrap();
         assert_eq!(c.listen.port(), 9999);
         assert!(c.allow_private_upstreams);
@@ -315,10 +298,7 @@ mod tests {
             listen: Some("127.0.0.1:1234".parse().unwrap()),
             ..Default::default()
         };
-        assert_eq!(
-            Config::load(Some(path.clone()), &o).unwrap().listen.port(),
-            1234
-        );
+        assert_eq!(Config::load(Some(path.clone()), &o).unwrap().listen.port(), 1234);
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let err = Config::load(Some(path), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
@@ -328,11 +308,7 @@ mod tests {
     fn price_overrides_replace_the_shipped_price() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.toml");
-        std::fs::write(
-            &path,
-            "[prices.\"openai/gpt-4o-mini\"]\ninput = 1.0\noutput = 2.5\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "[prices.\"openai/gpt-4o-mini\"]\ninput = 1.0\noutput = 2.5\n").unwrap();
         let c = Config::load(Some(path.clone()), &Overrides::default()).unwrap();
         let t = c.price_table();
         let p = t.lookup("openai", "gpt-4o-mini").unwrap();

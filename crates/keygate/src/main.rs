@@ -13,11 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "keygate",
-    version,
-    about = "A self-hosted LLM API-key vault and gateway"
-)]
+#[command(name = "keygate", version, about = "A self-hosted LLM API-key vault and gateway")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -102,10 +98,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("keygate: cannot start the runtime: {e}");

@@ -123,12 +123,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 expires_at: None,
                 created_by: Some("keygate serve (first start)".into()),
             },
-            Some(system_audit(
-                DEFAULT_WORKSPACE,
-                "system",
-                "api_key.create",
-                "api_key",
-            )),
+            Some(system_audit(DEFAULT_WORKSPACE, "system", "api_key.create", "api_key")),
         )
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the first ADMIN key: {}", e.message))?;
@@ -184,9 +179,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
     // Requests that reached an upstream when a previous process died get their record now;
     // budgets kept in this process start from the spend already recorded.
-    let reconciled = store
-        .reconcile_pending_usage(keygate_types::timefmt::now_ms())
-        .await?;
+    // On PostgreSQL other replicas may have requests in flight: only records older than the
+    // longest a request may take are surely orphaned. A periodic sweep catches the rest.
+    let in_flight_ms = (config.upstream_total_timeout_seconds as i64 + 60) * 1000;
+    let reconcile_before = match store.backend() {
+        keygate_store::Backend::Sqlite => keygate_types::timefmt::now_ms(),
+        keygate_store::Backend::Postgres => keygate_types::timefmt::now_ms() - in_flight_ms,
+    };
+    let reconciled = store.reconcile_pending_usage(reconcile_before).await?;
     if reconciled > 0 {
         tracing::warn!(
             records = reconciled,
@@ -195,10 +195,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let seeded = keygate_api::limits::seed_budgets(&state).await?;
     if seeded > 0 {
-        tracing::info!(
-            counters = seeded,
-            "budget counters rebuilt from the usage records"
-        );
+        tracing::info!(counters = seeded, "budget counters rebuilt from the usage records");
     }
     let (providers, vks) = state.runtime.counts();
     tracing::info!(
@@ -224,11 +221,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 _ = tick.tick() => {}
                 _ = purge_stop.changed() => break,
             }
-            if let Err(e) = purge_store
-                .purge_expired_secrets(keygate_types::timefmt::now_ms())
-                .await
-            {
+            let now = keygate_types::timefmt::now_ms();
+            if let Err(e) = purge_store.purge_expired_secrets(now).await {
                 tracing::warn!(error = %e, "cannot purge expired secrets");
+            }
+            match purge_store.reconcile_pending_usage(now - in_flight_ms).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(records = n, "orphaned pending usage records reconciled"),
+                Err(e) => tracing::warn!(error = %e, "cannot reconcile pending usage records"),
             }
         }
     });

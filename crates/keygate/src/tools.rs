@@ -56,12 +56,8 @@ fn env_master_key_file() -> Option<PathBuf> {
 }
 
 /// Loads the master key for a store in `data_dir`; generates one into it when allowed.
-pub fn master_key_for(
-    data_dir: &Path,
-    generate: bool,
-) -> anyhow::Result<(MasterKey, MasterKeySource)> {
-    let (key, source, generated) =
-        load_master_key(env_master_key(), env_master_key_file(), data_dir, generate)?;
+pub fn master_key_for(data_dir: &Path, generate: bool) -> anyhow::Result<(MasterKey, MasterKeySource)> {
+    let (key, source, generated) = load_master_key(env_master_key(), env_master_key_file(), data_dir, generate)?;
     if generated {
         tracing::warn!(
             path = %data_dir.join(keygate_vault::master::DATA_DIR_KEY_FILE).display(),
@@ -79,33 +75,23 @@ pub fn master_key_for(
 
 pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
     if args.database_url.is_none() {
-        std::fs::create_dir_all(&args.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                args.data_dir.display()
-            )
-        })?;
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
         // The store holds sealed secrets and key hashes: readable by its owner only.
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let _ =
-                std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700));
+            let _ = std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700));
         }
     }
-    keygate_store::open(&args.url())
-        .await
-        .context("cannot open the store")
+    keygate_store::open(&args.url()).await.context("cannot open the store")
 }
 
 pub async fn admin_key(args: AdminKeyArgs) -> anyhow::Result<()> {
     let store = open_store(&args.store).await?;
     let (key, _) = master_key_for(&args.store.data_dir, true)?;
     let vault = VaultService::bootstrap(store.as_ref(), key).await?;
-    let workspace = args
-        .workspace
-        .clone()
-        .unwrap_or_else(|| DEFAULT_WORKSPACE.to_string());
+    let workspace = args.workspace.clone().unwrap_or_else(|| DEFAULT_WORKSPACE.to_string());
     if args.workspace.is_some() {
         store
             .get_workspace(&workspace)
@@ -161,8 +147,7 @@ async fn rotate(args: RotateArgs) -> anyhow::Result<()> {
     // rotation can be resumed with the same command.
     let new = if new_path.exists() {
         let text = Zeroizing::new(
-            std::fs::read_to_string(&new_path)
-                .with_context(|| format!("cannot read {}", new_path.display()))?,
+            std::fs::read_to_string(&new_path).with_context(|| format!("cannot read {}", new_path.display()))?,
         );
         MasterKey::from_base64(&text)?
     } else {
@@ -175,10 +160,8 @@ async fn rotate(args: RotateArgs) -> anyhow::Result<()> {
     } else {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "re-wrapping data keys {bar:40} {pos}/{len} ({eta})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("re-wrapping data keys {bar:40} {pos}/{len} ({eta})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
     };
@@ -201,7 +184,10 @@ async fn rotate(args: RotateArgs) -> anyhow::Result<()> {
     );
     match &source {
         MasterKeySource::DataDir(p) if args.new_key_file.is_none() => {
-            eprintln!("keygate: the new key is in {}. Restart running servers to use it.", p.display())
+            eprintln!(
+                "keygate: the new key is in {}. Restart running servers to use it.",
+                p.display()
+            )
         }
         _ => eprintln!(
             "keygate: the new key is in {}. Give it to every server (KEYGATE_MASTER_KEY or KEYGATE_MASTER_KEY_FILE) \

@@ -44,28 +44,17 @@ impl Server {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let out = data_dir
-            .parent()
-            .unwrap()
-            .join(format!("out-{port}-{n}.log"));
-        let err = data_dir
-            .parent()
-            .unwrap()
-            .join(format!("err-{port}-{n}.log"));
+        let out = data_dir.parent().unwrap().join(format!("out-{port}-{n}.log"));
+        let err = data_dir.parent().unwrap().join(format!("err-{port}-{n}.log"));
         let mut cmd = Command::new(BIN);
-        cmd.args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .arg("--allow-private-upstreams")
-        .env_remove("KEYGATE_MASTER_KEY")
-        .env_remove("KEYGATE_MASTER_KEY_FILE")
-        .env_remove("KEYGATE_DATABASE_URL")
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap());
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data_dir)
+            .arg("--allow-private-upstreams")
+            .env_remove("KEYGATE_MASTER_KEY")
+            .env_remove("KEYGATE_MASTER_KEY_FILE")
+            .env_remove("KEYGATE_DATABASE_URL")
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -83,12 +72,7 @@ impl Server {
                 .map(|r| r.status().is_success())
                 .unwrap_or(false)
             {
-                return Ok(Server {
-                    child,
-                    url,
-                    out,
-                    err,
-                });
+                return Ok(Server { child, url, out, err });
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -108,9 +92,7 @@ impl Server {
 
     fn first_admin_key(&self) -> String {
         let out = self.stdout();
-        let i = out
-            .find("kg_adm_")
-            .expect("the first start prints an ADMIN key");
+        let i = out.find("kg_adm_").expect("the first start prints an ADMIN key");
         out[i..i + 45].to_string()
     }
 
@@ -150,11 +132,7 @@ fn call(method: &str, url: &str, key: &str, body: Option<Value>) -> (u16, Value,
     let resp = req.send().unwrap();
     let status = resp.status().as_u16();
     let text = resp.text().unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
-    )
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null), text)
 }
 
 /// Runs the CLI against `url` with `stdin` piped in.
@@ -242,13 +220,7 @@ fn provider_keys_through_the_cli_survive_a_restart() {
     let (ok, out, _) = cli(
         &url,
         &admin,
-        &[
-            "provider-keys",
-            "modify",
-            "openai-prod",
-            "--rotate",
-            "--json",
-        ],
+        &["provider-keys", "modify", "openai-prod", "--rotate", "--json"],
         Some("sk-cli-rotated-9876543210\n"),
     );
     assert!(ok);
@@ -263,12 +235,7 @@ fn provider_keys_through_the_cli_survive_a_restart() {
         None,
     );
     assert!(ok);
-    let (ok, out, _) = cli(
-        &url,
-        &admin,
-        &["provider-keys", "get", "openai-main", "--json"],
-        None,
-    );
+    let (ok, out, _) = cli(&url, &admin, &["provider-keys", "get", "openai-main", "--json"], None);
     assert!(ok);
     assert_eq!(
         serde_json::from_str::<Value>(&out).unwrap()["data"]["name"],
@@ -277,23 +244,11 @@ fn provider_keys_through_the_cli_survive_a_restart() {
     let (ok, _, _) = cli(
         &url,
         &admin,
-        &[
-            "provider-keys",
-            "create",
-            "--name",
-            "to-delete",
-            "--hub",
-            "together",
-        ],
+        &["provider-keys", "create", "--name", "to-delete", "--hub", "together"],
         Some("tk-secret-000000000000"),
     );
     assert!(ok);
-    let (ok, out, _) = cli(
-        &url,
-        &admin,
-        &["provider-keys", "delete", "to-delete"],
-        None,
-    );
+    let (ok, out, _) = cli(&url, &admin, &["provider-keys", "delete", "to-delete"], None);
     assert!(ok, "{out}");
     // Errors are clear and fail the command.
     let (ok, _, err) = cli(&url, &admin, &["provider-keys", "get", "to-delete"], None);
@@ -302,14 +257,7 @@ fn provider_keys_through_the_cli_survive_a_restart() {
     let (ok, _, err) = cli(
         &url,
         &admin,
-        &[
-            "provider-keys",
-            "create",
-            "--name",
-            "empty",
-            "--hub",
-            "openai",
-        ],
+        &["provider-keys", "create", "--name", "empty", "--hub", "openai"],
         Some(""),
     );
     assert!(!ok);
@@ -340,12 +288,7 @@ fn provider_keys_through_the_cli_survive_a_restart() {
         !server.stdout().contains("kg_adm_"),
         "a store with keys prints no new key"
     );
-    let (s, v, _) = call(
-        "GET",
-        &format!("{}/api/v1/provider_keys", server.url),
-        &admin,
-        None,
-    );
+    let (s, v, _) = call("GET", &format!("{}/api/v1/provider_keys", server.url), &admin, None);
     assert_eq!(s, 200, "the ADMIN key survives a restart");
     let names: Vec<&str> = v["data"]
         .as_array()
@@ -377,10 +320,7 @@ fn a_wrong_master_key_refuses_to_start() {
     // A key file works like the variable.
     let file = tmp.path().join("mk");
     std::fs::write(&file, format!("{right}\n")).unwrap();
-    let server = Server::start(
-        &data,
-        &[("KEYGATE_MASTER_KEY_FILE", file.to_str().unwrap())],
-    );
+    let server = Server::start(&data, &[("KEYGATE_MASTER_KEY_FILE", file.to_str().unwrap())]);
     server.stop();
 }
 
@@ -405,25 +345,13 @@ fn master_key_rotation_keeps_secrets_readable_and_retires_the_old_key() {
     let url = server.url.clone();
     let vertex = json!({"name":"vx","modelHub":"vertex","hubConfig":{"region":"us-central1","project_id":"p","client_id":"c","client_secret":"cs-1234567890","refresh_token":"rt-1234567890"}});
     assert_eq!(
-        call(
-            "POST",
-            &format!("{url}/api/v1/provider_keys"),
-            &admin,
-            Some(vertex)
-        )
-        .0,
+        call("POST", &format!("{url}/api/v1/provider_keys"), &admin, Some(vertex)).0,
         201
     );
     for i in 0..5 {
         let body = json!({"name": format!("k{i}"), "modelHub":"openai","apiKey": format!("sk-rotation-test-{i:06}")});
         assert_eq!(
-            call(
-                "POST",
-                &format!("{url}/api/v1/provider_keys"),
-                &admin,
-                Some(body)
-            )
-            .0,
+            call("POST", &format!("{url}/api/v1/provider_keys"), &admin, Some(body)).0,
             201
         );
     }
@@ -443,10 +371,7 @@ fn master_key_rotation_keeps_secrets_readable_and_retires_the_old_key() {
     let new_key = std::fs::read_to_string(&key_file).unwrap();
     assert_ne!(old_key, new_key);
     // The running server keeps authenticating from memory, and refuses to seal under the retired key.
-    assert_eq!(
-        call("GET", &format!("{url}/api/v1/provider_keys"), &admin, None).0,
-        200
-    );
+    assert_eq!(call("GET", &format!("{url}/api/v1/provider_keys"), &admin, None).0, 200);
     let (s, _, _) = call(
         "POST",
         &format!("{url}/api/v1/provider_keys"),
@@ -498,13 +423,7 @@ fn admin_key_works_before_and_while_a_server_runs() {
         "the store has a key: no first-start key"
     );
     assert_eq!(
-        call(
-            "GET",
-            &format!("{}/api/v1/provider_keys", server.url),
-            &first,
-            None
-        )
-        .0,
+        call("GET", &format!("{}/api/v1/provider_keys", server.url), &first, None).0,
         200
     );
     let (ok, out, _) = admin_key_cmd(&data, &env);
@@ -512,13 +431,7 @@ fn admin_key_works_before_and_while_a_server_runs() {
     let second = out.trim().to_string();
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
-        let s = call(
-            "GET",
-            &format!("{}/api/v1/provider_keys", server.url),
-            &second,
-            None,
-        )
-        .0;
+        let s = call("GET", &format!("{}/api/v1/provider_keys", server.url), &second, None).0;
         if s == 200 {
             break;
         }
@@ -582,10 +495,7 @@ fn canary_secrets_never_leak() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let mk = random_master_key();
-    let env = [
-        ("KEYGATE_MASTER_KEY", mk.as_str()),
-        ("KEYGATE_LOG", "debug"),
-    ];
+    let env = [("KEYGATE_MASTER_KEY", mk.as_str()), ("KEYGATE_LOG", "debug")];
     // The platform key is made by admin-key, so the server never prints one.
     let (_, out, _) = admin_key_cmd(&data, &env[..1]);
     let admin = out.trim().to_string();
@@ -639,9 +549,7 @@ fn canary_secrets_never_leak() {
         "POST",
         &format!("{url}/api/v1/provider_keys"),
         &admin,
-        Some(
-            json!({"name":"x","modelHub":"openai","apiKey":canaries[0],"rateLimitInterval":canaries[0]}),
-        ),
+        Some(json!({"name":"x","modelHub":"openai","apiKey":canaries[0],"rateLimitInterval":canaries[0]})),
     ));
     // A name is public by nature; one that is refused is not repeated either.
     record(call(
@@ -672,27 +580,14 @@ fn canary_secrets_never_leak() {
     ] {
         record(call("GET", &format!("{url}{path}"), &admin, None));
     }
-    record(call(
-        "GET",
-        &format!("{url}/api/v1/provider_keys"),
-        "kg_adm_nope",
-        None,
-    ));
+    record(call("GET", &format!("{url}/api/v1/provider_keys"), "kg_adm_nope", None));
     let (_, out, err) = cli(&url, &admin, &["provider-keys", "list", "--json"], None);
     seen.push_str(&out);
     seen.push_str(&err);
     let (_, out, err) = cli(
         &url,
         &admin,
-        &[
-            "provider-keys",
-            "create",
-            "--name",
-            "cli",
-            "--hub",
-            "openai",
-            "--json",
-        ],
+        &["provider-keys", "create", "--name", "cli", "--hub", "openai", "--json"],
         Some(canaries[3]),
     );
     seen.push_str(&out);
@@ -712,10 +607,7 @@ fn canary_secrets_never_leak() {
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
         .collect::<String>()
         + &logs;
-    assert!(
-        server_logs.contains("DEBUG"),
-        "the logs were written at debug level"
-    );
+    assert!(server_logs.contains("DEBUG"), "the logs were written at debug level");
     let files: Vec<(PathBuf, Vec<u8>)> = files_under(&data)
         .into_iter()
         .map(|p| {
@@ -732,10 +624,7 @@ fn canary_secrets_never_leak() {
                 !seen.contains(&form),
                 "a response or CLI output carries a secret ({form})"
             );
-            assert!(
-                !server_logs.contains(&form),
-                "a log line carries a secret ({form})"
-            );
+            assert!(!server_logs.contains(&form), "a log line carries a secret ({form})");
             for (path, bytes) in &files {
                 assert!(
                     !bytes.windows(form.len()).any(|w| w == form.as_bytes()),
@@ -808,10 +697,7 @@ fn virtual_keys_and_usage_through_the_cli() {
     assert_eq!(v["data"]["rateLimits"]["rpm"], 60);
     let (ok, out, _) = cli(&url, &admin, &["virtual-keys", "list"], None);
     assert!(ok);
-    assert!(
-        out.contains(&slug) && out.contains("openai-main×1"),
-        "{out}"
-    );
+    assert!(out.contains(&slug) && out.contains("openai-main×1"), "{out}");
     // A request through the gateway, then the usage it left.
     let resp = reqwest::blocking::Client::new()
         .post(format!("{url}/v1/chat/completions"))
@@ -820,42 +706,21 @@ fn virtual_keys_and_usage_through_the_cli() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        mock.last_request().unwrap().bearer(),
-        Some("sk-upstream-secret-424242")
-    );
-    let (ok, out, err) = cli(
-        &url,
-        &admin,
-        &["usage", "--virtual-key", &slug, "--json"],
-        None,
-    );
+    assert_eq!(mock.last_request().unwrap().bearer(), Some("sk-upstream-secret-424242"));
+    let (ok, out, err) = cli(&url, &admin, &["usage", "--virtual-key", &slug, "--json"], None);
     assert!(ok, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
-        (
-            v["data"]["requests"].as_i64(),
-            v["data"]["promptTokens"].as_i64()
-        ),
+        (v["data"]["requests"].as_i64(), v["data"]["promptTokens"].as_i64()),
         (Some(1), Some(9))
     );
     let (ok, out, _) = cli(&url, &admin, &["usage", "--group-by", "model"], None);
     assert!(ok);
-    assert!(
-        out.contains("gpt-4o-mini") && out.contains("total"),
-        "{out}"
-    );
+    assert!(out.contains("gpt-4o-mini") && out.contains("total"), "{out}");
     let (ok, out, _) = cli(
         &url,
         &admin,
-        &[
-            "virtual-keys",
-            "update",
-            &slug,
-            "--status",
-            "disabled",
-            "--json",
-        ],
+        &["virtual-keys", "update", &slug, "--status", "disabled", "--json"],
         None,
     );
     assert!(ok);
@@ -939,10 +804,7 @@ fn api_keys_and_workspaces_through_the_cli() {
     assert!(ok);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
-        (
-            v["data"]["description"].as_str(),
-            v["data"]["ipAllowlist"].clone()
-        ),
+        (v["data"]["description"].as_str(), v["data"]["ipAllowlist"].clone()),
         (Some("renamed"), json!([]))
     );
     let (ok, _, _) = cli(&url, &admin, &["api-keys", "delete", &id], None);
@@ -952,48 +814,22 @@ fn api_keys_and_workspaces_through_the_cli() {
     let (ok, _, err) = cli(
         &url,
         &admin,
-        &[
-            "workspaces",
-            "create",
-            "--name",
-            "Research",
-            "--id",
-            "research",
-        ],
+        &["workspaces", "create", "--name", "Research", "--id", "research"],
         None,
     );
     assert!(ok, "{err}");
     let (ok, out, _) = cli(&url, &admin, &["workspaces", "list"], None);
-    assert!(
-        ok && out.contains("research") && out.contains("default"),
-        "{out}"
-    );
-    let (ok, _, _) = cli(
-        &url,
-        &admin,
-        &["workspaces", "rename", "research", "R&D"],
-        None,
-    );
+    assert!(ok && out.contains("research") && out.contains("default"), "{out}");
+    let (ok, _, _) = cli(&url, &admin, &["workspaces", "rename", "research", "R&D"], None);
     assert!(ok);
-    let (ok, out, _) = cli(
-        &url,
-        &admin,
-        &["workspaces", "get", "research", "--json"],
-        None,
-    );
+    let (ok, out, _) = cli(&url, &admin, &["workspaces", "get", "research", "--json"], None);
     assert!(ok);
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["data"]["name"],
-        "R&D"
-    );
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["data"]["name"], "R&D");
     let (ok, _, _) = cli(&url, &admin, &["workspaces", "delete", "research"], None);
     assert!(ok);
     let (ok, out, _) = cli(&url, &admin, &["api-keys", "log", "--json"], None);
     assert!(ok);
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["object"],
-        "list"
-    );
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["object"], "list");
     server.stop();
 }
 
@@ -1008,13 +844,11 @@ impl Server {
 #[test]
 fn after_kill_9_every_upstream_call_has_exactly_one_usage_record_and_budgets_persist() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mock = rt.block_on(keygate_testkit::MockUpstream::start_with(
-        keygate_testkit::MockConfig {
-            stream_chunks: 200,
-            chunk_delay: Duration::from_millis(20),
-            ..Default::default()
-        },
-    ));
+    let mock = rt.block_on(keygate_testkit::MockUpstream::start_with(keygate_testkit::MockConfig {
+        stream_chunks: 200,
+        chunk_delay: Duration::from_millis(20),
+        ..Default::default()
+    }));
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let mk = random_master_key();
@@ -1023,7 +857,16 @@ fn after_kill_9_every_upstream_call_has_exactly_one_usage_record_and_budgets_per
     let admin = server.first_admin_key();
     let url = server.url.clone();
     let base = format!("{}/v1", mock.url());
-    assert_eq!(call("POST", &format!("{url}/api/v1/provider_keys"), &admin, Some(json!({"name":"p","modelHub":"openai","apiKey":"sk-crash-000000000000","baseUrl":base}))).0, 201);
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{url}/api/v1/provider_keys"),
+            &admin,
+            Some(json!({"name":"p","modelHub":"openai","apiKey":"sk-crash-000000000000","baseUrl":base}))
+        )
+        .0,
+        201
+    );
     assert_eq!(
         call(
             "POST",
@@ -1072,11 +915,7 @@ fn after_kill_9_every_upstream_call_has_exactly_one_usage_record_and_budgets_per
     assert_eq!(upstream_calls, 5);
 
     let server = Server::start(&data, &env);
-    assert!(
-        server.stderr().contains("reconciled"),
-        "{}",
-        server.stderr()
-    );
+    assert!(server.stderr().contains("reconciled"), "{}", server.stderr());
     let (_, recs, _) = call(
         "GET",
         &format!("{}/api/v1/usage/records?limit=100", server.url),
@@ -1084,15 +923,8 @@ fn after_kill_9_every_upstream_call_has_exactly_one_usage_record_and_budgets_per
         None,
     );
     let recs = recs["data"].as_array().unwrap().clone();
-    assert_eq!(
-        recs.len(),
-        upstream_calls,
-        "one record per upstream call: {recs:?}"
-    );
-    let interrupted = recs
-        .iter()
-        .filter(|r| r["errorKind"] == "interrupted")
-        .count();
+    assert_eq!(recs.len(), upstream_calls, "one record per upstream call: {recs:?}");
+    let interrupted = recs.iter().filter(|r| r["errorKind"] == "interrupted").count();
     assert_eq!(interrupted, 3);
     // The budget remembers the two requests made before the crash: one more fits, then 402.
     let chat2 = |slug: &str| {

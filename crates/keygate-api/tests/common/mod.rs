@@ -32,11 +32,7 @@ pub async fn start_with(mock: MockConfig, gw: GatewaySettings) -> G {
 }
 
 /// A gateway with a given limit engine (Redis counters, a manual clock…).
-pub async fn start_full(
-    mock: MockConfig,
-    gw: GatewaySettings,
-    engine: Option<Arc<LimitEngine>>,
-) -> G {
+pub async fn start_full(mock: MockConfig, gw: GatewaySettings, engine: Option<Arc<LimitEngine>>) -> G {
     let dir = tempfile::tempdir().unwrap();
     let store = keygate_store::open(&format!("sqlite://{}", dir.path().join("k.db").display()))
         .await
@@ -53,9 +49,7 @@ pub async fn start_full(
         Some(e) => AppState::build_with(store, vault, settings, gw, prices, e)
             .await
             .unwrap(),
-        None => AppState::build(store, vault, settings, gw, prices)
-            .await
-            .unwrap(),
+        None => AppState::build(store, vault, settings, gw, prices).await.unwrap(),
     };
     let admin = key(&state, PlatformKeyType::Admin, KeySettings::default()).await;
     let inference = key(&state, PlatformKeyType::Inference, KeySettings::default()).await;
@@ -153,9 +147,7 @@ impl G {
     }
 
     pub async fn usage(&self, query: &str) -> Value {
-        let (s, v) = self
-            .admin("GET", &format!("/api/v1/usage{query}"), None)
-            .await;
+        let (s, v) = self.admin("GET", &format!("/api/v1/usage{query}"), None).await;
         assert_eq!(s, 200, "{v}");
         v["data"].clone()
     }
@@ -177,10 +169,6 @@ pub fn chat_body() -> Value {
 pub async fn sse(resp: reqwest::Response) -> Vec<String> {
     let text = resp.text().await.unwrap();
     text.split("\n\n")
-        .filter_map(|e| {
-            e.lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .map(str::to_string)
-        })
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_string))
         .collect()
 }

@@ -68,11 +68,7 @@ fn invalid(msg: impl Into<String>) -> TranslateError {
 ///   `json_object` (the prompt still asks for JSON), `metadata` (OpenAI's is for stored
 ///   completions), `store`, `service_tier`, `prediction`, `modalities`, `audio`,
 ///   `reasoning_effort`, `web_search_options`, and every other field not named above.
-pub fn chat_to_messages(
-    req: &Value,
-    model: &str,
-    default_max_tokens: u32,
-) -> Result<Value, TranslateError> {
+pub fn chat_to_messages(req: &Value, model: &str, default_max_tokens: u32) -> Result<Value, TranslateError> {
     let obj = req
         .as_object()
         .ok_or_else(|| invalid("the request body must be a JSON object"))?;
@@ -118,20 +114,14 @@ pub fn chat_to_messages(
     let max_tokens = match present("max_completion_tokens").or_else(|| present("max_tokens")) {
         Some(v) => match v.as_u64() {
             Some(n) if n >= 1 => n,
-            _ => {
-                return Err(invalid(
-                    "max_tokens/max_completion_tokens must be a positive integer",
-                ))
-            }
+            _ => return Err(invalid("max_tokens/max_completion_tokens must be a positive integer")),
         },
         None => u64::from(default_max_tokens),
     };
     out.insert("max_tokens".into(), Value::from(max_tokens));
 
     if let Some(t) = present("temperature") {
-        let x = t
-            .as_f64()
-            .ok_or_else(|| invalid("temperature must be a number"))?;
+        let x = t.as_f64().ok_or_else(|| invalid("temperature must be a number"))?;
         if x < 0.0 {
             return Err(invalid("temperature must not be negative"));
         }
@@ -161,9 +151,7 @@ pub fn chat_to_messages(
         }
     }
     if let Some(s) = present("stream") {
-        let s = s
-            .as_bool()
-            .ok_or_else(|| invalid("stream must be a boolean"))?;
+        let s = s.as_bool().ok_or_else(|| invalid("stream must be a boolean"))?;
         out.insert("stream".into(), Value::Bool(s));
     }
 
@@ -190,9 +178,7 @@ pub fn chat_to_messages(
     // A tool_choice without tools is dropped: Anthropic refuses it and it means nothing.
 
     if let Some(user) = present("user") {
-        let user = user
-            .as_str()
-            .ok_or_else(|| invalid("user must be a string"))?;
+        let user = user.as_str().ok_or_else(|| invalid("user must be a string"))?;
         if !user.is_empty() {
             out.insert("metadata".into(), json!({ "user_id": user }));
         }
@@ -254,9 +240,9 @@ fn convert_messages(messages: &[Value]) -> Result<(Option<Value>, Vec<Value>), T
             "assistant" => {
                 let mut blocks = content_blocks(content, &format!("messages[{i}].content"))?;
                 if let Some(calls) = m.get("tool_calls").filter(|c| !c.is_null()) {
-                    let calls = calls.as_array().ok_or_else(|| {
-                        invalid(format!("messages[{i}].tool_calls must be an array"))
-                    })?;
+                    let calls = calls
+                        .as_array()
+                        .ok_or_else(|| invalid(format!("messages[{i}].tool_calls must be an array")))?;
                     for (j, call) in calls.iter().enumerate() {
                         blocks.push(tool_use_block(call, i, j)?);
                     }
@@ -268,9 +254,7 @@ fn convert_messages(messages: &[Value]) -> Result<(Option<Value>, Vec<Value>), T
                     .get("tool_call_id")
                     .and_then(Value::as_str)
                     .filter(|s| !s.is_empty())
-                    .ok_or_else(|| {
-                        invalid(format!("messages[{i}].tool_call_id must be a string"))
-                    })?;
+                    .ok_or_else(|| invalid(format!("messages[{i}].tool_call_id must be a string")))?;
                 let mut block = json!({"type": "tool_result", "tool_use_id": id});
                 match content {
                     None => {}
@@ -322,13 +306,7 @@ fn convert_messages(messages: &[Value]) -> Result<(Option<Value>, Vec<Value>), T
     } else {
         let joined: Vec<String> = system_msgs
             .into_iter()
-            .map(|parts| {
-                parts
-                    .into_iter()
-                    .map(|(t, _)| t)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
+            .map(|parts| parts.into_iter().map(|(t, _)| t).collect::<Vec<_>>().join("\n"))
             .collect();
         Some(Value::String(joined.join("\n\n")))
     };
@@ -341,9 +319,7 @@ fn convert_messages(messages: &[Value]) -> Result<(Option<Value>, Vec<Value>), T
                 t.blocks.sort_by_key(|b| !is_block_type(b, "tool_result"));
             }
             let content = match t.blocks.as_slice() {
-                [only]
-                    if is_block_type(only, "text") && only.as_object().map(Map::len) == Some(2) =>
-                {
+                [only] if is_block_type(only, "text") && only.as_object().map(Map::len) == Some(2) => {
                     only.get("text").cloned().unwrap_or(Value::Null)
                 }
                 _ => Value::Array(t.blocks),
@@ -355,10 +331,7 @@ fn convert_messages(messages: &[Value]) -> Result<(Option<Value>, Vec<Value>), T
 }
 
 /// The text parts of a system/developer message, each with its `cache_control` if any.
-fn system_parts(
-    content: Option<&Value>,
-    i: usize,
-) -> Result<Vec<(String, Option<Value>)>, TranslateError> {
+fn system_parts(content: Option<&Value>, i: usize) -> Result<Vec<(String, Option<Value>)>, TranslateError> {
     match content {
         None => Ok(Vec::new()),
         Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
@@ -368,11 +341,10 @@ fn system_parts(
             for (j, part) in parts.iter().enumerate() {
                 let text = match part {
                     Value::String(s) => s.as_str(),
-                    _ if is_block_type(part, "text") => {
-                        part.get("text").and_then(Value::as_str).ok_or_else(|| {
-                            invalid(format!("messages[{i}].content[{j}].text must be a string"))
-                        })?
-                    }
+                    _ if is_block_type(part, "text") => part
+                        .get("text")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| invalid(format!("messages[{i}].content[{j}].text must be a string")))?,
                     _ => {
                         return Err(invalid(format!(
                             "messages[{i}].content[{j}]: a system message may only hold text"
@@ -386,9 +358,7 @@ fn system_parts(
             }
             Ok(out)
         }
-        Some(_) => Err(invalid(format!(
-            "messages[{i}].content must be a string or an array"
-        ))),
+        Some(_) => Err(invalid(format!("messages[{i}].content must be a string or an array"))),
     }
 }
 
@@ -464,11 +434,7 @@ fn content_part(part: &Value, at: &str) -> Result<Option<Value>, TranslateError>
                 "{at}: audio input is not supported by Anthropic models"
             )))
         }
-        _ => {
-            return Err(invalid(format!(
-                "{at} has an unsupported content part type"
-            )))
-        }
+        _ => return Err(invalid(format!("{at} has an unsupported content part type"))),
     };
     if let Some(cc) = part.get("cache_control").filter(|c| !c.is_null()) {
         block["cache_control"] = cc.clone();
@@ -531,25 +497,17 @@ fn tool_use_block(call: &Value, i: usize, j: usize) -> Result<Value, TranslateEr
         Some(Value::String(s)) => serde_json::from_str::<Value>(s)
             .map_err(|_| invalid(format!("{at}.function.arguments is not valid JSON")))?,
         Some(v @ Value::Object(_)) => v.clone(),
-        Some(_) => {
-            return Err(invalid(format!(
-                "{at}.function.arguments must be a JSON string"
-            )))
-        }
+        Some(_) => return Err(invalid(format!("{at}.function.arguments must be a JSON string"))),
     };
     if !input.is_object() {
-        return Err(invalid(format!(
-            "{at}.function.arguments must encode a JSON object"
-        )));
+        return Err(invalid(format!("{at}.function.arguments must encode a JSON object")));
     }
     Ok(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
 }
 
 /// OpenAI `tools` -> Anthropic `tools`.
 fn convert_tools(tools: &Value) -> Result<Vec<Value>, TranslateError> {
-    let tools = tools
-        .as_array()
-        .ok_or_else(|| invalid("tools must be an array"))?;
+    let tools = tools.as_array().ok_or_else(|| invalid("tools must be an array"))?;
     let mut out = Vec::with_capacity(tools.len());
     for (j, tool) in tools.iter().enumerate() {
         if tool.get("type").and_then(Value::as_str) != Some("function") {
@@ -569,11 +527,7 @@ fn convert_tools(tools: &Value) -> Result<Vec<Value>, TranslateError> {
         let mut schema = match f.get("parameters") {
             None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
             Some(p @ Value::Object(_)) => p.clone(),
-            Some(_) => {
-                return Err(invalid(format!(
-                    "tools[{j}].function.parameters must be an object"
-                )))
-            }
+            Some(_) => return Err(invalid(format!("tools[{j}].function.parameters must be an object"))),
         };
         if let Some(s) = schema.as_object_mut() {
             s.entry("type").or_insert_with(|| Value::from("object"));
@@ -582,11 +536,7 @@ fn convert_tools(tools: &Value) -> Result<Vec<Value>, TranslateError> {
         match f.get("description") {
             None | Some(Value::Null) => {}
             Some(Value::String(d)) => t["description"] = Value::String(d.clone()),
-            Some(_) => {
-                return Err(invalid(format!(
-                    "tools[{j}].function.description must be a string"
-                )))
-            }
+            Some(_) => return Err(invalid(format!("tools[{j}].function.description must be a string"))),
         }
         if let Some(cc) = tool.get("cache_control").filter(|c| !c.is_null()) {
             t["cache_control"] = cc.clone();
@@ -603,9 +553,7 @@ fn convert_tool_choice(tc: &Value) -> Result<Value, TranslateError> {
             "auto" => Ok(json!({"type": "auto"})),
             "none" => Ok(json!({"type": "none"})),
             "required" => Ok(json!({"type": "any"})),
-            _ => Err(invalid(
-                "tool_choice must be auto, none, required or a function",
-            )),
+            _ => Err(invalid("tool_choice must be auto, none, required or a function")),
         },
         Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
             let name = o
@@ -616,9 +564,7 @@ fn convert_tool_choice(tc: &Value) -> Result<Value, TranslateError> {
                 .ok_or_else(|| invalid("tool_choice.function.name must be a string"))?;
             Ok(json!({"type": "tool", "name": name}))
         }
-        _ => Err(invalid(
-            "tool_choice must be auto, none, required or a function",
-        )),
+        _ => Err(invalid("tool_choice must be auto, none, required or a function")),
     }
 }
 
@@ -642,11 +588,7 @@ impl AnthropicUsage {
         let Some(u) = usage.and_then(Value::as_object) else {
             return;
         };
-        let num = |k: &str| {
-            u.get(k)
-                .and_then(Value::as_u64)
-                .filter(|n| *n <= MAX_TOKEN_FIGURE)
-        };
+        let num = |k: &str| u.get(k).and_then(Value::as_u64).filter(|n| *n <= MAX_TOKEN_FIGURE);
         if let Some(n) = num("input_tokens") {
             self.input = Some(n);
         }
@@ -662,10 +604,7 @@ impl AnthropicUsage {
     }
 
     fn seen(&self) -> bool {
-        self.input.is_some()
-            || self.output.is_some()
-            || self.cache_read.is_some()
-            || self.cache_write.is_some()
+        self.input.is_some() || self.output.is_some() || self.cache_read.is_some() || self.cache_write.is_some()
     }
 
     /// OpenAI counts every prompt token, cached or not; Anthropic's `input_tokens` excludes
@@ -674,11 +613,7 @@ impl AnthropicUsage {
         let read = self.cache_read.unwrap_or(0);
         let write = self.cache_write.unwrap_or(0);
         Usage {
-            prompt_tokens: self
-                .input
-                .unwrap_or(0)
-                .saturating_add(read)
-                .saturating_add(write),
+            prompt_tokens: self.input.unwrap_or(0).saturating_add(read).saturating_add(write),
             completion_tokens: self.output.unwrap_or(0),
             cached_prompt_tokens: read,
             cache_write_tokens: write,
@@ -740,14 +675,14 @@ pub fn messages_to_chat(resp: &Value, model: &str) -> Result<(Value, Usage), Tra
                     .get("id")
                     .and_then(Value::as_str)
                     .ok_or_else(|| invalid(format!("upstream content[{k}].id is not a string")))?;
-                let name = block.get("name").and_then(Value::as_str).ok_or_else(|| {
-                    invalid(format!("upstream content[{k}].name is not a string"))
-                })?;
+                let name = block
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| invalid(format!("upstream content[{k}].name is not a string")))?;
                 let arguments = match block.get("input") {
                     None | Some(Value::Null) => "{}".to_owned(),
-                    Some(input) => serde_json::to_string(input).map_err(|_| {
-                        invalid(format!("upstream content[{k}].input cannot be encoded"))
-                    })?,
+                    Some(input) => serde_json::to_string(input)
+                        .map_err(|_| invalid(format!("upstream content[{k}].input cannot be encoded")))?,
                 };
                 tool_calls.push(json!({
                     "id": id,
@@ -1032,18 +967,14 @@ impl StreamTranslator {
             .unwrap_or("");
         match kind {
             "message_start" => {
-                self.usage
-                    .update(data.get("message").and_then(|m| m.get("usage")));
+                self.usage.update(data.get("message").and_then(|m| m.get("usage")));
                 self.start(out);
             }
             "content_block_start" => {
                 let block = data.get("content_block");
                 match block.and_then(|b| b.get("type")).and_then(Value::as_str) {
                     Some("text") => {
-                        let text = block
-                            .and_then(|b| b.get("text"))
-                            .and_then(Value::as_str)
-                            .unwrap_or("");
+                        let text = block.and_then(|b| b.get("text")).and_then(Value::as_str).unwrap_or("");
                         self.text(out, text);
                     }
                     Some("tool_use") => {
@@ -1058,12 +989,7 @@ impl StreamTranslator {
                         };
                         self.tools.push((index, tool_index));
                         self.start(out);
-                        let field = |k: &str| {
-                            block
-                                .and_then(|b| b.get(k))
-                                .and_then(Value::as_str)
-                                .unwrap_or("")
-                        };
+                        let field = |k: &str| block.and_then(|b| b.get(k)).and_then(Value::as_str).unwrap_or("");
                         let delta = Delta {
                             tool_calls: Some([ToolCallDelta {
                                 index: tool_index,
@@ -1083,22 +1009,13 @@ impl StreamTranslator {
             }
             "content_block_delta" => {
                 let delta = data.get("delta");
-                let field = |k: &str| {
-                    delta
-                        .and_then(|d| d.get(k))
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                };
+                let field = |k: &str| delta.and_then(|d| d.get(k)).and_then(Value::as_str).unwrap_or("");
                 match delta.and_then(|d| d.get("type")).and_then(Value::as_str) {
                     Some("text_delta") => self.text(out, field("text")),
                     Some("input_json_delta") => {
                         let partial = field("partial_json");
                         let index = data.get("index").and_then(Value::as_u64);
-                        let tool = self
-                            .tools
-                            .iter()
-                            .find(|(b, _)| Some(*b) == index)
-                            .map(|(_, t)| *t);
+                        let tool = self.tools.iter().find(|(b, _)| Some(*b) == index).map(|(_, t)| *t);
                         if let (Some(tool_index), false) = (tool, partial.is_empty()) {
                             let delta = Delta {
                                 tool_calls: Some([ToolCallDelta {
@@ -1199,8 +1116,7 @@ mod tests {
 
     #[test]
     fn minimal_request_gets_model_and_default_max_tokens() {
-        let out =
-            translate(json!({"model": "claude", "messages": [{"role": "user", "content": "Hi"}]}));
+        let out = translate(json!({"model": "claude", "messages": [{"role": "user", "content": "Hi"}]}));
         assert_eq!(
             out,
             json!({"model": "claude-up", "max_tokens": 4096, "messages": [{"role": "user", "content": "Hi"}]})
@@ -1217,23 +1133,14 @@ mod tests {
             req
         };
         assert_eq!(translate(m(json!({"max_tokens": 32})))["max_tokens"], 32);
-        assert_eq!(
-            translate(m(json!({"max_completion_tokens": 64})))["max_tokens"],
-            64
-        );
+        assert_eq!(translate(m(json!({"max_completion_tokens": 64})))["max_tokens"], 64);
         assert_eq!(
             translate(m(json!({"max_tokens": 32, "max_completion_tokens": 64})))["max_tokens"],
             64,
             "max_completion_tokens wins"
         );
-        assert_eq!(
-            translate(m(json!({"max_tokens": null})))["max_tokens"],
-            4096
-        );
-        assert_eq!(
-            chat_to_messages(&m(json!({})), "x", 123).unwrap()["max_tokens"],
-            123
-        );
+        assert_eq!(translate(m(json!({"max_tokens": null})))["max_tokens"], 4096);
+        assert_eq!(chat_to_messages(&m(json!({})), "x", 123).unwrap()["max_tokens"], 123);
         for bad in [json!(0), json!(-1), json!(1.5), json!("10")] {
             assert!(refused(m(json!({"max_tokens": bad}))).contains("max_tokens"));
         }
@@ -1259,9 +1166,7 @@ mod tests {
         assert_eq!(out["stop_sequences"], json!(["a", "b"]));
         assert_eq!(out["stream"], false);
 
-        let out = translate(
-            json!({"messages": [{"role": "user", "content": "Hi"}], "stop": [], "temperature": 1}),
-        );
+        let out = translate(json!({"messages": [{"role": "user", "content": "Hi"}], "stop": [], "temperature": 1}));
         assert!(out.get("stop_sequences").is_none());
         assert_eq!(out["temperature"], 1);
 
@@ -1292,31 +1197,14 @@ mod tests {
             "tool_choice": "auto", "reasoning_effort": "low", "some_future_field": 1,
             "top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 1024},
         }));
-        let keys: Vec<&str> = out
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys: Vec<&str> = out.as_object().unwrap().keys().map(String::as_str).collect();
         let mut keys = keys;
         keys.sort_unstable();
-        assert_eq!(
-            keys,
-            [
-                "max_tokens",
-                "messages",
-                "model",
-                "stream",
-                "thinking",
-                "top_k"
-            ]
-        );
+        assert_eq!(keys, ["max_tokens", "messages", "model", "stream", "thinking", "top_k"]);
         assert_eq!(out["top_k"], 5);
         assert_eq!(out["model"], "claude-up");
         // response_format text is fine too.
-        translate(
-            json!({"messages": [{"role": "user", "content": "Hi"}], "response_format": {"type": "text"}}),
-        );
+        translate(json!({"messages": [{"role": "user", "content": "Hi"}], "response_format": {"type": "text"}}));
     }
 
     #[test]
@@ -1340,14 +1228,11 @@ mod tests {
         assert!(refused(json!({"messages": "Hi"})).contains("messages"));
         assert!(refused(json!({})).contains("messages"));
         assert!(refused(json!({"messages": []})).contains("at least one"));
-        assert!(refused(
-            json!({"messages": [{"role": "system", "content": "only a system prompt"}]})
-        )
-        .contains("at least one"));
         assert!(
-            refused(json!({"messages": [{"role": "function", "name": "f", "content": "x"}]}))
-                .contains("role")
+            refused(json!({"messages": [{"role": "system", "content": "only a system prompt"}]}))
+                .contains("at least one")
         );
+        assert!(refused(json!({"messages": [{"role": "function", "name": "f", "content": "x"}]})).contains("role"));
         assert!(refused(json!({"messages": [{"content": "x"}]})).contains("role"));
         assert!(refused(json!({"messages": ["x"]})).contains("messages[0]"));
     }
@@ -1493,14 +1378,8 @@ mod tests {
             ])
         );
         assert!(out.get("tool_choice").is_none());
-        assert_eq!(
-            base(Some(json!("auto")), None)["tool_choice"],
-            json!({"type": "auto"})
-        );
-        assert_eq!(
-            base(Some(json!("none")), None)["tool_choice"],
-            json!({"type": "none"})
-        );
+        assert_eq!(base(Some(json!("auto")), None)["tool_choice"], json!({"type": "auto"}));
+        assert_eq!(base(Some(json!("none")), None)["tool_choice"], json!({"type": "none"}));
         assert_eq!(
             base(Some(json!("required")), None)["tool_choice"],
             json!({"type": "any"})
@@ -1527,31 +1406,20 @@ mod tests {
         assert!(base(None, Some(true)).get("tool_choice").is_none());
 
         // tool_choice without tools is dropped; empty tools too.
-        let out = translate(
-            json!({"messages": [{"role": "user", "content": "Hi"}], "tools": [], "tool_choice": "required"}),
-        );
+        let out =
+            translate(json!({"messages": [{"role": "user", "content": "Hi"}], "tools": [], "tool_choice": "required"}));
         assert!(out.get("tools").is_none() && out.get("tool_choice").is_none());
 
         let with_tools = |tools: Value, choice: Value| json!({"messages": [{"role": "user", "content": "Hi"}], "tools": tools, "tool_choice": choice});
-        assert!(
-            refused(with_tools(json!([{"type": "web_search"}]), json!("auto")))
-                .contains("tools[0]")
-        );
-        assert!(refused(with_tools(
-            json!([{"type": "function", "function": {}}]),
-            json!("auto")
-        ))
-        .contains("name"));
+        assert!(refused(with_tools(json!([{"type": "web_search"}]), json!("auto"))).contains("tools[0]"));
+        assert!(refused(with_tools(json!([{"type": "function", "function": {}}]), json!("auto"))).contains("name"));
         assert!(refused(with_tools(
             json!([{"type": "function", "function": {"name": "f", "parameters": "x"}}]),
             json!("auto")
         ))
         .contains("parameters"));
         assert!(refused(with_tools(json!({"a": 1}), json!("auto"))).contains("tools"));
-        assert!(
-            refused(with_tools(json!([weather_tool()]), json!("sometimes")))
-                .contains("tool_choice")
-        );
+        assert!(refused(with_tools(json!([weather_tool()]), json!("sometimes"))).contains("tool_choice"));
         assert!(refused(with_tools(
             json!([weather_tool()]),
             json!({"type": "function", "function": {}})
@@ -1625,22 +1493,18 @@ mod tests {
             ),
             (json!({"function": {"name": "f", "arguments": "{}"}}), "id"),
             (json!({"id": "c", "function": {"arguments": "{}"}}), "name"),
-            (
-                json!({"id": "c", "type": "custom", "function": {"name": "f"}}),
-                "type",
-            ),
+            (json!({"id": "c", "type": "custom", "function": {"name": "f"}}), "type"),
         ] {
             let msg = refused(call(c));
             assert!(msg.contains("messages[1].tool_calls[0]"), "{msg}");
             assert!(msg.contains(needle), "{msg}");
             assert!(!msg.contains(secret), "{msg}");
         }
-        assert!(refused(json!({"messages": [{"role": "user", "content": "Go"}, {"role": "assistant", "tool_calls": {}}]}))
-            .contains("tool_calls"));
-        assert!(
-            refused(json!({"messages": [{"role": "tool", "content": secret}]}))
-                .contains("tool_call_id")
-        );
+        assert!(refused(
+            json!({"messages": [{"role": "user", "content": "Go"}, {"role": "assistant", "tool_calls": {}}]})
+        )
+        .contains("tool_calls"));
+        assert!(refused(json!({"messages": [{"role": "tool", "content": secret}]})).contains("tool_call_id"));
     }
 
     // ---- response ---------------------------------------------------------------------
@@ -1700,12 +1564,8 @@ mod tests {
         assert_eq!(calls[0]["id"], "toolu_01A");
         assert_eq!(calls[0]["type"], "function");
         assert_eq!(calls[0]["function"]["name"], "get_weather");
-        let args: Value =
-            serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
-        assert_eq!(
-            args,
-            json!({"location": "San Francisco, CA", "unit": "celsius"})
-        );
+        let args: Value = serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(args, json!({"location": "San Francisco, CA", "unit": "celsius"}));
         assert_eq!(calls[1]["function"]["arguments"], "{}");
 
         // Text with a tool call keeps the text.
@@ -1797,20 +1657,15 @@ mod tests {
         )
         .is_err());
         assert!(messages_to_chat(&json!({"id": "msg", "content": "text"}), "m").is_err());
-        assert!(messages_to_chat(
-            &json!({"content": [{"type": "tool_use", "name": "f"}]}),
-            "m"
-        )
-        .is_err());
+        assert!(messages_to_chat(&json!({"content": [{"type": "tool_use", "name": "f"}]}), "m").is_err());
         let (chat, _) = messages_to_chat(&json!({"content": []}), "m").unwrap();
         assert_eq!(chat["id"], "chatcmpl-anthropic");
     }
 
     #[test]
     fn errors_become_openai_shaped() {
-        let e = error_to_openai(
-            &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
-        );
+        let e =
+            error_to_openai(&json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}));
         assert_eq!(
             e,
             json!({"error": {"message": "Overloaded", "type": "server_error", "param": null, "code": "overloaded_error"}})
@@ -1827,16 +1682,12 @@ mod tests {
             ("timeout_error", "server_error"),
             ("brand_new_error", "upstream_error"),
         ] {
-            let e =
-                error_to_openai(&json!({"type": "error", "error": {"type": ty, "message": "m"}}));
+            let e = error_to_openai(&json!({"type": "error", "error": {"type": ty, "message": "m"}}));
             assert_eq!(e["error"]["type"], openai);
             assert_eq!(e["error"]["code"], ty);
         }
         let e = error_to_openai(&json!("<html>502</html>"));
-        assert_eq!(
-            e["error"]["message"],
-            "the upstream model hub returned an error"
-        );
+        assert_eq!(e["error"]["message"], "the upstream model hub returned an error");
         assert_eq!(e["error"]["code"], "upstream_error");
         let e = error_to_openai(&json!({"error": {"type": "Weird Type <script>", "message": ""}}));
         assert_eq!(e["error"]["code"], "upstream_error");
@@ -1850,7 +1701,8 @@ mod tests {
 
     // ---- streaming --------------------------------------------------------------------
 
-    const HEAD: &str = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"my-claude","#;
+    const HEAD: &str =
+        r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"my-claude","#;
 
     fn frame(choice_delta: &str, finish: &str) -> String {
         format!(
@@ -1995,14 +1847,10 @@ mod tests {
             assert!(out.starts_with(&expected), "{out}");
             let rest = &out[expected.len()..];
             let (err_frame, done) = rest.split_once("\n\n").unwrap();
-            let err: Value =
-                serde_json::from_str(err_frame.strip_prefix("data: ").unwrap()).unwrap();
+            let err: Value = serde_json::from_str(err_frame.strip_prefix("data: ").unwrap()).unwrap();
             assert_eq!(err["error"]["message"], "Overloaded");
             assert_eq!(err["error"]["type"], "server_error");
-            assert_eq!(
-                done, "data: [DONE]\n\n",
-                "nothing after the error but [DONE]"
-            );
+            assert_eq!(done, "data: [DONE]\n\n", "nothing after the error but [DONE]");
             assert!(t.saw_usage());
             assert_eq!(t.usage().prompt_tokens, 12);
         }
@@ -2070,8 +1918,14 @@ mod tests {
             },
             &mut out,
         );
-        t.on_event(&ev(r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":4}}"#), &mut out);
-        t.on_event(&ev(r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":5}}"#), &mut out);
+        t.on_event(
+            &ev(r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":4}}"#),
+            &mut out,
+        );
+        t.on_event(
+            &ev(r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":5}}"#),
+            &mut out,
+        );
         let s = String::from_utf8(out).unwrap();
         assert_eq!(
             s,
@@ -2082,11 +1936,7 @@ mod tests {
             ]
             .concat()
         );
-        assert_eq!(
-            t.usage().completion_tokens,
-            5,
-            "the latest cumulative count wins"
-        );
+        assert_eq!(t.usage().completion_tokens, 5, "the latest cumulative count wins");
     }
 
     fn json_value() -> impl Strategy<Value = Value> {

@@ -25,17 +25,11 @@ pub fn deployment<'a>(provider: &'a Provider<'_>, model: &'a str) -> Result<&'a 
         }
     }
     Err(AdapterError::Config(
-        "no Azure deployment matches the model and the provider key has no default_deployment"
-            .into(),
+        "no Azure deployment matches the model and the provider key has no default_deployment".into(),
     ))
 }
 
-pub fn plan(
-    provider: Provider<'_>,
-    endpoint: Endpoint,
-    model: &str,
-    secret: &str,
-) -> Result<Plan, AdapterError> {
+pub fn plan(provider: Provider<'_>, endpoint: Endpoint, model: &str, secret: &str) -> Result<Plan, AdapterError> {
     let path = match endpoint {
         Endpoint::Chat => "/chat/completions",
         Endpoint::Completions => "/completions",
@@ -93,8 +87,7 @@ mod tests {
             ..Default::default()
         };
         s.deployments.insert("gpt-4o".into(), "dep-4o".into());
-        s.deployments
-            .insert("gpt-4o-mini".into(), "dep-mini".into());
+        s.deployments.insert("gpt-4o-mini".into(), "dep-mini".into());
         s
     }
 
@@ -107,7 +100,10 @@ mod tests {
             settings: &s,
         };
         let plan = plan(p, Endpoint::Chat, "gpt-4o", "az-key").unwrap();
-        assert_eq!(plan.url, "https://res.openai.azure.com/openai/deployments/dep-4o/chat/completions?api-version=2024-10-21");
+        assert_eq!(
+            plan.url,
+            "https://res.openai.azure.com/openai/deployments/dep-4o/chat/completions?api-version=2024-10-21"
+        );
         assert_eq!(plan.auth.0.as_str(), "api-key");
         assert_eq!(plan.auth.1, "az-key");
         assert!(plan.auth.1.is_sensitive());

@@ -14,11 +14,7 @@ pub fn plan(
     model: &str,
     secret: &str,
 ) -> Result<Plan, AdapterError> {
-    let name = provider
-        .settings
-        .auth_header
-        .as_deref()
-        .unwrap_or("Authorization");
+    let name = provider.settings.auth_header.as_deref().unwrap_or("Authorization");
     let name = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
         .map_err(|_| AdapterError::Config("auth_header is not a valid header name".into()))?;
     let scheme = provider.settings.auth_scheme.as_deref().unwrap_or("Bearer");

@@ -66,10 +66,7 @@ mod tests {
             "ak",
         )
         .unwrap();
-        assert_eq!(
-            p.url,
-            "https://abc.agents.do-ai.run/api/v1/chat/completions"
-        );
+        assert_eq!(p.url, "https://abc.agents.do-ai.run/api/v1/chat/completions");
         assert_eq!(p.auth.1, "Bearer ak");
         assert!(plan(
             Provider {

@@ -93,10 +93,7 @@ impl std::fmt::Debug for Plan {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdapterError {
     #[error("hub {hub} does not serve {what} through keygate")]
-    Unsupported {
-        hub: &'static str,
-        what: &'static str,
-    },
+    Unsupported { hub: &'static str, what: &'static str },
     #[error("{0}")]
     Config(String),
     #[error("the provider secret cannot be sent in an HTTP header")]
@@ -111,10 +108,7 @@ pub fn secret_header(value: &str) -> Result<HeaderValue, AdapterError> {
 }
 
 pub fn bearer(secret: &str) -> Result<(HeaderName, HeaderValue), AdapterError> {
-    Ok((
-        http::header::AUTHORIZATION,
-        secret_header(&format!("Bearer {secret}"))?,
-    ))
+    Ok((http::header::AUTHORIZATION, secret_header(&format!("Bearer {secret}"))?))
 }
 
 /// Plans the upstream call. `suffix` is the path below `/v1` for pass-through (e.g.
@@ -136,9 +130,7 @@ pub fn plan(
         | ModelHub::Fireworks
         | ModelHub::Nvidia
         | ModelHub::OpenRouter => openai::plan(provider, endpoint, suffix, query, model, secret),
-        ModelHub::DigitalOcean => {
-            digitalocean::plan(provider, endpoint, suffix, query, model, secret)
-        }
+        ModelHub::DigitalOcean => digitalocean::plan(provider, endpoint, suffix, query, model, secret),
         ModelHub::Custom => custom::plan(provider, endpoint, suffix, query, model, secret),
         ModelHub::Azure => azure::plan(provider, endpoint, model, secret),
         ModelHub::Vertex => vertex::plan(provider, endpoint, model, secret),
@@ -154,12 +146,7 @@ pub fn plan(
     }
 }
 
-fn anthropic_plan(
-    provider: Provider<'_>,
-    endpoint: Endpoint,
-    model: &str,
-    secret: &str,
-) -> Result<Plan, AdapterError> {
+fn anthropic_plan(provider: Provider<'_>, endpoint: Endpoint, model: &str, secret: &str) -> Result<Plan, AdapterError> {
     if endpoint != Endpoint::Chat {
         return Err(AdapterError::Unsupported {
             hub: "anthropic",
@@ -171,9 +158,8 @@ fn anthropic_plan(
         .anthropic_version
         .clone()
         .unwrap_or_else(|| anthropic::ANTHROPIC_VERSION.to_string());
-    let version = HeaderValue::from_str(&version).map_err(|_| {
-        AdapterError::Config("anthropic_version is not a valid header value".into())
-    })?;
+    let version = HeaderValue::from_str(&version)
+        .map_err(|_| AdapterError::Config("anthropic_version is not a valid header value".into()))?;
     Ok(Plan {
         url: format!("{}/messages", provider.base_url),
         auth: (HeaderName::from_static("x-api-key"), secret_header(secret)?),
@@ -212,9 +198,7 @@ pub(crate) fn check_suffix(suffix: &str) -> Result<(), AdapterError> {
     if ok {
         Ok(())
     } else {
-        Err(AdapterError::Config(
-            "the path cannot be passed through".into(),
-        ))
+        Err(AdapterError::Config("the path cannot be passed through".into()))
     }
 }
 
@@ -267,15 +251,7 @@ mod tests {
     #[test]
     fn suffixes_cannot_climb() {
         assert!(check_suffix("/audio/speech").is_ok());
-        for bad in [
-            "/../admin",
-            "audio",
-            "/a/./b",
-            "/a//b",
-            "/a b",
-            "/a#b",
-            "/a\\b",
-        ] {
+        for bad in ["/../admin", "audio", "/a/./b", "/a//b", "/a b", "/a#b", "/a\\b"] {
             assert!(check_suffix(bad).is_err(), "{bad}");
         }
     }

@@ -21,12 +21,7 @@ pub fn plan(
 }
 
 /// The URL of an OpenAI-shaped endpoint below `base`.
-pub fn url(
-    base: &str,
-    endpoint: Endpoint,
-    suffix: &str,
-    query: Option<&str>,
-) -> Result<String, AdapterError> {
+pub fn url(base: &str, endpoint: Endpoint, suffix: &str, query: Option<&str>) -> Result<String, AdapterError> {
     match endpoint {
         Endpoint::Passthrough => {
             check_suffix(suffix)?;
@@ -67,13 +62,7 @@ mod tests {
             "https://x/v1/models/org%2Fm"
         );
         assert_eq!(
-            url(
-                "https://x/v1",
-                Endpoint::Passthrough,
-                "/audio/speech",
-                Some("a=1")
-            )
-            .unwrap(),
+            url("https://x/v1", Endpoint::Passthrough, "/audio/speech", Some("a=1")).unwrap(),
             "https://x/v1/audio/speech?a=1"
         );
         assert!(url("https://x/v1", Endpoint::Passthrough, "/../x", None).is_err());

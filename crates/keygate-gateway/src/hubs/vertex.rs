@@ -5,12 +5,7 @@
 
 use super::{bearer, AdapterError, Endpoint, Plan, Provider, Wire};
 
-pub fn plan(
-    provider: Provider<'_>,
-    endpoint: Endpoint,
-    model: &str,
-    access_token: &str,
-) -> Result<Plan, AdapterError> {
+pub fn plan(provider: Provider<'_>, endpoint: Endpoint, model: &str, access_token: &str) -> Result<Plan, AdapterError> {
     let path = match endpoint {
         Endpoint::Chat => "/chat/completions",
         Endpoint::Embeddings => "/embeddings",
@@ -48,7 +43,8 @@ mod tests {
     #[test]
     fn openapi_endpoint_and_model_names() {
         let s = HubSettings::default();
-        let base = "https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/us-central1/endpoints/openapi";
+        let base =
+            "https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/us-central1/endpoints/openapi";
         let p = plan(
             Provider {
                 hub: ModelHub::Vertex,

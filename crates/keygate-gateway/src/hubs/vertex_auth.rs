@@ -73,10 +73,7 @@ impl fmt::Debug for VertexCredentials {
                 .field("client_secret", &"<redacted>")
                 .field("refresh_token", &"<redacted>")
                 .finish(),
-            Self::ServiceAccount { .. } => f
-                .debug_struct("ServiceAccount")
-                .field("json", &"<redacted>")
-                .finish(),
+            Self::ServiceAccount { .. } => f.debug_struct("ServiceAccount").field("json", &"<redacted>").finish(),
         }
     }
 }
@@ -123,10 +120,7 @@ impl VertexAuthError {
             Self::Transport(_) | Self::BadResponse(_) => true,
             Self::Upstream { status } => *status >= 500 || *status == 429,
             Self::Rejected { status, .. } => *status == 429,
-            Self::InvalidServiceAccount(_)
-            | Self::InvalidOAuth(_)
-            | Self::InvalidTokenUrl
-            | Self::Signing => false,
+            Self::InvalidServiceAccount(_) | Self::InvalidOAuth(_) | Self::InvalidTokenUrl | Self::Signing => false,
         }
     }
 }
@@ -193,11 +187,7 @@ impl TokenCache {
     }
 
     /// Like [`TokenCache::new`], with the clock that decides expiry.
-    pub fn with_clock(
-        http: reqwest::Client,
-        refresh_margin: Duration,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    pub fn with_clock(http: reqwest::Client, refresh_margin: Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
             http,
             margin: refresh_margin,
@@ -224,9 +214,7 @@ impl TokenCache {
             let mut slots = self.slots.lock();
             let now = self.clock.now();
             match slots.map.get(cache_key) {
-                Some(Slot::Ready { token, expires_at })
-                    if expires_at.saturating_duration_since(now) > self.margin =>
-                {
+                Some(Slot::Ready { token, expires_at }) if expires_at.saturating_duration_since(now) > self.margin => {
                     return Ok(Arc::clone(token));
                 }
                 Some(Slot::Pending { id, flight }) => (*id, flight.clone()),
@@ -259,15 +247,14 @@ impl TokenCache {
             let mut slots = self.slots.lock();
             // Only the request still registered for this key may settle it: a `forget` (or a
             // newer request) in between must not be overwritten by this answer.
-            let ours =
-                matches!(slots.map.get(cache_key), Some(Slot::Pending { id: p, .. }) if *p == id);
+            let ours = matches!(slots.map.get(cache_key), Some(Slot::Pending { id: p, .. }) if *p == id);
             if ours {
                 match &result {
                     Ok((token, expires_at)) => {
                         let now = self.clock.now();
-                        slots.map.retain(
-                            |_, slot| !matches!(slot, Slot::Ready { expires_at, .. } if *expires_at <= now),
-                        );
+                        slots
+                            .map
+                            .retain(|_, slot| !matches!(slot, Slot::Ready { expires_at, .. } if *expires_at <= now));
                         slots.map.insert(
                             cache_key.to_owned(),
                             Slot::Ready {
@@ -356,10 +343,7 @@ async fn fetch(
     let started = clock.now();
     let response = http
         .post(endpoint)
-        .header(
-            reqwest::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        )
+        .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(reqwest::header::ACCEPT, "application/json")
         .timeout(TOKEN_CALL_TIMEOUT)
         .body(form)
@@ -382,8 +366,8 @@ async fn fetch(
         });
     }
 
-    let mut answer: TokenResponse = serde_json::from_slice(&body)
-        .map_err(|_| VertexAuthError::BadResponse("not a JSON token response"))?;
+    let mut answer: TokenResponse =
+        serde_json::from_slice(&body).map_err(|_| VertexAuthError::BadResponse("not a JSON token response"))?;
     if let Some(kind) = answer.token_type.as_deref() {
         if !kind.eq_ignore_ascii_case("bearer") {
             return Err(VertexAuthError::BadResponse("token_type is not Bearer"));
@@ -395,15 +379,10 @@ async fn fetch(
     }
     if token.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
         // It goes into an Authorization header: refuse anything that cannot.
-        return Err(VertexAuthError::BadResponse(
-            "access_token is not a plain token",
-        ));
+        return Err(VertexAuthError::BadResponse("access_token is not a plain token"));
     }
     let lifetime = Duration::from_secs(lifetime_secs(answer.expires_in.as_ref()));
-    tracing::debug!(
-        lifetime_secs = lifetime.as_secs(),
-        "vertex access token obtained"
-    );
+    tracing::debug!(lifetime_secs = lifetime.as_secs(), "vertex access token obtained");
     Ok((Arc::new(token), started + lifetime))
 }
 
@@ -418,9 +397,7 @@ fn lifetime_secs(expires_in: Option<&serde_json::Value>) -> u64 {
         _ => None,
     };
     match secs {
-        Some(s) if s > 0 => u64::try_from(s)
-            .unwrap_or(MAX_LIFETIME_SECS)
-            .min(MAX_LIFETIME_SECS),
+        Some(s) if s > 0 => u64::try_from(s).unwrap_or(MAX_LIFETIME_SECS).min(MAX_LIFETIME_SECS),
         _ => DEFAULT_LIFETIME_SECS,
     }
 }
@@ -438,13 +415,8 @@ fn transport_error(e: reqwest::Error) -> VertexAuthError {
 }
 
 /// Reads the answer's body, refusing more than [`MAX_RESPONSE_BYTES`].
-async fn read_capped(
-    mut response: reqwest::Response,
-) -> Result<Zeroizing<Vec<u8>>, VertexAuthError> {
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
-    {
+async fn read_capped(mut response: reqwest::Response) -> Result<Zeroizing<Vec<u8>>, VertexAuthError> {
+    if response.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
         return Err(VertexAuthError::BadResponse("answer too large"));
     }
     let mut body = Zeroizing::new(Vec::new());
@@ -554,19 +526,11 @@ impl ServiceAccountKey {
                 "client_email is missing or not an e-mail address",
             ));
         }
-        if sa
-            .private_key
-            .as_deref()
-            .is_none_or(|k| k.trim().is_empty())
-        {
-            return Err(VertexAuthError::InvalidServiceAccount(
-                "private_key is missing",
-            ));
+        if sa.private_key.as_deref().is_none_or(|k| k.trim().is_empty()) {
+            return Err(VertexAuthError::InvalidServiceAccount("private_key is missing"));
         }
         if let Some(uri) = sa.token_uri.as_deref() {
-            checked_url(uri).map_err(|_| {
-                VertexAuthError::InvalidServiceAccount("token_uri is not an http(s) URL")
-            })?;
+            checked_url(uri).map_err(|_| VertexAuthError::InvalidServiceAccount("token_uri is not an http(s) URL"))?;
         }
         Ok(sa)
     }
@@ -574,9 +538,8 @@ impl ServiceAccountKey {
     /// The self-signed RS256 assertion for `aud` (the token endpoint), issued at `iat`.
     fn sign_assertion(&self, aud: &str, iat: i64) -> Result<String, VertexAuthError> {
         let pem = self.private_key.as_deref().unwrap_or_default();
-        let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| {
-            VertexAuthError::InvalidServiceAccount("private_key is not an RSA private key in PEM")
-        })?;
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes())
+            .map_err(|_| VertexAuthError::InvalidServiceAccount("private_key is not an RSA private key in PEM"))?;
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         header.kid = self
             .private_key_id
@@ -600,13 +563,12 @@ impl ServiceAccountKey {
 pub fn check_service_account(json: &str) -> Result<(), VertexAuthError> {
     let sa = ServiceAccountKey::parse(json)?;
     // Signing once proves the key is usable (a PEM can parse and still hold a broken key).
-    sa.sign_assertion(GOOGLE_TOKEN_URL, 0)
-        .map_err(|e| match e {
-            VertexAuthError::Signing => VertexAuthError::InvalidServiceAccount(
-                "private_key is not a usable RSA private key",
-            ),
-            other => other,
-        })?;
+    sa.sign_assertion(GOOGLE_TOKEN_URL, 0).map_err(|e| match e {
+        VertexAuthError::Signing => {
+            VertexAuthError::InvalidServiceAccount("private_key is not a usable RSA private key")
+        }
+        other => other,
+    })?;
     Ok(())
 }
 
@@ -784,9 +746,7 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
     fn ok_tokens(expires_in: Option<&'static str>) -> Responder {
         Arc::new(move |n| {
             let body = match expires_in {
-                Some(e) => format!(
-                    r#"{{"access_token":"token-{n}","expires_in":{e},"token_type":"Bearer"}}"#
-                ),
+                Some(e) => format!(r#"{{"access_token":"token-{n}","expires_in":{e},"token_type":"Bearer"}}"#),
                 None => format!(r#"{{"access_token":"token-{n}","token_type":"Bearer"}}"#),
             };
             (200, body)
@@ -830,9 +790,7 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
     }
 
     fn form(body: &str) -> Vec<(String, String)> {
-        let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
-            .into_owned()
-            .collect();
+        let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
         pairs.sort();
         pairs
     }
@@ -865,10 +823,7 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
     async fn vertex_oauth_exchange_sends_exact_form_fields() {
         let mock = MockEndpoint::start(Duration::ZERO, ok_tokens(Some("3599"))).await;
         let cache = TokenCache::new(client(), Duration::from_secs(300));
-        let token = cache
-            .token("pk1:1", &oauth(), Some(&mock.url))
-            .await
-            .unwrap();
+        let token = cache.token("pk1:1", &oauth(), Some(&mock.url)).await.unwrap();
         assert_eq!(token.as_str(), "token-0");
 
         let seen = mock.seen();
@@ -884,15 +839,9 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
                 "client_id".to_owned(),
                 "client-123.apps.googleusercontent.com".to_owned(),
             ),
-            (
-                "client_secret".to_owned(),
-                "GOCSPX-very+secret/value=".to_owned(),
-            ),
+            ("client_secret".to_owned(), "GOCSPX-very+secret/value=".to_owned()),
             ("grant_type".to_owned(), "refresh_token".to_owned()),
-            (
-                "refresh_token".to_owned(),
-                "1//refresh&token=secret".to_owned(),
-            ),
+            ("refresh_token".to_owned(), "1//refresh&token=secret".to_owned()),
         ];
         expected.sort();
         assert_eq!(form(&seen[0].body), expected);
@@ -946,28 +895,16 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
         let cache = TokenCache::new(client(), Duration::from_secs(1));
         let creds = oauth();
         assert_eq!(
-            cache
-                .token("k:1", &creds, Some(&mock.url))
-                .await
-                .unwrap()
-                .as_str(),
+            cache.token("k:1", &creds, Some(&mock.url)).await.unwrap().as_str(),
             "token-0"
         );
         assert_eq!(
-            cache
-                .token("k:1", &creds, Some(&mock.url))
-                .await
-                .unwrap()
-                .as_str(),
+            cache.token("k:1", &creds, Some(&mock.url)).await.unwrap().as_str(),
             "token-0"
         );
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(
-            cache
-                .token("k:1", &creds, Some(&mock.url))
-                .await
-                .unwrap()
-                .as_str(),
+            cache.token("k:1", &creds, Some(&mock.url)).await.unwrap().as_str(),
             "token-1"
         );
         assert_eq!(mock.calls(), 2);
@@ -1026,10 +963,7 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
                         .to_owned(),
                 )
             } else {
-                (
-                    200,
-                    r#"{"access_token":"fresh","expires_in":3600}"#.to_owned(),
-                )
+                (200, r#"{"access_token":"fresh","expires_in":3600}"#.to_owned())
             }
         });
         let mock = MockEndpoint::start(Duration::from_millis(150), respond).await;
@@ -1053,9 +987,7 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
             let msg = err.to_string();
             assert!(msg.contains("invalid_grant"), "{msg}");
             assert!(
-                !msg.contains("revoked")
-                    && !msg.contains("refresh")
-                    && !msg.contains("error_description"),
+                !msg.contains("revoked") && !msg.contains("refresh") && !msg.contains("error_description"),
                 "{msg}"
             );
             assert!(!err.is_transient());
@@ -1070,28 +1002,24 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
 
     #[tokio::test]
     async fn vertex_error_bodies_are_not_echoed() {
-        let respond: Responder = Arc::new(|n| {
-            match n {
+        let respond: Responder = Arc::new(|n| match n {
             0 => (500, "internal trace: secret-stack-frame".to_owned()),
             1 => (401, r#"{"error":"<script>alert(1)</script>"}"#.to_owned()),
-            2 => (403, r#"{"error":{"code":403,"message":"caller x lacks y","status":"PERMISSION_DENIED"}}"#.to_owned()),
+            2 => (
+                403,
+                r#"{"error":{"code":403,"message":"caller x lacks y","status":"PERMISSION_DENIED"}}"#.to_owned(),
+            ),
             3 => (200, "not json at all secret-ish".to_owned()),
             4 => (200, r#"{"access_token":"","expires_in":3600}"#.to_owned()),
             5 => (200, r#"{"access_token":"abc","token_type":"MAC"}"#.to_owned()),
             _ => (429, r#"{"error":"rate_limit_exceeded"}"#.to_owned()),
-        }
         });
         let mock = MockEndpoint::start(Duration::ZERO, respond).await;
         let cache = TokenCache::new(client(), Duration::from_secs(300));
         let creds = oauth();
         let mut errs = Vec::new();
         for _ in 0..7 {
-            errs.push(
-                cache
-                    .token("k:1", &creds, Some(&mock.url))
-                    .await
-                    .unwrap_err(),
-            );
+            errs.push(cache.token("k:1", &creds, Some(&mock.url)).await.unwrap_err());
         }
         assert_eq!(errs[0], VertexAuthError::Upstream { status: 500 });
         assert!(errs[0].is_transient());
@@ -1159,10 +1087,7 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
             client_secret: Zeroizing::new("s".into()),
             refresh_token: Zeroizing::new(String::new()),
         };
-        let err = cache
-            .token("k:1", &creds, Some(&mock.url))
-            .await
-            .unwrap_err();
+        let err = cache.token("k:1", &creds, Some(&mock.url)).await.unwrap_err();
         assert!(matches!(err, VertexAuthError::InvalidOAuth(_)));
         assert_eq!(mock.calls(), 0);
     }
@@ -1200,11 +1125,7 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
         assert_eq!(claims.scope, CLOUD_PLATFORM_SCOPE);
         assert_eq!(claims.exp - claims.iat, 3600);
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        assert!(
-            (claims.iat - now).abs() < 60,
-            "iat {} vs now {now}",
-            claims.iat
-        );
+        assert!((claims.iat - now).abs() < 60, "iat {} vs now {now}", claims.iat);
         claims
     }
 
@@ -1247,14 +1168,8 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
         let creds = VertexCredentials::ServiceAccount {
             json: Zeroizing::new(sa_json(TEST_EC_PRIVATE_PEM, None)),
         };
-        let err = cache
-            .token("sa:1", &creds, Some(&mock.url))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, VertexAuthError::InvalidServiceAccount(_)),
-            "{err:?}"
-        );
+        let err = cache.token("sa:1", &creds, Some(&mock.url)).await.unwrap_err();
+        assert!(matches!(err, VertexAuthError::InvalidServiceAccount(_)), "{err:?}");
         assert_eq!(mock.calls(), 0);
         assert!(cache.is_empty());
     }
@@ -1272,8 +1187,7 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
             "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
             &body[..400]
         );
-        let mut wrong_type: serde_json::Value =
-            serde_json::from_str(&sa_json(TEST_RSA_PRIVATE_PEM, None)).unwrap();
+        let mut wrong_type: serde_json::Value = serde_json::from_str(&sa_json(TEST_RSA_PRIVATE_PEM, None)).unwrap();
         wrong_type["type"] = "authorized_user".into();
         let mut no_email = wrong_type.clone();
         no_email["type"] = "service_account".into();
@@ -1300,19 +1214,9 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
         ];
         for json in &refused {
             let err = check_service_account(json).unwrap_err();
-            assert!(
-                matches!(err, VertexAuthError::InvalidServiceAccount(_)),
-                "{err:?}"
-            );
+            assert!(matches!(err, VertexAuthError::InvalidServiceAccount(_)), "{err:?}");
             let msg = err.to_string();
-            for bad in [
-                &body[..40],
-                "BEGIN",
-                SA_EMAIL,
-                "12345",
-                "passwd",
-                "authorized_user",
-            ] {
+            for bad in [&body[..40], "BEGIN", SA_EMAIL, "12345", "passwd", "authorized_user"] {
                 assert!(!msg.contains(bad), "{msg}");
             }
         }
@@ -1322,10 +1226,7 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
     fn vertex_debug_shows_no_secret() {
         let dbg = format!("{:?}", oauth());
         assert!(dbg.contains("client-123"), "{dbg}");
-        assert!(
-            !dbg.contains("GOCSPX") && !dbg.contains("refresh&token"),
-            "{dbg}"
-        );
+        assert!(!dbg.contains("GOCSPX") && !dbg.contains("refresh&token"), "{dbg}");
         let dbg = format!("{:?}", service_account(None));
         assert!(
             !dbg.contains("PRIVATE") && !dbg.contains(SA_EMAIL) && !dbg.contains("MII"),
@@ -1349,20 +1250,12 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
         cache.forget("pk1");
         assert_eq!(cache.len(), 1, "pk10 must survive forgetting pk1");
         assert_eq!(
-            cache
-                .token("pk10:1", &creds, Some(&mock.url))
-                .await
-                .unwrap()
-                .as_str(),
+            cache.token("pk10:1", &creds, Some(&mock.url)).await.unwrap().as_str(),
             "token-2"
         );
         assert_eq!(mock.calls(), 3);
         assert_eq!(
-            cache
-                .token("pk1:2", &creds, Some(&mock.url))
-                .await
-                .unwrap()
-                .as_str(),
+            cache.token("pk1:2", &creds, Some(&mock.url)).await.unwrap().as_str(),
             "token-3"
         );
         assert_eq!(mock.calls(), 4);
@@ -1390,11 +1283,8 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
         let cache = TokenCache::new(client(), Duration::from_secs(300));
         let creds = oauth();
         // The first caller starts the request and gives up half way.
-        let gave_up = tokio::time::timeout(
-            Duration::from_millis(50),
-            cache.token("k:1", &creds, Some(&mock.url)),
-        )
-        .await;
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(50), cache.token("k:1", &creds, Some(&mock.url))).await;
         assert!(gave_up.is_err());
         // The next caller picks the same request up rather than starting another.
         let token = cache.token("k:1", &creds, Some(&mock.url)).await.unwrap();
@@ -1404,18 +1294,10 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
 
     #[tokio::test]
     async fn vertex_oversized_answer_refused() {
-        let respond: Responder = Arc::new(|_| {
-            (
-                200,
-                format!(r#"{{"access_token":"{}"}}"#, "a".repeat(100_000)),
-            )
-        });
+        let respond: Responder = Arc::new(|_| (200, format!(r#"{{"access_token":"{}"}}"#, "a".repeat(100_000))));
         let mock = MockEndpoint::start(Duration::ZERO, respond).await;
         let cache = TokenCache::new(client(), Duration::from_secs(300));
-        let err = cache
-            .token("k:1", &oauth(), Some(&mock.url))
-            .await
-            .unwrap_err();
+        let err = cache.token("k:1", &oauth(), Some(&mock.url)).await.unwrap_err();
         assert_eq!(err, VertexAuthError::BadResponse("answer too large"));
     }
 
