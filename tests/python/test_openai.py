@@ -253,8 +253,6 @@ def test_legacy_completions(keygate, gateway, upstream, make_vk, client_for, nev
         assert_record(row, vk_id=vk.id, model="gpt-3.5-turbo-instruct", stream=s, endpoint="completions")
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: a stream the client read to [DONE] is recorded as status 499 "
-                   "client_disconnected when the upstream connection ends after the client closed")
 def test_stream_read_to_done_is_recorded_complete(keygate, gateway, upstream, make_vk, client_for):
     """The SDK reads `data: [DONE]` and closes the connection at once (openai/_streaming.py). If
     the upstream's connection ends a moment later (here 300 ms: a slow network, a keep-alive
@@ -292,8 +290,6 @@ def test_stream_usage_estimated_when_the_upstream_reports_none(keygate, gateway,
     assert gateway.usage(vk.slug)["estimatedRequests"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: a stream request whose upstream answered JSON gets a 200 "
-                   "application/json answer, which the SDK turns into zero chunks without an error (compat/openai.md §3.2)")
 def test_stream_answered_with_json_upstream(keygate, gateway, upstream, make_vk, client_for):
     """compat/openai.md §3.2: a `stream: true` request answered with `application/json` makes the
     SDK yield zero chunks, silently, so the gateway must "always answer streaming requests with

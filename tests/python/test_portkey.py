@@ -406,7 +406,6 @@ def test_model_omitted_uses_the_default(keygate, gateway, upstream, canaries, po
     assert_record(row, vk_id=vk["id"], model="gpt-4o-mini", stream=False)
 
 
-@pytest.mark.xfail(strict=True, reason='server bug: "portkey-default" is forwarded upstream as the model instead of a 400 (compat/portkey.md §4)')
 def test_model_omitted_without_a_default_is_refused(keygate, gateway, upstream, create_vk, portkey_for):
     """compat/portkey.md §4: if the user omits `model` (the SDK sends "portkey-default"), "the
     gateway should then use the model from the virtual key or config, or reject the request with
@@ -420,7 +419,6 @@ def test_model_omitted_without_a_default_is_refused(keygate, gateway, upstream, 
     assert got == [], f"forwarded upstream: {[r.describe() for r in got]}"
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: gateway 5xx lack x-portkey-request-id, so the Portkey SDK replays them (compat/portkey.md §5, §7.6)")
 def test_gateway_5xx_is_not_replayed_by_the_portkey_sdk(keygate, gateway, upstream, create_vk, portkey_for):
     """compat/portkey.md §5/§7.6: the Portkey SDK retries a 5xx once unless it carries
     x-portkey-request-id / x-portkey-trace-id / x-portkey-gateway-exception (it ignores

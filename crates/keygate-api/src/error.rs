@@ -101,6 +101,9 @@ impl IntoResponse for ApiError {
             // Clients that retry 5xx (openai, portkey) must not replay a request keygate refused.
             resp.headers_mut()
                 .insert("x-should-retry", HeaderValue::from_static("false"));
+            // The Portkey SDK retries a 5xx unless one of its own headers is present.
+            resp.headers_mut()
+                .insert("x-portkey-request-id", HeaderValue::from_static("keygate"));
         }
         resp
     }

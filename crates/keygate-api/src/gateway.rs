@@ -480,6 +480,25 @@ async fn dispatch(
         Err(e) => return error_response(e),
     };
     call.model = upstream_model;
+    if matches!(
+        call.endpoint,
+        Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings
+    ) && (call.model.is_empty() || call.model == "portkey-default")
+    {
+        // Only hubs that pick the model themselves (an Azure default deployment, a DigitalOcean
+        // agent) can serve a request that names none.
+        let model_free = vk.config.targets.iter().all(|t| {
+            state.runtime.provider(&t.provider_key_id).is_some_and(|p| {
+                p.hub == ModelHub::Azure || (p.hub == ModelHub::DigitalOcean && p.settings.agent_id.is_some())
+            })
+        });
+        if !model_free {
+            return error_response(ApiError::bad_request(
+                "the request names no model and the virtual key has no defaultModel",
+            ));
+        }
+        call.model = String::new();
+    }
     let order = state.runtime.order_by_health(target_order(&vk), state.limits.now());
 
     // The request's own limits (platform key, virtual key, model), decided once for all
@@ -811,6 +830,22 @@ async fn attempt(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
+    if call.stream && !is_sse && matches!(call.endpoint, Endpoint::Chat | Endpoint::Completions) {
+        // The upstream answered a stream request with one JSON answer: the client still gets
+        // SSE (an SDK reading `application/json` as a stream would see nothing).
+        let body = match read_limited(resp, settings.max_response_bytes).await {
+            Ok(b) => b,
+            Err(kind) => {
+                guard.finish(502, Some(kind));
+                return Attempt::Done(error_response(gw_error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "the upstream answer could not be read",
+                )));
+            }
+        };
+        return Attempt::Done(json_as_stream(body, plan.wire, call, guard));
+    }
     if call.stream && is_sse {
         return Attempt::Done(stream_response(state, resp, plan.wire, call, inject_usage, guard));
     }
@@ -915,6 +950,8 @@ fn upstream_error_response(
     if status.is_server_error() {
         resp.headers_mut()
             .insert("x-should-retry", HeaderValue::from_static("false"));
+        resp.headers_mut()
+            .insert("x-portkey-request-id", HeaderValue::from_static("keygate"));
     }
     resp
 }
@@ -979,6 +1016,105 @@ fn json_response(status: StatusCode, body: Bytes, wire: Wire, call: &Call, mut g
     resp
 }
 
+/// A whole chat (or text) completion as SSE chunks: the content, the finish reason, the usage
+/// when the client asked for it, then `[DONE]`.
+fn json_as_stream(body: Bytes, wire: Wire, call: &Call, mut guard: MeterGuard) -> Response {
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let v = match (wire, parsed) {
+        (Wire::Anthropic, Some(v)) => match anthropic::messages_to_chat(&v, &call.model) {
+            Ok((chat, usage)) => {
+                guard.usage = Some(usage);
+                chat
+            }
+            Err(_) => Value::Null,
+        },
+        (Wire::OpenAi, Some(v)) => {
+            guard.usage = v.get("usage").and_then(Usage::from_openai);
+            v
+        }
+        _ => Value::Null,
+    };
+    if !v.is_object() {
+        guard.finish(502, Some("upstream_invalid"));
+        return error_response(gw_error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "the upstream answer could not be read",
+        ));
+    }
+    let text = call.endpoint == Endpoint::Completions;
+    let object = if text {
+        "text_completion"
+    } else {
+        "chat.completion.chunk"
+    };
+    let head = |choices: Value| {
+        json!({"id": v.get("id").cloned().unwrap_or(Value::Null), "object": object,
+               "created": v.get("created").cloned().unwrap_or(Value::from(now_ms() / 1000)),
+               "model": v.get("model").cloned().unwrap_or(Value::from(call.model.clone())), "choices": choices})
+    };
+    let mut out = Vec::new();
+    let mut push = |chunk: Value| {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(chunk.to_string().as_bytes());
+        out.extend_from_slice(b"\n\n");
+    };
+    for (i, choice) in v
+        .get("choices")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let finish = choice.get("finish_reason").cloned().unwrap_or(Value::Null);
+        if text {
+            let t = choice.get("text").cloned().unwrap_or(Value::from(""));
+            push(head(
+                json!([{"index": i, "text": t, "logprobs": null, "finish_reason": finish}]),
+            ));
+        } else {
+            let msg = choice.get("message").cloned().unwrap_or(json!({}));
+            let mut delta = json!({"role": "assistant", "content": msg.get("content").cloned().unwrap_or(Value::Null)});
+            if let Some(calls) = msg.get("tool_calls").and_then(Value::as_array) {
+                let indexed: Vec<Value> = calls
+                    .iter()
+                    .enumerate()
+                    .map(|(j, c)| {
+                        let mut c = c.clone();
+                        c["index"] = Value::from(j);
+                        c
+                    })
+                    .collect();
+                delta["tool_calls"] = Value::Array(indexed);
+            }
+            push(head(
+                json!([{"index": i, "delta": delta, "logprobs": null, "finish_reason": null}]),
+            ));
+            push(head(
+                json!([{"index": i, "delta": {}, "logprobs": null, "finish_reason": finish}]),
+            ));
+        }
+    }
+    if call.client_wants_usage {
+        if let Some(u) = guard.usage {
+            let mut chunk = head(json!([]));
+            chunk["usage"] = u.to_openai();
+            push(chunk);
+        }
+    }
+    out.extend_from_slice(b"data: [DONE]\n\n");
+    guard.finish(200, None);
+    let mut resp = Response::new(Body::from(out));
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
 fn wants_base64(call: &Call) -> bool {
     call.body
         .as_ref()
@@ -1034,6 +1170,8 @@ struct StreamState {
     mode: Mode,
     guard: MeterGuard,
     done: bool,
+    /// The upstream sent `[DONE]` (or Anthropic's `message_stop`): the answer is complete.
+    saw_done: bool,
     idle: Duration,
     deadline: tokio::time::Instant,
 }
@@ -1058,6 +1196,9 @@ impl StreamState {
     fn on_openai_event(&mut self, ev: &SseEvent, out: &mut Vec<u8>) {
         let data = ev.data.as_str();
         let mut drop_it = false;
+        if data == "[DONE]" {
+            self.saw_done = true;
+        }
         if data != "[DONE]" {
             if data.contains("\"usage\"") {
                 if let Ok(v) = serde_json::from_str::<Value>(data) {
@@ -1080,6 +1221,10 @@ impl StreamState {
         let mut events = Vec::new();
         self.parser.feed(chunk, |e| events.push(e)).map_err(|_| ())?;
         self.handle(events, out);
+        if self.saw_done {
+            // Complete: a client that closes now (SDKs stop reading at [DONE]) is not a disconnect.
+            self.guard.finish(200, None);
+        }
         Ok(())
     }
 
@@ -1093,6 +1238,9 @@ impl StreamState {
                 }
                 if ev.event.as_deref() == Some("content_block_delta") {
                     self.guard.completion_events += 1;
+                }
+                if ev.event.as_deref() == Some("message_stop") {
+                    self.saw_done = true;
                 }
             } else {
                 self.on_openai_event(&ev, out);
@@ -1148,6 +1296,7 @@ fn stream_response(
         mode,
         guard,
         done: false,
+        saw_done: false,
         idle: settings.idle_timeout,
         deadline: tokio::time::Instant::now() + settings.total_timeout,
     };
