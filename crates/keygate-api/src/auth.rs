@@ -35,6 +35,8 @@ pub enum Role {
     Inference,
     /// An ADMIN platform key (the management API).
     Admin,
+    /// A signed-in web UI session of an ADMIN key (pages of `/ui`).
+    Session,
 }
 
 impl Role {
@@ -43,6 +45,7 @@ impl Role {
             Role::Public => "public",
             Role::Inference => "inference",
             Role::Admin => "admin",
+            Role::Session => "session",
         }
     }
 }
@@ -318,6 +321,15 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 pub async fn require(State((state, role)): State<(AppState, Role)>, mut req: Request, next: Next) -> Response {
     if role == Role::Public {
         return next.run(req).await;
+    }
+    if role == Role::Session {
+        return match crate::ui::session::principal_of_session(&state, req.headers()) {
+            Some(p) if p.is_admin() => {
+                req.extensions_mut().insert(p);
+                next.run(req).await
+            }
+            _ => crate::ui::session::sign_in_redirect(&req),
+        };
     }
     let now = keygate_types::timefmt::now_ms();
     let result = match presented_key(req.headers()) {

@@ -20,6 +20,7 @@ pub mod portkey;
 pub mod provider_keys;
 pub mod runtime;
 pub mod state;
+pub mod ui;
 pub mod usage;
 pub mod vault;
 pub mod vijil;
@@ -102,6 +103,10 @@ impl RouteTable {
 
 /// Every route keygate serves, with its role.
 pub fn routes(state: AppState) -> RouteTable {
+    ui::add_routes(api_routes(state))
+}
+
+fn api_routes(state: AppState) -> RouteTable {
     use Method as M;
     use Role::{Admin, Inference, Public};
     RouteTable::new(state)

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 
