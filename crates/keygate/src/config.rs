@@ -57,6 +57,10 @@ pub struct Config {
     pub diem_usd: f64,
     /// USD per VCU in consumption limits.
     pub vcu_usd: f64,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Shared counters for limits and budgets (scale-out); in process when absent.
     pub redis_url: Option<String>,
     /// `closed` (503, no upstream call) or `open` (local counters) when Redis is unreachable.
@@ -101,6 +105,8 @@ impl Default for Config {
             wallet_requests_per_minute: 30,
             diem_usd: 1.0,
             vcu_usd: 0.1,
+            tls_cert: None,
+            tls_key: None,
             redis_url: None,
             fail_mode: "closed".into(),
             budget_mode: "strict".into(),
@@ -111,7 +117,9 @@ impl Default for Config {
 }
 
 /// Environment variables read as configuration (`KEYGATE_` + the upper-case field name).
-pub const ENV_KEYS: [&str; 21] = [
+pub const ENV_KEYS: [&str; 23] = [
+    "tls_cert",
+    "tls_key",
     "redis_url",
     "fail_mode",
     "budget_mode",
@@ -150,6 +158,10 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -202,6 +214,17 @@ impl Config {
             if v == 0 {
                 anyhow::bail!("{name} must be at least 1");
             }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => {
+                for p in [c, k] {
+                    if !p.exists() {
+                        anyhow::bail!("the TLS file {} does not exist", p.display());
+                    }
+                }
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("tls_cert and tls_key go together"),
         }
         if !matches!(self.fail_mode.as_str(), "closed" | "open") {
             anyhow::bail!("fail_mode must be closed or open");

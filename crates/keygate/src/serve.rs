@@ -33,6 +33,12 @@ pub struct ServeArgs {
     /// Allow provider keys that point at loopback or private addresses (KEYGATE_ALLOW_PRIVATE_UPSTREAMS).
     #[arg(long)]
     pub allow_private_upstreams: bool,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key; KEYGATE_TLS_CERT).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (KEYGATE_TLS_KEY).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
     /// Shared limit counters on Redis for scale-out (KEYGATE_REDIS_URL).
     #[arg(long)]
     pub redis_url: Option<String>,
@@ -91,6 +97,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         allow_private_upstreams: args.allow_private_upstreams.then_some(true),
         log_format: args.log_format,
         redis_url: args.redis_url.clone(),
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
     };
     let config = Config::load(args.config.clone(), &overrides)?;
     init_logging(config.log_format);
@@ -245,18 +253,46 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let shutdown_state = state.clone();
     let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: readiness is now 503, draining in-flight requests");
-        shutdown_state.set_ready(false);
-        let _ = drain_tx.send(true);
-    });
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
-    let server = tokio::spawn(async move { server.await });
+    let make = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server: tokio::task::JoinHandle<anyhow::Result<()>> = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .context("cannot load the TLS certificate and key")?;
+            let handle = axum_server::Handle::new();
+            let shutdown = handle.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutting down: readiness is now 503, draining in-flight requests");
+                shutdown_state.set_ready(false);
+                let _ = drain_tx.send(true);
+                shutdown.graceful_shutdown(Some(grace));
+            });
+            let std_listener = listener.into_std().context("cannot hand the listener to TLS")?;
+            tracing::info!("serving HTTPS");
+            tokio::spawn(async move {
+                axum_server::from_tcp_rustls(std_listener, tls)
+                    .handle(handle)
+                    .serve(make)
+                    .await?;
+                Ok(())
+            })
+        }
+        _ => {
+            let server = axum::serve(listener, make).with_graceful_shutdown(async move {
+                wait_for_signal().await;
+                tracing::info!("shutting down: readiness is now 503, draining in-flight requests");
+                shutdown_state.set_ready(false);
+                let _ = drain_tx.send(true);
+            });
+            tokio::spawn(async move {
+                server.await?;
+                Ok(())
+            })
+        }
+    };
     let mut server = server;
     tokio::select! {
         res = &mut server => { res.context("server task")??; }

@@ -952,3 +952,70 @@ fn after_kill_9_every_upstream_call_has_exactly_one_usage_record_and_budgets_per
     assert_eq!(recs["data"].as_array().unwrap().len(), upstream_calls + 1);
     server.stop();
 }
+
+#[test]
+fn tls_terminates_with_the_given_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let cert_path = tmp.path().join("cert.pem");
+    let key_path = tmp.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let port = free_port();
+    let mk = random_master_key();
+    let err_path = tmp.path().join("tls-err.log");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .arg("--tls-cert")
+        .arg(&cert_path)
+        .arg("--tls-key")
+        .arg(&key_path)
+        .env("KEYGATE_MASTER_KEY", &mk)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{port}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ok = false;
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(&url).send() {
+            ok = r.status().is_success();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let plain = reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz"));
+    let untrusted = reqwest::blocking::get(&url);
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let status = child.wait().unwrap();
+    assert!(
+        ok,
+        "no HTTPS answer: {}",
+        std::fs::read_to_string(&err_path).unwrap_or_default()
+    );
+    assert!(
+        plain.map(|r| !r.status().is_success()).unwrap_or(true),
+        "plain HTTP must not be served on the TLS port"
+    );
+    assert!(
+        untrusted.is_err(),
+        "a client that does not trust the certificate must fail the handshake"
+    );
+    assert!(status.success(), "graceful stop under TLS");
+    let err = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(tmp.path().join("d2"))
+        .arg("--tls-cert")
+        .arg(&cert_path)
+        .env("KEYGATE_MASTER_KEY", &mk)
+        .output()
+        .unwrap();
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("tls_cert and tls_key go together"));
+}
