@@ -19,9 +19,26 @@ pub struct Ctx {
     pub principal: Arc<Principal>,
     pub workspace: String,
     pub request_id: Option<String>,
+    /// Set while one request performs several changes that it audits as one event.
+    pub quiet: bool,
 }
 
 impl Ctx {
+    /// The audit event to write with a change, unless this context is quiet.
+    pub fn keep<'a>(&self, event: &'a AuditEvent) -> Option<&'a AuditEvent> {
+        (!self.quiet).then_some(event)
+    }
+
+    /// A copy that is quiet when `quiet` is true.
+    pub fn quiet_if(&self, quiet: bool) -> Ctx {
+        Ctx { quiet, ..self.quiet() }
+    }
+
+    /// A quiet copy: the changes made with it write no audit event of their own.
+    pub fn quiet(&self) -> Ctx {
+        Ctx { principal: self.principal.clone(), workspace: self.workspace.clone(), request_id: self.request_id.clone(), quiet: true }
+    }
+
     /// An audit event for a change made by this caller.
     pub fn audit(
         &self,
@@ -86,6 +103,7 @@ impl FromRequestParts<AppState> for Ctx {
             principal,
             workspace,
             request_id,
+            quiet: false,
         })
     }
 }

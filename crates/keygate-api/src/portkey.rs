@@ -301,9 +301,11 @@ pub async fn create(
     let (budget, period, alert) = usage_limits(body.usage_limits.as_ref().unwrap_or(&Value::Null))?;
     let limits = rate_limits(body.rate_limits.as_ref().unwrap_or(&Value::Null))?;
     let pk_name: String = format!("pk-{}", slug.chars().take(60).collect::<String>());
+    // One request, one audit event: the inline provider key and the virtual key are made quietly.
+    let quiet = ctx.quiet();
     let pk = provider_keys::create(
         &state,
-        &ctx,
+        &quiet,
         CreateProviderKey {
             name: pk_name,
             model_hub: hub.as_str().to_string(),
@@ -329,14 +331,23 @@ pub async fn create(
         alert_threshold: alert,
         ..VkConfig::default()
     };
-    let vk = match virtual_keys::create_row(&state, &ctx, &body.name, Some(slug), body.note.clone(), cfg, None).await {
+    let vk = match virtual_keys::create_row(&state, &quiet, &body.name, Some(slug), body.note.clone(), cfg, None).await {
         Ok(vk) => vk,
         Err(e) => {
             // Nothing half-made stays behind.
-            let _ = provider_keys::delete(&state, &ctx, &pk).await;
+            let _ = provider_keys::delete(&state, &quiet, &pk).await;
             return Err(e);
         }
     };
+    state
+        .store
+        .append_audit(&ctx.audit(
+            "virtual_key.create",
+            "virtual_key",
+            Some(&vk.id),
+            json!({"slug": vk.slug, "name": vk.name, "via": "portkey", "inlineProviderKey": pk.id}),
+        ))
+        .await?;
     state.refresh_caches().await;
     Ok(Json(
         json!({"id": vk.id, "slug": vk.slug, "object": "virtual-key", "success": true}),
@@ -356,7 +367,11 @@ pub async fn update(
 ) -> ApiResult<Json<Value>> {
     let row = virtual_keys::find(&state, &ctx, &slug).await?;
     let cfg = config_of(&row);
+    let outer = ctx;
+    let ctx = outer.quiet();
+    let mut changed: Vec<&str> = Vec::new();
     if let Some(key) = body.key.clone() {
+        changed.push("key");
         let pk_id = cfg
             .inline_provider_key
             .clone()
@@ -386,6 +401,15 @@ pub async fn update(
         patch.note = Some(Some(n.clone()));
     }
     let mut row = row;
+    if patch.name.is_some() {
+        changed.push("name");
+    }
+    if patch.note.is_some() {
+        changed.push("note");
+    }
+    if body.usage_limits.is_some() || body.rate_limits.is_some() {
+        changed.push("limits");
+    }
     if body.usage_limits.is_some() || body.rate_limits.is_some() || patch.name.is_some() || patch.note.is_some() {
         row = virtual_keys::update(&state, &ctx, row, patch).await?;
         if body.usage_limits.is_some() || body.rate_limits.is_some() {
@@ -413,18 +437,22 @@ pub async fn update(
                 Some(&row.id),
                 json!({"slug": row.slug, "changed": ["limits"]}),
             );
-            row = state.store.update_virtual_key(&row, Some(&audit)).await?;
+            row = state.store.update_virtual_key(&row, ctx.keep(&audit)).await?;
         }
     }
+    if !changed.is_empty() {
+        let event = outer.audit("virtual_key.update", "virtual_key", Some(&row.id), json!({"slug": row.slug, "changed": changed, "via": "portkey"}));
+        state.store.append_audit(&event).await?;
+    }
     state.refresh_caches().await;
-    Ok(Json(
-        json!({"id": row.id, "slug": row.slug, "object": "virtual-key", "success": true}),
-    ))
+    Ok(Json(json!({"id": row.id, "slug": row.slug, "object": "virtual-key", "success": true})))
 }
 
 pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(slug): Path<String>) -> ApiResult<Json<Value>> {
     let row = virtual_keys::find(&state, &ctx, &slug).await?;
-    virtual_keys::delete(&state, &ctx, &row).await?;
+    virtual_keys::delete(&state, &ctx.quiet(), &row).await?;
+    let event = ctx.audit("virtual_key.delete", "virtual_key", Some(&row.id), json!({"slug": row.slug, "via": "portkey"}));
+    state.store.append_audit(&event).await?;
     state.refresh_caches().await;
     Ok(Json(json!({"success": true})))
 }

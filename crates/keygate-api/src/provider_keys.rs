@@ -367,7 +367,7 @@ pub async fn create(state: &AppState, ctx: &Ctx, input: CreateProviderKey) -> Ap
         Some(&row.id),
         json!({"name": row.name, "modelHub": row.hub}),
     );
-    let stored = state.store.create_provider_key(&row, &secrets, Some(&audit)).await?;
+    let stored = state.store.create_provider_key(&row, &secrets, ctx.keep(&audit)).await?;
     Ok(stored)
 }
 
@@ -552,7 +552,7 @@ pub async fn update(
     );
     let stored = state
         .store
-        .update_provider_key(&row, &new_secrets, &expire, grace_until, Some(&audit))
+        .update_provider_key(&row, &new_secrets, &expire, grace_until, ctx.keep(&audit))
         .await?;
     Ok(stored)
 }
@@ -586,7 +586,7 @@ pub async fn rename(state: &AppState, ctx: &Ctx, current: ProviderKeyRow, new_na
     );
     Ok(state
         .store
-        .update_provider_key(&row, &[], &[], None, Some(&audit))
+        .update_provider_key(&row, &[], &[], None, ctx.keep(&audit))
         .await?)
 }
 
@@ -599,7 +599,7 @@ pub async fn delete(state: &AppState, ctx: &Ctx, current: &ProviderKeyRow) -> Ap
     );
     Ok(state
         .store
-        .delete_provider_key(&current.workspace, &current.id, now_ms(), Some(&audit))
+        .delete_provider_key(&current.workspace, &current.id, now_ms(), ctx.keep(&audit))
         .await?)
 }
 

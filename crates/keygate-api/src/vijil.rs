@@ -118,6 +118,10 @@ pub async fn update(
         || body.value.is_some()
         || body.rate_limit_per_interval.is_some()
         || body.rate_limit_interval.is_some();
+    let renaming = body.name.as_ref().is_some_and(|n| n != &row.name);
+    // A modify and a rename in one request are audited as one event.
+    let both = changes && renaming;
+    let sub = if both { ctx.quiet() } else { ctx.quiet_if(false) };
     if changes {
         let patch = UpdateProviderKey {
             model_hub: body.hub,
@@ -126,12 +130,16 @@ pub async fn update(
             rate_limit_interval: body.rate_limit_interval.map(Some),
             ..Default::default()
         };
-        row = provider_keys::update(&state, &ctx, row, patch).await?;
+        row = provider_keys::update(&state, &sub, row, patch).await?;
     }
     if let Some(name) = body.name {
         if name != row.name {
-            row = provider_keys::rename(&state, &ctx, row, &name).await?;
+            row = provider_keys::rename(&state, &sub, row, &name).await?;
         }
+    }
+    if both {
+        let event = ctx.audit("provider_key.update", "provider_key", Some(&row.id), json!({"name": row.name, "changed": ["modify", "name"], "via": "vijil"}));
+        state.store.append_audit(&event).await?;
     }
     state.refresh_caches().await;
     Ok(Json(vijil_view(&row)))

@@ -508,7 +508,7 @@ pub async fn create_row(
             Some(&row.id),
             json!({"slug": row.slug, "name": row.name, "targets": cfg.targets.len()}),
         );
-        match state.store.create_virtual_key(&row, Some(&audit)).await {
+        match state.store.create_virtual_key(&row, ctx.keep(&audit)).await {
             Ok(stored) => return Ok(stored),
             // A generated slug collided: draw another suffix.
             Err(StoreError::Conflict(_)) if !given && attempt < 3 => slug = slug_from(name),
@@ -645,7 +645,7 @@ pub async fn update(
         Some(&row.id),
         json!({"slug": row.slug, "changed": changed}),
     );
-    Ok(state.store.update_virtual_key(&row, Some(&audit)).await?)
+    Ok(state.store.update_virtual_key(&row, ctx.keep(&audit)).await?)
 }
 
 /// Deletes a virtual key, and the provider key created inline with it when nothing else uses it.
@@ -658,12 +658,13 @@ pub async fn delete(state: &AppState, ctx: &Ctx, current: &VirtualKeyRow) -> Api
     );
     let deleted = state
         .store
-        .delete_virtual_key(&current.workspace, &current.id, now_ms(), Some(&audit))
+        .delete_virtual_key(&current.workspace, &current.id, now_ms(), ctx.keep(&audit))
         .await?;
     if let Some(pk) = config_of(current).inline_provider_key {
         if !provider_key_in_use(state, &current.workspace, &pk).await? {
             if let Ok(row) = state.store.get_provider_key(&current.workspace, &pk).await {
-                crate::provider_keys::delete(state, ctx, &row).await?;
+                // Part of this deletion: audited by the virtual key's own event.
+                crate::provider_keys::delete(state, &ctx.quiet(), &row).await?;
             }
         }
     }
