@@ -35,24 +35,35 @@
 //! a restart. A connection that stops answering without being closed (a half-open TCP
 //! connection after a network partition) is replaced after a few timeouts in a row.
 //!
-//! **Differences from the in-process backend** (none in the shared suite):
+//! **Differences from the in-process backend.** None in the shared suite, nor in random call
+//! sequences compared call by call (`tests/redis.rs`), except these:
 //! - an `acquire` that times out may still have been applied by Redis (the caller sees
 //!   `Unavailable`, the counters hold the reservation until its window passes): the error
 //!   side is over-counting, never over-admitting;
 //! - the scripts compute in Lua numbers (doubles): counts, limits and amounts are exact up to
 //!   2^53 (9.0e15; about 9 million USD in nano-USD per counter);
-//! - `peek` never writes, where the in-process `peek` drops stale sub-buckets and restarts a
-//!   counter met with a check of the other kind; only a later `adjust` of a sub-bucket that
-//!   has left the window can tell (see `Adjustment`);
-//! - not for Redis Cluster: a call's keys may hash to different slots.
+//! - `peek` never writes. The in-process `peek` drops the sub-buckets that left the window
+//!   and turns a window it meets with a budget check into an empty budget. So a positive
+//!   settlement (`adjust`) of a sub-bucket that left the window, when only peeks met the
+//!   counter since its last acquire, is counted in the current sub-bucket in process and lost
+//!   on Redis (as it is in process when nothing met the counter); and a window peeked with a
+//!   budget check keeps its counts on Redis;
+//! - Redis drops a key once its window or period has passed (TTL); in process a passed counter
+//!   lingers until a sweep (every 4096 calls) and a late positive settlement can still land in
+//!   it. A budget is dropped when Redis's clock reaches `expires_at_ms`, so a clock skew
+//!   larger than the slack the caller puts after the period would end it early;
+//! - a key met by a window check and a budget check within one `acquire` (no caller does
+//!   that) may be left differently;
+//! - needs Redis 7.0 or later, and not Redis Cluster (a call's keys may hash to different
+//!   slots).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use parking_lot::{Mutex, RwLock};
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncConnectionConfig, Client, FromRedisValue, Script, ScriptInvocation};
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
 
 use crate::{Acquired, Adjustment, Check, Counters, Kind, LimitError, WindowState};
 
@@ -100,7 +111,8 @@ local function read_budget(key)
 end
 -- A rate window: nil when missing or expired (its newest sub-bucket has left the window),
 -- else the sub-bucket length, the current index, the counts of the sub-buckets
--- idx-S .. idx (oldest first), the fields of the sub-buckets older than idx-S, the newest index.
+-- idx-S .. idx (oldest first), the fields of the sub-buckets older than idx-S, the newest index,
+-- the number of sub-buckets held.
 local function read_rate(key)
   local all = redis.call('HGETALL', key)
   local b, newest
@@ -132,7 +144,7 @@ local function read_rate(key)
       counts[i - oldest + 1] = counts[i - oldest + 1] + vals[j]
     end
   end
-  return b, idx, counts, stale, newest
+  return b, idx, counts, stale, newest, #idxs
 end
 -- What is counted and crate::reset_after.
 local function rate_state(counts, idx, b)
@@ -168,7 +180,7 @@ const ACQUIRE: &str = r#"
 local n = #KEYS
 local out = {0, -1, 0}
 local refused, retry = -1, 0
-local mode, blens, idxs, newests, expiries = {}, {}, {}, {}, {}
+local mode, blens, bkts, newests, expiries, emptied = {}, {}, {}, {}, {}, {}
 for i = 1, n do
   local key = KEYS[i]
   local a = 2 + (i - 1) * 4
@@ -189,8 +201,8 @@ for i = 1, n do
   end
   if mode[i] == nil and kind == 'r' then
     if t == 'hash' then
-      local stale, newest
-      b, idx, counts, stale, newest = read_rate(key)
+      local stale, newest, held
+      b, idx, counts, stale, newest, held = read_rate(key)
       if b == nil then
         redis.call('DEL', key)
       else
@@ -198,19 +210,25 @@ for i = 1, n do
         for j = 1, #stale, 100 do
           redis.call('HDEL', key, unpack(stale, j, math.min(j + 99, #stale)))
         end
+        -- Every sub-bucket just left: the window is over once this check is decided (as in
+        -- process, an amount added starts a new window of this check's length).
+        if #stale == held then emptied[i] = true end
       end
     elseif t ~= 'none' then
       redis.call('DEL', key)
     end
     if b == nil then
-      -- A new window (or one that has passed, or a key of another kind).
+      -- A new window (or one that has passed, or a key of another kind) exists from now on,
+      -- admitted or not (as in process): its sub-bucket length is fixed, and a late
+      -- settlement of an earlier reservation is counted in it.
       b = blen_of(param)
       idx = idiv(now, b)
       counts = zeros()
+      redis.call('HSET', key, 'b', fmt(b))
+      redis.call('PEXPIRE', key, fmt((idx + S + 2) * b - now))
     end
     mode[i] = 'r'
     blens[i] = b
-    idxs[i] = idx
     bucket = idx
     used, reset = rate_state(counts, idx, b)
   elseif mode[i] == nil then
@@ -237,6 +255,7 @@ for i = 1, n do
       retry = reset
     end
   end
+  bkts[i] = bucket
   out[#out + 1] = used
   out[#out + 1] = reset
   out[#out + 1] = bucket
@@ -246,24 +265,53 @@ if refused >= 0 then
   out[3] = retry
   return out
 end
+local seen, dup = {}, false
+for i = 1, n do
+  if seen[KEYS[i]] then dup = true end
+  seen[KEYS[i]] = true
+end
 for i = 1, n do
   local key = KEYS[i]
-  local amount = ARGV[5 + (i - 1) * 4]
-  local t = ktype(key)
-  if mode[i] == 'r' then
-    if t ~= 'hash' and t ~= 'none' then redis.call('DEL', key) end
-    local b, idx = blens[i], idxs[i]
+  local a = 2 + (i - 1) * 4
+  local kind, param, amount = ARGV[a], ARGV[a + 1], ARGV[a + 3]
+  local m, b, top, e = mode[i], blens[i], newests[i], expiries[i]
+  if emptied[i] then b, top = blen_of(param), nil end
+  if dup then
+    -- A key met twice may have changed since its check was decided: add to what it holds now,
+    -- or to a new counter of the check's kind (as in process).
+    local t = ktype(key)
+    m = nil
+    if t == 'string' then
+      local v
+      v, e = read_budget(key)
+      if v ~= nil then m = 'b' end
+    elseif t == 'hash' then
+      local rb, _, _, _, newest = read_rate(key)
+      if rb ~= nil then
+        m, b, top = 'r', rb, newest
+      end
+    end
+    if m == nil then
+      if t ~= 'none' then redis.call('DEL', key) end
+      if kind == 'r' then
+        m, b, top = 'r', blen_of(param), nil
+      else
+        m, e = 'b', tonumber(param)
+        redis.call('SET', key, '0')
+        if e ~= nil then redis.call('PEXPIREAT', key, fmt(e)) end
+      end
+    end
+  end
+  if m == 'r' then
+    local idx = bkts[i]
     local r = redis.pcall('HINCRBY', key, fmt(idx), amount)
     if type(r) ~= 'number' then redis.call('HSET', key, fmt(idx), '9223372036854775807') end
     redis.call('HSET', key, 'b', fmt(b))
-    local top = idx
-    if newests[i] ~= nil and newests[i] > top then top = newests[i] end
+    if top == nil or idx > top then top = idx end
     redis.call('PEXPIRE', key, fmt((top + S + 2) * b - now))
   else
-    if t ~= 'string' and t ~= 'none' then redis.call('DEL', key) end
     local r = redis.pcall('INCRBY', key, amount)
     if type(r) ~= 'number' then redis.call('SET', key, '9223372036854775807', 'KEEPTTL') end
-    local e = expiries[i]
     if e ~= nil and redis.call('PTTL', key) == -1 then redis.call('PEXPIREAT', key, fmt(e)) end
   end
 end
@@ -406,16 +454,16 @@ impl RedisCountersBuilder {
     /// A client that connects on first use (and again whenever Redis comes back): Redis may be
     /// down now. [`LimitError::Invalid`] only for a malformed URL.
     pub fn connect_lazy(self) -> Result<RedisCounters, LimitError> {
-        let client = Client::open(self.url.as_str())
-            .map_err(|e| LimitError::Invalid(format!("Redis URL: {}", e.kind())))?;
+        let client =
+            Client::open(self.url.as_str()).map_err(|e| LimitError::Invalid(format!("Redis URL: {:?}", e.kind())))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.timeout))
             .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(1_000))
-            .set_number_of_retries(8);
+            .set_max_delay(Duration::from_millis(500))
+            .set_number_of_retries(4);
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
-            .map_err(|e| LimitError::Invalid(format!("Redis client: {}", e.kind())))?;
+            .map_err(|e| LimitError::Invalid(format!("Redis client: {:?}", e.kind())))?;
         Ok(RedisCounters {
             prefix: self.prefix,
             timeout: self.timeout,
@@ -487,12 +535,7 @@ impl RedisCounters {
     /// Whether Redis answers (readiness probes).
     pub async fn ping(&self) -> Result<(), LimitError> {
         let mut conn = self.conn.read().clone();
-        let call = async move {
-            ::redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .map(|_| ())
-        };
+        let call = async move { ::redis::cmd("PING").query_async::<String>(&mut conn).await.map(|_| ()) };
         self.bounded(call).await
     }
 
@@ -546,10 +589,7 @@ impl RedisCounters {
         if last.is_some_and(|t| t.elapsed() < MIN_RECONNECT_INTERVAL) {
             return;
         }
-        match ConnectionManager::new_lazy_with_config(
-            self.client.clone(),
-            self.manager_config.clone(),
-        ) {
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.manager_config.clone()) {
             Ok(manager) => {
                 tracing::warn!(
                     stalls,
@@ -559,7 +599,7 @@ impl RedisCounters {
                 *last = Some(Instant::now());
                 self.stalls.store(0, Ordering::Relaxed);
             }
-            Err(e) => tracing::warn!(error = %e.kind(), "Redis counters: cannot reconnect"),
+            Err(e) => tracing::warn!(error = ?e.kind(), "Redis counters: cannot reconnect"),
         }
     }
 }
@@ -571,17 +611,10 @@ fn unavailable(e: &::redis::RedisError) -> LimitError {
 
 /// Redis 7.0 or later (`PEXPIRETIME`, `PEXPIRE … GT`).
 fn check_version(info: &str) -> Result<(), LimitError> {
-    let Some(version) = info
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("redis_version:"))
-    else {
+    let Some(version) = info.lines().find_map(|l| l.trim().strip_prefix("redis_version:")) else {
         return Ok(());
     };
-    let major: u32 = version
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
+    let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
     if major < 7 {
         return Err(LimitError::Invalid(format!(
             "Redis {version}: the Redis counters need Redis 7.0 or later"
@@ -592,10 +625,7 @@ fn check_version(info: &str) -> Result<(), LimitError> {
 
 fn validate(c: &Check) -> Result<(), LimitError> {
     if c.limit < 0 || c.amount < 0 {
-        return Err(LimitError::Invalid(format!(
-            "{}: negative limit or amount",
-            c.key
-        )));
+        return Err(LimitError::Invalid(format!("{}: negative limit or amount", c.key)));
     }
     if let Kind::Rate { window_ms } = c.kind {
         if window_ms <= 0 {
@@ -609,10 +639,7 @@ fn validate(c: &Check) -> Result<(), LimitError> {
 fn kind_args(kind: Kind) -> (&'static str, String) {
     match kind {
         Kind::Rate { window_ms } => ("r", window_ms.to_string()),
-        Kind::Budget { expires_at_ms } => (
-            "b",
-            expires_at_ms.map(|e| e.to_string()).unwrap_or_default(),
-        ),
+        Kind::Budget { expires_at_ms } => ("b", expires_at_ms.map(|e| e.to_string()).unwrap_or_default()),
     }
 }
 
@@ -650,11 +677,7 @@ impl Counters for RedisCounters {
         let mut states = Vec::with_capacity(checks.len());
         let mut buckets = Vec::with_capacity(checks.len());
         for (c, r) in checks.iter().zip(reply[3..].chunks_exact(3)) {
-            let used = if admitted {
-                r[0].saturating_add(c.amount)
-            } else {
-                r[0]
-            };
+            let used = if admitted { r[0].saturating_add(c.amount) } else { r[0] };
             states.push(WindowState {
                 limit: c.limit,
                 used,
@@ -684,10 +707,7 @@ impl Counters for RedisCounters {
                 Kind::Rate { window_ms } => window_ms,
                 Kind::Budget { .. } => 0,
             };
-            inv.key(self.key(&a.key))
-                .arg(a.bucket)
-                .arg(a.delta)
-                .arg(window);
+            inv.key(self.key(&a.key)).arg(a.bucket).arg(a.delta).arg(window);
         }
         let _: i64 = self.run(inv).await?;
         Ok(())

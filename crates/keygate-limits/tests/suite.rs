@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use keygate_limits::memory::MemoryCounters;
+use keygate_limits::redis::RedisCounters;
 use keygate_limits::{Adjustment, Check, Counters, Kind, SUB_BUCKETS};
 
 pub async fn backends() -> Vec<(&'static str, Arc<dyn Counters>)> {
@@ -17,9 +18,15 @@ pub async fn backends() -> Vec<(&'static str, Arc<dyn Counters>)> {
     out
 }
 
-/// The Redis backend when `KEYGATE_TEST_REDIS_URL` is set (filled in with the Redis backend).
+/// The Redis backend when `KEYGATE_TEST_REDIS_URL` is set.
 async fn redis_backend() -> Option<Arc<dyn Counters>> {
-    None
+    let url = std::env::var("KEYGATE_TEST_REDIS_URL").ok()?;
+    let counters = RedisCounters::builder(&url, "keygate-test:")
+        .timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("KEYGATE_TEST_REDIS_URL is set but Redis does not answer");
+    Some(Arc::new(counters))
 }
 
 /// Keys unique to one test run, so runs on a shared Redis never meet.
