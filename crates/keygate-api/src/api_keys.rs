@@ -606,11 +606,13 @@ pub async fn create(
         },
         virtual_keys: resolve_vks(&state, &workspace, body.virtual_keys.as_deref().unwrap_or(&[])).await?,
     };
-    let expires_at = body.expires_at.as_deref().map(parse_expiry).transpose()?;
+    // venice-py sends "" for "no expiry".
+    let expires_at = body.expires_at.as_deref().filter(|s| !s.trim().is_empty()).map(parse_expiry).transpose()?;
     let audit = Ctx {
         workspace: workspace.clone(),
         principal: ctx.principal.clone(),
         request_id: ctx.request_id.clone(),
+        quiet: false,
     }
     .audit(
         "api_key.create",
@@ -672,7 +674,8 @@ pub async fn update(
         changed.push("description");
     }
     if let Some(e) = &body.expires_at {
-        row.expires_at = e.as_deref().map(parse_expiry).transpose()?;
+        // `null` or "" (what venice-py sends for "no expiry") removes the expiry.
+        row.expires_at = e.as_deref().filter(|s| !s.trim().is_empty()).map(parse_expiry).transpose()?;
         changed.push("expiresAt");
     }
     if let Some(c) = &body.consumption_limit {

@@ -337,6 +337,14 @@ async fn wait_for_signal() {
     }
 }
 
-async fn redis_counters(_url: &str) -> anyhow::Result<Arc<dyn keygate_limits::Counters>> {
-    anyhow::bail!("Redis counters are not built into this binary yet")
+async fn redis_counters(url: &str) -> anyhow::Result<Arc<dyn keygate_limits::Counters>> {
+    // Lazy: keygate starts while Redis is down; `fail_mode` decides meanwhile.
+    let counters = keygate_limits::redis::RedisCounters::builder(url, "keygate:")
+        .connect_lazy()
+        .map_err(|e| anyhow::anyhow!("invalid redis_url: {e}"))?;
+    match counters.ping().await {
+        Ok(()) => tracing::info!("limit counters on Redis"),
+        Err(e) => tracing::warn!(error = %e, "Redis is unreachable at start; fail_mode decides until it answers"),
+    }
+    Ok(Arc::new(counters))
 }
