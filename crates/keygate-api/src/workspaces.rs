@@ -1,5 +1,6 @@
 //! Workspaces: the tenant boundary. Organisation admins (the first ADMIN key, and keys made by
-//! `keygate admin-key` without `--workspace`) create, rename and delete them and may act in any
+//! `keygate admin-key` without `--workspace`) create, rename and delete them (audited in their own
+//! workspace, so the events outlive the workspace they name) and may act in any
 //! (`x-keygate-workspace` header or `workspace` field); a workspace's own ADMIN keys see only it.
 
 use axum::extract::{Path, Query, State};
@@ -97,11 +98,7 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    let audit = Ctx {
-        workspace: id.clone(),
-        ..ctx
-    }
-    .audit("workspace.create", "workspace", Some(&id), json!({"name": body.name}));
+    let audit = Ctx { workspace: ctx.principal.workspace.clone(), ..ctx }.audit("workspace.create", "workspace", Some(&id), json!({"name": body.name}));
     state.store.create_workspace(&row, Some(&audit)).await?;
     Ok((StatusCode::CREATED, Json(json!({"success": true, "data": view(&row)}))))
 }
@@ -130,11 +127,7 @@ pub async fn rename(
     visible(&state, &ctx, &id).await?;
     org_only(&ctx)?;
     check_name(&body.name)?;
-    let audit = Ctx {
-        workspace: id.clone(),
-        ..ctx
-    }
-    .audit("workspace.rename", "workspace", Some(&id), json!({"name": body.name}));
+    let audit = Ctx { workspace: ctx.principal.workspace.clone(), ..ctx }.audit("workspace.rename", "workspace", Some(&id), json!({"name": body.name}));
     let row = state
         .store
         .rename_workspace(&id, &body.name, now_ms(), Some(&audit))
@@ -148,11 +141,7 @@ pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Stri
     if id == keygate_types::DEFAULT_WORKSPACE {
         return Err(ApiError::conflict("the default workspace cannot be deleted"));
     }
-    let audit = Ctx {
-        workspace: id.clone(),
-        ..ctx
-    }
-    .audit("workspace.delete", "workspace", Some(&id), json!({}));
+    let audit = Ctx { workspace: ctx.principal.workspace.clone(), ..ctx }.audit("workspace.delete", "workspace", Some(&id), json!({}));
     state.store.delete_workspace(&id, Some(&audit)).await?;
     Ok(Json(json!({"success": true})))
 }
