@@ -607,7 +607,12 @@ pub async fn create(
         virtual_keys: resolve_vks(&state, &workspace, body.virtual_keys.as_deref().unwrap_or(&[])).await?,
     };
     // venice-py sends "" for "no expiry".
-    let expires_at = body.expires_at.as_deref().filter(|s| !s.trim().is_empty()).map(parse_expiry).transpose()?;
+    let expires_at = body
+        .expires_at
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .map(parse_expiry)
+        .transpose()?;
     let audit = Ctx {
         workspace: workspace.clone(),
         principal: ctx.principal.clone(),
@@ -675,7 +680,11 @@ pub async fn update(
     }
     if let Some(e) = &body.expires_at {
         // `null` or "" (what venice-py sends for "no expiry") removes the expiry.
-        row.expires_at = e.as_deref().filter(|s| !s.trim().is_empty()).map(parse_expiry).transpose()?;
+        row.expires_at = e
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .map(parse_expiry)
+            .transpose()?;
         changed.push("expiresAt");
     }
     if let Some(c) = &body.consumption_limit {

@@ -36,7 +36,12 @@ impl Ctx {
 
     /// A quiet copy: the changes made with it write no audit event of their own.
     pub fn quiet(&self) -> Ctx {
-        Ctx { principal: self.principal.clone(), workspace: self.workspace.clone(), request_id: self.request_id.clone(), quiet: true }
+        Ctx {
+            principal: self.principal.clone(),
+            workspace: self.workspace.clone(),
+            request_id: self.request_id.clone(),
+            quiet: true,
+        }
     }
 
     /// An audit event for a change made by this caller.

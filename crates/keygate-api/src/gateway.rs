@@ -1359,17 +1359,28 @@ fn stream_response(
 
 /// `POST /v1/chat/completions`.
 pub async fn chat(State(state): State<AppState>, req: Request) -> Response {
-    handle_json(state, Endpoint::Chat, req).await
+    counted(Endpoint::Chat, handle_json(state, Endpoint::Chat, req).await)
+}
+
+fn counted(endpoint: Endpoint, resp: Response) -> Response {
+    crate::metrics::gateway_request(endpoint.as_str(), resp.status().as_u16());
+    resp
 }
 
 /// `POST /v1/completions`.
 pub async fn completions(State(state): State<AppState>, req: Request) -> Response {
-    handle_json(state, Endpoint::Completions, req).await
+    counted(
+        Endpoint::Completions,
+        handle_json(state, Endpoint::Completions, req).await,
+    )
 }
 
 /// `POST /v1/embeddings`.
 pub async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
-    handle_json(state, Endpoint::Embeddings, req).await
+    counted(
+        Endpoint::Embeddings,
+        handle_json(state, Endpoint::Embeddings, req).await,
+    )
 }
 
 /// Any other `/v1/*` path, passed through to OpenAI-compatible hubs.

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod health;
 pub mod limits;
 pub mod meter;
+pub mod metrics;
 pub mod openapi;
 pub mod platform_keys;
 pub mod portkey;
@@ -112,6 +113,7 @@ fn api_routes(state: AppState) -> RouteTable {
     RouteTable::new(state)
         .add(M::GET, "/healthz", Public, health::healthz)
         .add(M::GET, "/readyz", Public, health::readyz)
+        .add(M::GET, "/metrics", Public, crate::metrics::render)
         .add(M::GET, "/api/v1/openapi.json", Public, openapi::document)
         // Native provider keys.
         .add(M::GET, "/api/v1/provider_keys", Admin, provider_keys::list_handler)

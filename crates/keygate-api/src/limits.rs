@@ -310,6 +310,7 @@ impl LimitEngine {
             }
             FailMode::Open => {
                 let n = self.fail_open_decisions.fetch_add(1, Ordering::Relaxed) + 1;
+                crate::metrics::fail_open_decision();
                 if n.is_power_of_two() {
                     tracing::warn!(error = %e, decisions = n, "limit counters unreachable: deciding on local counters (fail_mode = open)");
                 }
@@ -601,6 +602,7 @@ pub fn refusal(checks: &[Labeled], acquired: &Acquired) -> ApiError {
         return ApiError::internal("refused without a reason");
     };
     let l = &checks[i];
+    crate::metrics::refusal(if l.is_budget { "budget" } else { "rate" });
     let scope = match l.scope {
         "api_key" => "the API key's",
         "virtual_key" => "the virtual key's",

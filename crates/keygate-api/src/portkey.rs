@@ -331,7 +331,8 @@ pub async fn create(
         alert_threshold: alert,
         ..VkConfig::default()
     };
-    let vk = match virtual_keys::create_row(&state, &quiet, &body.name, Some(slug), body.note.clone(), cfg, None).await {
+    let vk = match virtual_keys::create_row(&state, &quiet, &body.name, Some(slug), body.note.clone(), cfg, None).await
+    {
         Ok(vk) => vk,
         Err(e) => {
             // Nothing half-made stays behind.
@@ -441,17 +442,29 @@ pub async fn update(
         }
     }
     if !changed.is_empty() {
-        let event = outer.audit("virtual_key.update", "virtual_key", Some(&row.id), json!({"slug": row.slug, "changed": changed, "via": "portkey"}));
+        let event = outer.audit(
+            "virtual_key.update",
+            "virtual_key",
+            Some(&row.id),
+            json!({"slug": row.slug, "changed": changed, "via": "portkey"}),
+        );
         state.store.append_audit(&event).await?;
     }
     state.refresh_caches().await;
-    Ok(Json(json!({"id": row.id, "slug": row.slug, "object": "virtual-key", "success": true})))
+    Ok(Json(
+        json!({"id": row.id, "slug": row.slug, "object": "virtual-key", "success": true}),
+    ))
 }
 
 pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(slug): Path<String>) -> ApiResult<Json<Value>> {
     let row = virtual_keys::find(&state, &ctx, &slug).await?;
     virtual_keys::delete(&state, &ctx.quiet(), &row).await?;
-    let event = ctx.audit("virtual_key.delete", "virtual_key", Some(&row.id), json!({"slug": row.slug, "via": "portkey"}));
+    let event = ctx.audit(
+        "virtual_key.delete",
+        "virtual_key",
+        Some(&row.id),
+        json!({"slug": row.slug, "via": "portkey"}),
+    );
     state.store.append_audit(&event).await?;
     state.refresh_caches().await;
     Ok(Json(json!({"success": true})))

@@ -367,7 +367,10 @@ pub async fn create(state: &AppState, ctx: &Ctx, input: CreateProviderKey) -> Ap
         Some(&row.id),
         json!({"name": row.name, "modelHub": row.hub}),
     );
-    let stored = state.store.create_provider_key(&row, &secrets, ctx.keep(&audit)).await?;
+    let stored = state
+        .store
+        .create_provider_key(&row, &secrets, ctx.keep(&audit))
+        .await?;
     Ok(stored)
 }
 

@@ -138,7 +138,12 @@ pub async fn update(
         }
     }
     if both {
-        let event = ctx.audit("provider_key.update", "provider_key", Some(&row.id), json!({"name": row.name, "changed": ["modify", "name"], "via": "vijil"}));
+        let event = ctx.audit(
+            "provider_key.update",
+            "provider_key",
+            Some(&row.id),
+            json!({"name": row.name, "changed": ["modify", "name"], "via": "vijil"}),
+        );
         state.store.append_audit(&event).await?;
     }
     state.refresh_caches().await;

@@ -98,7 +98,11 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    let audit = Ctx { workspace: ctx.principal.workspace.clone(), ..ctx }.audit("workspace.create", "workspace", Some(&id), json!({"name": body.name}));
+    let audit = Ctx {
+        workspace: ctx.principal.workspace.clone(),
+        ..ctx
+    }
+    .audit("workspace.create", "workspace", Some(&id), json!({"name": body.name}));
     state.store.create_workspace(&row, Some(&audit)).await?;
     Ok((StatusCode::CREATED, Json(json!({"success": true, "data": view(&row)}))))
 }
@@ -127,7 +131,11 @@ pub async fn rename(
     visible(&state, &ctx, &id).await?;
     org_only(&ctx)?;
     check_name(&body.name)?;
-    let audit = Ctx { workspace: ctx.principal.workspace.clone(), ..ctx }.audit("workspace.rename", "workspace", Some(&id), json!({"name": body.name}));
+    let audit = Ctx {
+        workspace: ctx.principal.workspace.clone(),
+        ..ctx
+    }
+    .audit("workspace.rename", "workspace", Some(&id), json!({"name": body.name}));
     let row = state
         .store
         .rename_workspace(&id, &body.name, now_ms(), Some(&audit))
@@ -141,7 +149,11 @@ pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Stri
     if id == keygate_types::DEFAULT_WORKSPACE {
         return Err(ApiError::conflict("the default workspace cannot be deleted"));
     }
-    let audit = Ctx { workspace: ctx.principal.workspace.clone(), ..ctx }.audit("workspace.delete", "workspace", Some(&id), json!({}));
+    let audit = Ctx {
+        workspace: ctx.principal.workspace.clone(),
+        ..ctx
+    }
+    .audit("workspace.delete", "workspace", Some(&id), json!({}));
     state.store.delete_workspace(&id, Some(&audit)).await?;
     Ok(Json(json!({"success": true})))
 }

@@ -670,3 +670,23 @@ async fn bogus_upstream_usage_is_not_trusted() {
     assert_eq!(rec["estimated"], true, "{rec}");
     assert!(rec["promptTokens"].as_i64().unwrap() >= 0);
 }
+
+#[tokio::test]
+async fn metrics_count_requests_without_key_ids() {
+    keygate_api::metrics::install();
+    let g = start().await;
+    let slug = g.vk("m", "openai", json!({}), json!({})).await;
+    assert_eq!(g.chat(&slug, chat_body()).await.0, 200);
+    let text = g
+        .http
+        .get(format!("{}/metrics", g.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("keygate_gateway_requests_total"), "{text}");
+    assert!(text.contains("endpoint=\"chat\""), "{text}");
+    assert!(!text.contains(&slug) && !text.contains("vk_") && !text.contains(SECRET));
+}

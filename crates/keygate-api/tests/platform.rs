@@ -590,7 +590,11 @@ async fn every_route_with_an_id_hides_other_workspaces() {
     let mut checked = 0;
     for spec in table.specs() {
         // UI pages (sessions, HTML) have their own isolation tests.
-        if !spec.path.contains('{') || spec.path.contains("{*") || spec.role == Role::Public || spec.path.starts_with("/ui") {
+        if !spec.path.contains('{')
+            || spec.path.contains("{*")
+            || spec.role == Role::Public
+            || spec.path.starts_with("/ui")
+        {
             continue;
         }
         let ids: Vec<String> = if spec.path.contains("{name}") {
@@ -753,12 +757,21 @@ async fn workspaces_lifecycle() {
 
 async fn audit_total(p: &P) -> i64 {
     let mut total = 0;
-    let (list, _) = p.state.store.list_workspaces(keygate_store::Page { page: 1, limit: 500 }).await.unwrap();
+    let (list, _) = p
+        .state
+        .store
+        .list_workspaces(keygate_store::Page { page: 1, limit: 500 })
+        .await
+        .unwrap();
     for ws in list {
         let (_, n) = p
             .state
             .store
-            .list_audit(&ws.id, &keygate_store::AuditFilter::default(), keygate_store::Page { page: 1, limit: 1 })
+            .list_audit(
+                &ws.id,
+                &keygate_store::AuditFilter::default(),
+                keygate_store::Page { page: 1, limit: 1 },
+            )
             .await
             .unwrap();
         total += n;
@@ -774,34 +787,126 @@ async fn every_mutating_route_writes_exactly_one_audit_event() {
     let address = Address::from_private_key(&key).unwrap().to_lower_hex();
     // (method, route as declared, concrete path, body)
     let steps: Vec<(&str, &str, String, Option<Value>)> = vec![
-        ("POST", "/api/v1/workspaces", "/api/v1/workspaces".into(), Some(json!({"id":"audit-ws","name":"A"}))),
-        ("PATCH", "/api/v1/workspaces/{id}", "/api/v1/workspaces/audit-ws".into(), Some(json!({"name":"B"}))),
-        ("DELETE", "/api/v1/workspaces/{id}", "/api/v1/workspaces/audit-ws".into(), None),
-        ("POST", "/api/v1/provider_keys", "/api/v1/provider_keys".into(), Some(json!({"name":"a","modelHub":"openai","apiKey":"sk-audit-000000000000"}))),
-        ("PATCH", "/api/v1/provider_keys/{name}", "/api/v1/provider_keys/a".into(), Some(json!({"private":true}))),
-        ("POST", "/api/v1/provider_keys/{name}/rename", "/api/v1/provider_keys/a/rename".into(), Some(json!({"newName":"b"}))),
-        ("POST", "/api/v1/virtual_keys", "/api/v1/virtual_keys".into(), Some(json!({"name":"v","slug":"v","providerKey":"b"}))),
-        ("PATCH", "/api/v1/virtual_keys/{slug}", "/api/v1/virtual_keys/v".into(), Some(json!({"note":"n"}))),
-        ("DELETE", "/api/v1/virtual_keys/{slug}", "/api/v1/virtual_keys/v".into(), None),
-        ("DELETE", "/api/v1/provider_keys/{name}", "/api/v1/provider_keys/b".into(), None),
-        ("POST", "/v1/api-keys", "/v1/api-keys".into(), Some(json!({"name":"vj","hub":"openai","rate_limit_per_interval":60,"rate_limit_interval":10,"value":"sk-vijil-00000000000","url":null}))),
-        ("POST", "/v1/virtual-keys", "/v1/virtual-keys".into(), Some(json!({"name":"pk","provider":"openai","key":"sk-portkey-000000000","slug":"pk-audit"}))),
-        ("PUT", "/v1/virtual-keys/{slug}", "/v1/virtual-keys/pk-audit".into(), Some(json!({"name":"pk2","key":"sk-portkey-111111111","usage_limits":{"credit_limit":5}}))),
-        ("DELETE", "/v1/virtual-keys/{slug}", "/v1/virtual-keys/pk-audit".into(), None),
-        ("POST", "/api/v1/wallets", "/api/v1/wallets".into(), Some(json!({"address": address}))),
-        ("POST", "/api/v1/api_keys", "/api/v1/api_keys".into(), Some(json!({"apiKeyType":"INFERENCE","description":"audited"}))),
+        (
+            "POST",
+            "/api/v1/workspaces",
+            "/api/v1/workspaces".into(),
+            Some(json!({"id":"audit-ws","name":"A"})),
+        ),
+        (
+            "PATCH",
+            "/api/v1/workspaces/{id}",
+            "/api/v1/workspaces/audit-ws".into(),
+            Some(json!({"name":"B"})),
+        ),
+        (
+            "DELETE",
+            "/api/v1/workspaces/{id}",
+            "/api/v1/workspaces/audit-ws".into(),
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/provider_keys",
+            "/api/v1/provider_keys".into(),
+            Some(json!({"name":"a","modelHub":"openai","apiKey":"sk-audit-000000000000"})),
+        ),
+        (
+            "PATCH",
+            "/api/v1/provider_keys/{name}",
+            "/api/v1/provider_keys/a".into(),
+            Some(json!({"private":true})),
+        ),
+        (
+            "POST",
+            "/api/v1/provider_keys/{name}/rename",
+            "/api/v1/provider_keys/a/rename".into(),
+            Some(json!({"newName":"b"})),
+        ),
+        (
+            "POST",
+            "/api/v1/virtual_keys",
+            "/api/v1/virtual_keys".into(),
+            Some(json!({"name":"v","slug":"v","providerKey":"b"})),
+        ),
+        (
+            "PATCH",
+            "/api/v1/virtual_keys/{slug}",
+            "/api/v1/virtual_keys/v".into(),
+            Some(json!({"note":"n"})),
+        ),
+        (
+            "DELETE",
+            "/api/v1/virtual_keys/{slug}",
+            "/api/v1/virtual_keys/v".into(),
+            None,
+        ),
+        (
+            "DELETE",
+            "/api/v1/provider_keys/{name}",
+            "/api/v1/provider_keys/b".into(),
+            None,
+        ),
+        (
+            "POST",
+            "/v1/api-keys",
+            "/v1/api-keys".into(),
+            Some(
+                json!({"name":"vj","hub":"openai","rate_limit_per_interval":60,"rate_limit_interval":10,"value":"sk-vijil-00000000000","url":null}),
+            ),
+        ),
+        (
+            "POST",
+            "/v1/virtual-keys",
+            "/v1/virtual-keys".into(),
+            Some(json!({"name":"pk","provider":"openai","key":"sk-portkey-000000000","slug":"pk-audit"})),
+        ),
+        (
+            "PUT",
+            "/v1/virtual-keys/{slug}",
+            "/v1/virtual-keys/pk-audit".into(),
+            Some(json!({"name":"pk2","key":"sk-portkey-111111111","usage_limits":{"credit_limit":5}})),
+        ),
+        (
+            "DELETE",
+            "/v1/virtual-keys/{slug}",
+            "/v1/virtual-keys/pk-audit".into(),
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/wallets",
+            "/api/v1/wallets".into(),
+            Some(json!({"address": address})),
+        ),
+        (
+            "POST",
+            "/api/v1/api_keys",
+            "/api/v1/api_keys".into(),
+            Some(json!({"apiKeyType":"INFERENCE","description":"audited"})),
+        ),
     ];
     for (method, route, path, body) in steps {
         let before = audit_total(&p).await;
         let (s, v) = p.call(method, &path, &p.org, body).await;
         assert!(s < 300, "{method} {path}: {s} {v}");
-        assert_eq!(audit_total(&p).await - before, 1, "{method} {route} must write exactly one audit event");
+        assert_eq!(
+            audit_total(&p).await - before,
+            1,
+            "{method} {route} must write exactly one audit event"
+        );
         covered.push((method.into(), route.into()));
     }
     // The Vijil key by id: PUT (modify and rename at once) and DELETE.
     let (_, list) = p.call("GET", "/v1/api-keys", &p.org, None).await;
     let vj = list[0]["id"].as_str().unwrap().to_string();
-    for (method, body) in [("PUT", Some(json!({"name":"vj2","hub":"openai","value":"sk-vijil-22222222222"}))), ("DELETE", None)] {
+    for (method, body) in [
+        (
+            "PUT",
+            Some(json!({"name":"vj2","hub":"openai","value":"sk-vijil-22222222222"})),
+        ),
+        ("DELETE", None),
+    ] {
         let before = audit_total(&p).await;
         let (s, v) = p.call(method, &format!("/v1/api-keys/{vj}"), &p.org, body).await;
         assert!(s < 300, "{v}");
@@ -810,12 +915,35 @@ async fn every_mutating_route_writes_exactly_one_audit_event() {
     }
     // Platform keys by id and in the body.
     let (_, keys) = p.call("GET", "/api/v1/api_keys", &p.org, None).await;
-    let id = keys["data"].as_array().unwrap().iter().find(|k| k["description"] == "audited").unwrap()["id"].as_str().unwrap().to_string();
+    let id = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["description"] == "audited")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for (method, route, path, body) in [
-        ("PATCH", "/api/v1/api_keys", "/api/v1/api_keys".to_string(), Some(json!({"id": id, "description": "x"}))),
-        ("POST", "/api/v1/api_keys/{id}/rotate", format!("/api/v1/api_keys/{id}/rotate"), Some(json!({}))),
+        (
+            "PATCH",
+            "/api/v1/api_keys",
+            "/api/v1/api_keys".to_string(),
+            Some(json!({"id": id, "description": "x"})),
+        ),
+        (
+            "POST",
+            "/api/v1/api_keys/{id}/rotate",
+            format!("/api/v1/api_keys/{id}/rotate"),
+            Some(json!({})),
+        ),
         ("DELETE", "/api/v1/api_keys", format!("/api/v1/api_keys?id={id}"), None),
-        ("DELETE", "/api/v1/wallets/{address}", format!("/api/v1/wallets/{address}"), None),
+        (
+            "DELETE",
+            "/api/v1/wallets/{address}",
+            format!("/api/v1/wallets/{address}"),
+            None,
+        ),
     ] {
         let before = audit_total(&p).await;
         let (s, v) = p.call(method, &path, &p.org, body).await;
@@ -824,13 +952,19 @@ async fn every_mutating_route_writes_exactly_one_audit_event() {
         covered.push((method.into(), route.into()));
     }
     // Wallet sign-in creates a key: one event, in the wallet's workspace.
-    p.call("POST", "/api/v1/wallets", &p.org, Some(json!({"address": address}))).await;
+    p.call("POST", "/api/v1/wallets", &p.org, Some(json!({"address": address})))
+        .await;
     let (_, t) = p.call("GET", "/api/v1/api_keys/generate_web3_key", "", None).await;
     let token = t["data"]["token"].as_str().unwrap().to_string();
     let sig = personal_sign(&key, token.as_bytes()).unwrap();
     let before = audit_total(&p).await;
     let (s, _) = p
-        .call("POST", "/api/v1/api_keys/generate_web3_key", "", Some(json!({"apiKeyType":"INFERENCE","address":address,"signature":sig,"token":token})))
+        .call(
+            "POST",
+            "/api/v1/api_keys/generate_web3_key",
+            "",
+            Some(json!({"apiKeyType":"INFERENCE","address":address,"signature":sig,"token":token})),
+        )
         .await;
     assert_eq!(s, 201);
     assert_eq!(audit_total(&p).await - before, 1);

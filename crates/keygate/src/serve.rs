@@ -108,6 +108,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: config.data_dir.clone(),
         database_url: config.database_url.clone(),
     };
+    keygate_api::metrics::install();
     let store = crate::tools::open_store(&store_args).await?;
     let (key, source) = master_key_for(&config.data_dir, true)?;
     let vault = VaultService::bootstrap(store.as_ref(), key).await?;
