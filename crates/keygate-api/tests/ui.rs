@@ -419,6 +419,23 @@ async fn forms_need_the_session_token_and_this_origin() {
         .body(body);
     let page = b.send(req).await;
     assert_eq!(page.status, 303, "{}", page.body);
+    // Under `Referrer-Policy: no-referrer` a browser's own form says `Origin: null`, with
+    // `Sec-Fetch-Site: same-origin` (which no page can forge): accepted.
+    let mut f = fields("");
+    f[0].1 = &csrf;
+    f[1].1 = "csrf-key-2";
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&f)
+        .finish();
+    let req = b
+        .http
+        .post(format!("{}/ui/keys/new", g.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin")
+        .body(body);
+    let page = b.send(req).await;
+    assert_eq!(page.status, 303, "{}", page.body);
     // The sign-in form has its own token (double submit).
     let mut fresh = Browser::new(&g);
     let page = fresh.post("/ui/login", &[("key", &g.admin)]).await;

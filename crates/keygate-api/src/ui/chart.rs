@@ -36,11 +36,21 @@ fn short(s: &str, n: usize) -> String {
     }
 }
 
+/// A column's axis label: `MM-DD` for a date, else the label shortened.
+fn tick(label: &str) -> String {
+    let b = label.as_bytes();
+    if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
+        label[5..].to_string()
+    } else {
+        short(label, 8)
+    }
+}
+
 /// Vertical columns (a time series). `fmt` writes an axis value.
 pub fn columns(id: &str, title: &str, class: &str, bars: &[Bar], fmt: &dyn Fn(f64) -> String) -> String {
-    const W: f64 = 720.0;
-    const H: f64 = 220.0;
-    const LEFT: f64 = 64.0;
+    const W: f64 = 520.0;
+    const H: f64 = 210.0;
+    const LEFT: f64 = 80.0;
     const BOTTOM: f64 = 24.0;
     const TOP: f64 = 10.0;
     let plot_w = W - LEFT - 8.0;
@@ -75,7 +85,7 @@ pub fn columns(id: &str, title: &str, class: &str, bars: &[Bar], fmt: &dyn Fn(f6
     let n = bars.len().max(1) as f64;
     let slot = plot_w / n;
     let bw = (slot * 0.7).max(1.0);
-    let every = (bars.len() / 8).max(1);
+    let every = bars.len().div_ceil(7).max(1);
     for (i, b) in bars.iter().enumerate() {
         let h = if max > 0.0 {
             (b.value / max).clamp(0.0, 1.0) * plot_h
@@ -97,7 +107,7 @@ pub fn columns(id: &str, title: &str, class: &str, bars: &[Bar], fmt: &dyn Fn(f6
                 r#"<text class="axis" x="{cx:.1}" y="{ly:.1}" text-anchor="middle">{l}</text>"#,
                 cx = x + bw / 2.0,
                 ly = H - 6.0,
-                l = E(&short(&b.label, 10)),
+                l = E(&tick(&b.label)),
             );
         }
     }
@@ -107,10 +117,10 @@ pub fn columns(id: &str, title: &str, class: &str, bars: &[Bar], fmt: &dyn Fn(f6
 
 /// Horizontal bars (a breakdown by model or key), largest first as given.
 pub fn rows(id: &str, title: &str, class: &str, bars: &[Bar]) -> String {
-    const W: f64 = 720.0;
+    const W: f64 = 520.0;
     const ROW: f64 = 26.0;
-    const LABEL: f64 = 200.0;
-    const VALUE: f64 = 110.0;
+    const LABEL: f64 = 150.0;
+    const VALUE: f64 = 90.0;
     let h = (ROW * bars.len().max(1) as f64 + 8.0).max(40.0);
     let max = bars.iter().map(|b| b.value).fold(0.0, f64::max);
     let plot_w = W - LABEL - VALUE - 8.0;
@@ -140,7 +150,7 @@ pub fn rows(id: &str, title: &str, class: &str, bars: &[Bar]) -> String {
             lx = LABEL - 8.0,
             ty = y + 13.0,
             by = y + 1.0,
-            ls = E(&short(&b.label, 28)),
+            ls = E(&short(&b.label, 20)),
             l = E(&b.label),
             s = E(&b.shown),
             vx = LABEL + plot_w + 8.0,

@@ -19,6 +19,9 @@ use crate::state::AppState;
 
 const PER_PAGE: u32 = 25;
 
+/// A small lock: the value is stored sealed by the vault.
+const LOCK: &str = r#" <svg class="lock" viewBox="0 0 16 16" role="img" aria-label="stored encrypted"><title>stored encrypted</title><rect x="3" y="7" width="10" height="7" rx="1.5"/><path d="M5.5 7V5a2.5 2.5 0 0 1 5 0v2"/></svg>"#;
+
 /// A hub-specific setting as the form shows it.
 struct HubField {
     name: &'static str,
@@ -364,11 +367,7 @@ fn hub_fieldsets(selected: &str, values: &BTreeMap<String, String>, only: Option
                 wide = if fd.textarea { " wide" } else { "" },
                 id = E(&id),
                 label = E(fd.label),
-                lock = if fd.secret {
-                    r#" <span class="lock" title="sealed like the key">🔒</span>"#
-                } else {
-                    ""
-                },
+                lock = if fd.secret { LOCK } else { "" },
                 help = if help.is_empty() {
                     String::new()
                 } else {
@@ -393,16 +392,17 @@ fn new_form_html(ui: &Ui, d: &Draft) -> String {
 <div class="grid">
 {name}
 <label class="field" for="hub"><span>Model hub</span>{hub_select}<small class="help">Hub-specific settings appear below for the chosen hub.</small></label>
-<label class="field wide" for="f-api_key"><span>API key <span class="lock" title="stored encrypted">🔒</span></span><input type="password" id="f-api_key" name="api_key" autocomplete="new-password" spellcheck="false"><small class="help">Stored encrypted, never shown again (only its last 4 characters). Vertex, Bedrock and DigitalOcean agents use the settings below instead.</small></label>
+<label class="field wide" for="f-api_key"><span>API key {lock}</span><input type="password" id="f-api_key" name="api_key" autocomplete="new-password" spellcheck="false"><small class="help">Stored encrypted, never shown again (only its last 4 characters). Vertex, Bedrock and DigitalOcean agents use the settings below instead.</small></label>
 {base_url}
 {rl_per}
 {rl_interval}
-<label class="check"><input type="checkbox" name="private" value="1"{private}> Private provider (for <code>modelPrivacy</code> checks)</label>
+<label class="check"><input type="checkbox" name="private" value="1"{private}><span>Private provider (for <code>modelPrivacy</code> checks)</span></label>
 </div>
 {hub_fields}
 <div class="form-actions"><button type="submit" class="btn btn-primary" id="save-key">Add key</button> <a class="btn btn-ghost" href="/ui/keys">Cancel</a></div>
 </form>"#,
         csrf = html::csrf_field(&ui.csrf),
+        lock = LOCK,
         name = html::field(
             "Name",
             "name",
@@ -580,7 +580,7 @@ async fn edit_html(state: &AppState, ui: &Ui, row: &ProviderKeyRow) -> String {
   </form>
   <h2>Rotate the secret</h2>
   <form method="post" action="/ui/keys/{id}/rotate" class="stack" id="rotate-form" autocomplete="off">{csrf}
-    <label class="field" for="f-rotate-key"><span>New API key 🔒</span><input type="password" id="f-rotate-key" name="api_key" required autocomplete="new-password" spellcheck="false"></label>
+    <label class="field" for="f-rotate-key"><span>New API key {lock}</span><input type="password" id="f-rotate-key" name="api_key" required autocomplete="new-password" spellcheck="false"></label>
     <label class="field" for="f-grace"><span>Keep the old secret valid for (seconds)</span><input type="number" id="f-grace" name="grace_period_seconds" min="0" value="0"><small class="help">so requests in flight finish; 0 ends it now</small></label>
     <button type="submit" class="btn" id="rotate-key">Rotate</button>
   </form>
@@ -592,7 +592,7 @@ async fn edit_html(state: &AppState, ui: &Ui, row: &ProviderKeyRow) -> String {
 {base_url}
 {rl_per}
 {rl_interval}
-<label class="check"><input type="checkbox" name="private" value="1"{private_checked}> Private provider</label>
+<label class="check"><input type="checkbox" name="private" value="1"{private_checked}><span>Private provider</span></label>
 </div>
 {hub_fields}
 <div class="form-actions"><button type="submit" class="btn btn-primary" id="save-settings">Save settings</button> <a class="btn btn-ghost" href="/ui/keys">Back to keys</a></div>
@@ -615,6 +615,7 @@ async fn edit_html(state: &AppState, ui: &Ui, row: &ProviderKeyRow) -> String {
         updated = html::when(Some(row.updated_at)),
         used = html::when(row.last_used_at),
         csrf = html::csrf_field(&ui.csrf),
+        lock = LOCK,
         base_url = html::field(
             "Base URL",
             "base_url",

@@ -338,13 +338,19 @@ fn origin_refusal(headers: &HeaderMap) -> Option<Response> {
             "This form did not come from keygate's own pages, so it was not accepted.",
         ))
     };
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if let Some(site) = site {
         if !matches!(site, "same-origin" | "none") {
             return refuse();
         }
     }
     if let Some(origin) = headers.get(http::header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("null");
+        // Under `Referrer-Policy: no-referrer` a browser sends `Origin: null` with its own
+        // forms; then `Sec-Fetch-Site` (which pages cannot set) must say same-origin.
+        if origin == "null" {
+            return if site == Some("same-origin") { None } else { refuse() };
+        }
         let host = headers
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok())

@@ -105,15 +105,18 @@ fn tokens_of(t: &UsageTotals) -> i64 {
 }
 
 fn usd_axis(v: f64) -> String {
-    if v == 0.0 {
-        "$0".into()
-    } else if v < 0.01 {
-        format!("${v:.4}")
-    } else if v < 10.0 {
-        format!("${v:.2}")
-    } else {
-        format!("${v:.0}")
+    if v <= 0.0 {
+        return "$0".into();
     }
+    // Two significant digits at least, two decimals at least.
+    let decimals = ((-v.log10()).ceil() as i64 + 1).clamp(2, 9) as usize;
+    let s = format!("{v:.decimals$}");
+    let (whole, frac) = s.split_once('.').unwrap_or((&s, ""));
+    let mut frac = frac.trim_end_matches('0').to_string();
+    while frac.len() < 2 {
+        frac.push('0');
+    }
+    format!("${whole}.{frac}")
 }
 
 fn tokens_axis(v: f64) -> String {
@@ -363,6 +366,21 @@ pub async fn page(State(state): State<AppState>, ui: Ui, q: Params) -> Response 
     match error {
         Some(e) => ui.page_with(e.status, Nav::Usage, "Usage", Some(Flash::Error(&e.message)), &body),
         None => ui.page(Nav::Usage, "Usage", &body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axis_labels() {
+        assert_eq!(usd_axis(0.0), "$0");
+        assert_eq!(usd_axis(0.0001), "$0.0001");
+        assert_eq!(usd_axis(0.000025), "$0.000025");
+        assert_eq!(usd_axis(2.5), "$2.50");
+        assert_eq!(usd_axis(50.0), "$50.00");
+        assert_eq!(tokens_axis(12_500.0), "12.5k");
     }
 }
 
