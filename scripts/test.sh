@@ -5,6 +5,7 @@
 #   3. a Python venv at .venv with tests/python/requirements.txt, reinstalled only when that
 #      file (or the interpreter) changed
 #   4. pytest tests/python against the binary from step 1 (KEYGATE_BIN)
+#   5. the web UI's browser tests (tests/ui: npm ci when needed, then node --test in headless Chromium)
 # Extra arguments go to pytest, e.g. `scripts/test.sh -k vijil -x`.
 # Exits non-zero as soon as any step fails.
 set -euo pipefail
@@ -46,4 +47,15 @@ fi
 
 step "pytest tests/python"
 export KEYGATE_BIN="$target_dir/debug/keygate"
-exec "$VENV/bin/python" -m pytest -q tests/python "$@"
+"$VENV/bin/python" -m pytest -q tests/python "$@"
+
+# The web UI in headless Chromium (Debian's chromium, driven by playwright-core). Needs Node.js
+# and /usr/bin/chromium (.ci/run installs it when missing). Screenshots: target/ui-screenshots/.
+step "browser tests tests/ui"
+UI_DIR="$ROOT/tests/ui"
+if [[ ! -d "$UI_DIR/node_modules/playwright-core" ]] \
+    || [[ "$UI_DIR/package-lock.json" -nt "$UI_DIR/node_modules/.package-lock.json" ]]; then
+    (cd "$UI_DIR" && npm ci --no-audit --no-fund)
+fi
+export KEYGATE_MOCK_BIN="$target_dir/debug/keygate-mock"
+(cd "$UI_DIR" && node --test --test-concurrency=1 ui.test.mjs)
