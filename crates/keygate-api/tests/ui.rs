@@ -952,3 +952,111 @@ async fn api_keys_show_their_secret_once_and_virtual_keys_work() {
         .body
         .contains("Deleted virtual key UI key."));
 }
+
+#[tokio::test]
+async fn every_ui_route_with_an_id_hides_other_workspaces() {
+    use keygate_api::platform_keys::{create_platform_key, NewPlatformKey};
+    let g = start().await;
+    // Workspace default: a provider key, a virtual key, and the ADMIN key itself.
+    let slug = g.vk("iso", "openai", json!({}), json!({})).await;
+    let pk = g
+        .state
+        .store
+        .get_provider_key_by_name("default", "iso-pk")
+        .await
+        .unwrap();
+    let vk = g.state.store.get_virtual_key("default", &slug).await.unwrap();
+    let ak_id = g
+        .state
+        .auth
+        .authenticate(&g.admin, |k| g.state.vault.hash(k), now_ms())
+        .unwrap()
+        .id
+        .clone();
+    // An ADMIN of workspace team-b signs in.
+    let now = now_ms();
+    g.state
+        .store
+        .create_workspace(
+            &keygate_store::WorkspaceRow {
+                id: "team-b".into(),
+                name: "Team B".into(),
+                created_at: now,
+                updated_at: now,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let (_, b_key) = create_platform_key(
+        g.state.store.as_ref(),
+        &g.state.vault,
+        NewPlatformKey {
+            workspace: "team-b",
+            key_type: PlatformKeyType::Admin,
+            org_admin: false,
+            description: "b",
+            settings: KeySettings::default(),
+            expires_at: None,
+            created_by: None,
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    g.state.refresh_caches().await;
+    let mut b = Browser::new(&g);
+    assert_eq!(b.sign_in(b_key.expose()).await.status, 303);
+    let csrf = b.csrf().await;
+    // Lists show none of default's keys.
+    for path in ["/ui/keys", "/ui/virtual-keys", "/ui/api-keys", "/ui/audit"] {
+        let page = b.get(path).await;
+        assert_eq!(page.status, 200);
+        assert!(!page.body.contains("iso-pk") && !page.body.contains(&vk.slug), "{path}");
+        assert!(!page.body.contains(&ak_id), "{path}");
+    }
+    let table = keygate_api::routes(g.state.clone());
+    let mut checked = 0;
+    for spec in table.specs() {
+        if spec.role != Role::Session || !spec.path.contains("{id}") {
+            continue;
+        }
+        let id = if spec.path.starts_with("/ui/keys/") {
+            &pk.id
+        } else if spec.path.starts_with("/ui/virtual-keys/") {
+            &vk.id
+        } else {
+            &ak_id
+        };
+        let path = spec.path.replace("{id}", id);
+        let page = if spec.method == reqwest::Method::GET {
+            b.get(&path).await
+        } else {
+            b.post(
+                &path,
+                &[
+                    ("_csrf", &csrf),
+                    ("new_name", "stolen"),
+                    ("api_key", "sk-stolen-000000000000"),
+                    ("status", "disabled"),
+                    ("name", "stolen"),
+                ],
+            )
+            .await
+        };
+        assert_eq!(page.status, 404, "{} {path}: {}", spec.method, page.body);
+        assert!(page.body.contains("no such"), "{} {path}", spec.method);
+        checked += 1;
+    }
+    assert!(checked >= 14, "{checked}");
+    // Nothing of default's changed.
+    let same = g.state.store.get_provider_key("default", &pk.id).await.unwrap();
+    assert_eq!((same.name.as_str(), same.secret_version), ("iso-pk", 1));
+    let same = g.state.store.get_virtual_key("default", &vk.id).await.unwrap();
+    assert_eq!(same.status, "active");
+    assert!(g
+        .state
+        .auth
+        .authenticate(&g.admin, |k| g.state.vault.hash(k), now_ms())
+        .is_ok());
+}
