@@ -174,7 +174,7 @@ impl LimitEngine {
                     kind: Kind::Budget { expires_at_ms: expires },
                     limit,
                     // Soft mode: admitted while something is left; charged after.
-                    amount: if strict { amount } else { 1.min(amount.max(1)) },
+                    amount: if strict { amount } else { 1 },
                 },
                 measure,
                 scope,

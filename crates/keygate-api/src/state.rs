@@ -71,6 +71,7 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// The state; the caller spawns the meter's writer (see [`Meter::new`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
         vault: Arc<VaultService>,
