@@ -90,11 +90,7 @@ pub async fn rate_limits(State(state): State<AppState>, ui: Ui, q: Params) -> Re
     } else {
         body.push_str(r#"<div class="table-wrap"><table class="list" id="rate-limit-log"><thead><tr><th>Time</th><th>Limit</th><th>Owner</th><th class="num">Value</th><th>API key</th><th>Virtual key</th><th>Provider key</th><th>Model</th></tr></thead><tbody>"#);
         for e in &events {
-            let value = if e.limit_type.contains("USD") || e.limit_type.ends_with("BUDGET_USD") {
-                html::usd(e.limit_value)
-            } else {
-                html::int(e.limit_value)
-            };
+            let value = limit_value(&state, e);
             let _ = write!(
                 body,
                 r#"<tr><td data-label="Time">{t}</td><td data-label="Limit">{ty}</td><td data-label="Owner">{sc}</td><td class="num" data-label="Value">{v}</td><td data-label="API key">{ak}</td><td data-label="Virtual key">{vk}</td><td data-label="Provider key">{pk}</td><td data-label="Model">{m}</td></tr>"#,
@@ -118,6 +114,56 @@ pub async fn rate_limits(State(state): State<AppState>, ui: Ui, q: Params) -> Re
         ));
     }
     ui.page(Nav::RateLimits, "Rate-limit log", &body)
+}
+
+/// A refusal's limit as people read it: a budget in its own measure (found on the key that
+/// owns it), a rate limit as a count.
+fn limit_value(state: &AppState, e: &keygate_store::RateLimitEventRow) -> String {
+    let v = e.limit_value;
+    if e.limit_type != "BUDGET" {
+        return html::int(v);
+    }
+    let budget = match e.scope.as_str() {
+        "virtual_key" | "model" => e
+            .virtual_key_id
+            .as_deref()
+            .and_then(|id| state.runtime.virtual_key(id))
+            .map(|vk| {
+                let cfg = &vk.config;
+                let mut b = vec![cfg.budget.clone()];
+                b.extend(cfg.model_limits.values().map(|m| m.budget.clone()));
+                b
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let as_u = |x: Option<u64>| x.and_then(|x| i64::try_from(x).ok());
+    if budget.iter().any(|b| b.usd_nano == Some(v)) {
+        html::usd(v)
+    } else if budget.iter().any(|b| as_u(b.tokens) == Some(v)) {
+        format!("{} tokens", html::int(v))
+    } else if budget.iter().any(|b| as_u(b.requests) == Some(v)) {
+        format!("{} requests", html::int(v))
+    } else if e.scope == "api_key" {
+        let settings = e.platform_key_id.as_deref().and_then(|id| {
+            state
+                .auth
+                .principals()
+                .into_iter()
+                .find(|p| p.id == id)
+                .map(|p| p.settings.consumption_limit.clone())
+        });
+        match settings.and_then(|m| m.into_iter().find(|(_, lim)| *lim == v)) {
+            Some((c, _)) if c == "usd" => html::usd(v),
+            Some((c, _)) if c == "diem" || c == "vcu" => {
+                format!("{} {}", html::usd(v).trim_start_matches('$'), c.to_uppercase())
+            }
+            Some((c, _)) => format!("{} {c}", html::int(v)),
+            None => html::int(v),
+        }
+    } else {
+        html::int(v)
+    }
 }
 
 const ACTIONS: [&str; 15] = [

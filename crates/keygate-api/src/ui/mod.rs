@@ -54,7 +54,13 @@ pub fn security_headers(h: &mut HeaderMap) {
     }
 }
 
-async fn with_security_headers(req: Request, next: Next) -> Response {
+async fn with_security_headers(mut req: Request, next: Next) -> Response {
+    // A request that reached keygate's own TLS listener with its scheme (HTTP/2) is marked as
+    // a forwarded HTTPS request, so its cookies are Secure like those behind a TLS proxy.
+    if req.uri().scheme_str() == Some("https") && !req.headers().contains_key("x-forwarded-proto") {
+        req.headers_mut()
+            .insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    }
     let mut resp = next.run(req).await;
     security_headers(resp.headers_mut());
     resp
