@@ -369,6 +369,14 @@ pub async fn page(State(state): State<AppState>, ui: Ui, q: Params) -> Response 
     }
 }
 
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,13 +389,5 @@ mod tests {
         assert_eq!(usd_axis(2.5), "$2.50");
         assert_eq!(usd_axis(50.0), "$50.00");
         assert_eq!(tokens_axis(12_500.0), "12.5k");
-    }
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
     }
 }
