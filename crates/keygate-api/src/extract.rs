@@ -198,6 +198,23 @@ fn describe_json_error(path: &str, e: &serde_json::Error) -> String {
     }
 }
 
+/// The client's address (the socket peer). Requests built in process carry none: they count
+/// as `0.0.0.0` for throttling, and a key with an IP allow-list refuses them.
+pub struct ClientIp(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        Ok(ClientIp(ip))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,22 +247,5 @@ mod tests {
         assert!(e.message.contains("missing field `name`"), "{}", e.message);
         let e = parse_json::<Body>(br#"{"name":"sk-canary-1234""#).unwrap_err();
         assert!(e.message.contains("not valid JSON"), "{}", e.message);
-    }
-}
-
-/// The client's address (the socket peer). Requests built in process carry none: they count
-/// as `0.0.0.0` for throttling, and a key with an IP allow-list refuses them.
-pub struct ClientIp(pub std::net::IpAddr);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip())
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        Ok(ClientIp(ip))
     }
 }
