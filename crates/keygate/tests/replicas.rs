@@ -1,7 +1,7 @@
 //! Scale-out: several `keygate serve` replicas on one PostgreSQL and one Redis behave as one.
 //! Runs when `KEYGATE_TEST_DATABASE_URL` and `KEYGATE_TEST_REDIS_URL` are set (`.ci/run` sets
 //! both); skipped with a message otherwise.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::zombie_processes)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
