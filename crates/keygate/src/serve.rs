@@ -259,6 +259,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let server: tokio::task::JoinHandle<anyhow::Result<()>> = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
+            keygate_api::ui::session::set_serving_tls(true);
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
                 .context("cannot load the TLS certificate and key")?;

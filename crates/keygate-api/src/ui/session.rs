@@ -151,9 +151,16 @@ pub fn revoke(session: &Session) {
     set.insert(session.mac, session.expires_at);
 }
 
+static SERVING_TLS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Set by `keygate serve` when it terminates TLS itself: every UI cookie is then Secure.
+pub fn set_serving_tls(on: bool) {
+    SERVING_TLS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Whether the request reached keygate over TLS (directly or through a proxy that says so).
 pub fn is_secure(headers: &HeaderMap) -> bool {
-    if *FORCE_SECURE {
+    if *FORCE_SECURE || SERVING_TLS.load(std::sync::atomic::Ordering::Relaxed) {
         return true;
     }
     let proto = headers
