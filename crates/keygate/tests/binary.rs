@@ -1019,3 +1019,82 @@ fn tls_terminates_with_the_given_certificate() {
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("tls_cert and tls_key go together"));
 }
+
+#[test]
+fn online_master_key_rotation_under_load_fails_no_request() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(keygate_testkit::MockUpstream::start());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start(&data, &[]);
+    let admin = server.first_admin_key();
+    let url = server.url.clone();
+    let base = format!("{}/v1", mock.url());
+    for i in 0..20 {
+        let body = json!({"name": format!("k{i}"), "modelHub":"openai","apiKey": format!("sk-load-rotation-{i:06}"), "baseUrl": base, "rateLimitPerInterval": 1000000, "rateLimitInterval": 60});
+        assert_eq!(
+            call("POST", &format!("{url}/api/v1/provider_keys"), &admin, Some(body)).0,
+            201
+        );
+    }
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{url}/api/v1/virtual_keys"),
+            &admin,
+            Some(json!({"name":"v","slug":"v","providerKey":"k0"}))
+        )
+        .0,
+        201
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, url, admin) = (stop.clone(), url.clone(), admin.clone());
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            let (mut ok, mut failed) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let s = client
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(&admin)
+                    .header("x-keygate-virtual-key", "v")
+                    .json(&json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":4}))
+                    .send()
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                if s == 200 {
+                    ok += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new(BIN)
+        .args(["master-key", "rotate", "--quiet", "--data-dir"])
+        .arg(&data)
+        .env_remove("KEYGATE_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(ok > 10, "the load ran ({ok} requests)");
+    assert_eq!(failed, 0, "no request failed during the rotation");
+    server.stop();
+    // Restarted on the new key, the gateway still opens every secret.
+    let server = Server::start(&data, &[]);
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/chat/completions", server.url))
+        .bearer_auth(&admin)
+        .header("x-keygate-virtual-key", "v")
+        .json(&json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(mock.last_request().unwrap().bearer(), Some("sk-load-rotation-000000"));
+    server.stop();
+}
