@@ -283,6 +283,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             })
         }
         _ => {
+            // Without TCP_NODELAY every SSE frame after the first waits for the client's
+            // delayed ACK (about 40 ms per streamed answer).
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
             let server = axum::serve(listener, make).with_graceful_shutdown(async move {
                 wait_for_signal().await;
                 tracing::info!("shutting down: readiness is now 503, draining in-flight requests");
