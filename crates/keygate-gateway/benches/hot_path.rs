@@ -122,7 +122,7 @@ fn auth(c: &mut Criterion) {
     let hasher = KeyHasher::from_secret(&[7u8; 32]).unwrap();
     let mut by_hash = HashMap::new();
     let mut keys = Vec::new();
-    for i in 0..100_000 {
+    for i in 0..100_000u32 {
         let secret = PlatformSecret::generate(PlatformKeyType::Inference, &mut rng);
         let h = hasher.hash(secret.expose());
         by_hash.insert(
@@ -136,7 +136,7 @@ fn auth(c: &mut Criterion) {
                 valid_until: None,
             },
         );
-        if i % 1000 == 0 {
+        if i.is_multiple_of(1000) {
             keys.push(secret.expose().to_string());
         }
     }
