@@ -136,7 +136,7 @@ fn auth(c: &mut Criterion) {
                 valid_until: None,
             },
         );
-        if i.is_multiple_of(1000) {
+        if i % 1000 == 0 {
             keys.push(secret.expose().to_string());
         }
     }
