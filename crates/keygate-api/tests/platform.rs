@@ -986,3 +986,211 @@ async fn every_mutating_route_writes_exactly_one_audit_event() {
         }
     }
 }
+
+/// One credential of the route-role matrix.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Cred {
+    NoKey,
+    Malformed,
+    WrongChecksum,
+    Unknown,
+    Expired,
+    RotatedOut,
+    Inference,
+    OtherWorkspaceAdmin,
+    Admin,
+}
+
+/// The status DESIGN.md §4 and docs/security.md promise for a route of `role` called with `cred`:
+/// `Ok(n)` exactly `n`, `Err(())` "served": neither 401 nor 403 nor 5xx.
+fn documented(role: Role, method: &str, path: &str, has_id: bool, cred: Cred) -> Result<u16, ()> {
+    use Cred::*;
+    // Routes only an organisation admin may call; a workspace admin gets 403 (404 for another
+    // workspace's id, which it may not even see).
+    let org_only = path.starts_with("/api/v1/workspaces") && method != "GET";
+    match (role, cred) {
+        (Role::Public, _) => Err(()),
+        (_, NoKey | Malformed | WrongChecksum | Unknown | Expired | RotatedOut) => Ok(401),
+        (Role::Admin, Inference) => Ok(403),
+        (_, Inference) => Err(()),
+        (Role::Admin, OtherWorkspaceAdmin) if has_id => Ok(404),
+        (Role::Admin, OtherWorkspaceAdmin) if org_only => Ok(403),
+        (_, OtherWorkspaceAdmin) => Err(()),
+        (Role::Admin, Admin) if org_only => Ok(403),
+        (_, Admin) => Err(()),
+        (Role::Session, _) => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn every_route_answers_each_credential_as_documented() {
+    let p = start(settings()).await;
+    p.state
+        .store
+        .create_workspace(
+            &WorkspaceRow {
+                id: "team-b".into(),
+                name: "B".into(),
+                created_at: 1,
+                updated_at: 1,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    // Objects of the default workspace the id routes name.
+    let (s, pk) = p
+        .call(
+            "POST",
+            "/api/v1/provider_keys",
+            &p.org,
+            Some(json!({"name":"a-key","modelHub":"openai","apiKey":"sk-a-0000000000000"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let pk_id = pk["data"]["id"].as_str().unwrap().to_string();
+    let (_, vk) = p
+        .call(
+            "POST",
+            "/api/v1/virtual_keys",
+            &p.org,
+            Some(json!({"name":"a-vk","slug":"a-vk","providerKey":"a-key"})),
+        )
+        .await;
+    assert!(vk["data"]["id"].is_string(), "{vk}");
+    let (target_id, _) = p
+        .create(&p.org, json!({"apiKeyType":"INFERENCE","description":"t"}))
+        .await;
+    let wallet = Address::from_private_key(&[9; 32]).unwrap().to_lower_hex();
+    p.call("POST", "/api/v1/wallets", &p.org, Some(json!({"address": wallet})))
+        .await;
+
+    // The nine credentials.
+    let (_, admin) = p.create(&p.org, json!({"apiKeyType":"ADMIN","description":"a"})).await;
+    let (_, inference) = p
+        .create(&p.org, json!({"apiKeyType":"INFERENCE","description":"i"}))
+        .await;
+    let (_, other) = p
+        .create(
+            &p.org,
+            json!({"apiKeyType":"ADMIN","description":"b","workspace":"team-b"}),
+        )
+        .await;
+    let (_, expired) = p
+        .create(
+            &p.org,
+            json!({"apiKeyType":"ADMIN","description":"e","expiresAt":"2001-01-01"}),
+        )
+        .await;
+    let (rot_id, rotated_out) = p.create(&p.org, json!({"apiKeyType":"ADMIN","description":"r"})).await;
+    let (s, _) = p
+        .call("POST", &format!("/api/v1/api_keys/{rot_id}/rotate"), &p.org, None)
+        .await;
+    assert_eq!(s, 200);
+    let unknown = keygate_types::PlatformSecret::generate(PlatformKeyType::Admin, &mut rand::rngs::OsRng)
+        .expose()
+        .to_string();
+    let mut wrong_checksum = admin.clone();
+    let last = wrong_checksum.pop().unwrap();
+    wrong_checksum.push(if last == 'a' { 'b' } else { 'a' });
+    let creds: [(Cred, &str); 9] = [
+        (Cred::NoKey, ""),
+        (Cred::Malformed, "kg_adm_short"),
+        (Cred::WrongChecksum, &wrong_checksum),
+        (Cred::Unknown, &unknown),
+        (Cred::Expired, &expired),
+        (Cred::RotatedOut, &rotated_out),
+        (Cred::Inference, &inference),
+        (Cred::OtherWorkspaceAdmin, &other),
+        // Last on each route: the one call that may change what the route names.
+        (Cred::Admin, &admin),
+    ];
+
+    let table = keygate_api::routes(p.state.clone());
+    let mut specs: Vec<_> = table
+        .specs()
+        .iter()
+        .filter(|s| s.role != Role::Session && !s.path.starts_with("/ui"))
+        .cloned()
+        .collect();
+    assert!(specs.len() >= 40, "{}", specs.len());
+    // Deletions last, so every other route still finds what it names.
+    specs.sort_by_key(|s| s.method == axum::http::Method::DELETE);
+    let mut failures = Vec::new();
+    let mut calls = 0;
+    for spec in &specs {
+        let has_id = spec.path.contains('{') && !spec.path.contains("{*");
+        let id = if spec.path.contains("{name}") {
+            "a-key".to_string()
+        } else if spec.path.contains("{slug}") {
+            "a-vk".to_string()
+        } else if spec.path.contains("{address}") {
+            wallet.clone()
+        } else if spec.path.starts_with("/api/v1/workspaces") {
+            "default".to_string()
+        } else if spec.path.starts_with("/v1/api-keys") {
+            pk_id.clone()
+        } else {
+            target_id.clone()
+        };
+        let path = spec
+            .path
+            .replace("{name}", &id)
+            .replace("{slug}", &id)
+            .replace("{address}", &id)
+            .replace("{id}", &id)
+            .replace("{*path}", "files/file-abc");
+        // A body each route accepts, so only the credential can be what is refused.
+        let body = match (spec.method.as_str(), spec.path) {
+            ("PATCH", "/api/v1/provider_keys/{name}") => Some(json!({"private": true})),
+            ("POST", "/api/v1/provider_keys/{name}/rename") => Some(json!({"newName": "renamed"})),
+            ("PATCH", "/api/v1/virtual_keys/{slug}") => Some(json!({"note": "x"})),
+            ("POST", "/api/v1/workspaces") => Some(json!({"id": "made-here", "name": "Made"})),
+            ("PATCH" | "PUT", p) if p.contains('{') && !p.contains("{*") => Some(json!({"name": "renamed"})),
+            ("GET" | "DELETE", _) => None,
+            _ => Some(json!({})),
+        };
+        for (cred, secret) in &creds {
+            let mut req = p.http.request(spec.method.clone(), format!("{}{path}", p.url));
+            if !secret.is_empty() {
+                req = req.bearer_auth(secret);
+            }
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            calls += 1;
+            let want = documented(spec.role, spec.method.as_str(), spec.path, has_id, *cred);
+            let ok = match want {
+                Ok(n) => status == n,
+                Err(()) => status != 401 && status != 403 && status < 500,
+            };
+            eprintln!(
+                "{:>6} {:<45} {:<20} -> {status}",
+                spec.method,
+                spec.path,
+                format!("{cred:?}")
+            );
+            if !ok {
+                failures.push(format!(
+                    "{} {} as {cred:?}: {status}, documented {want:?}: {}",
+                    spec.method,
+                    spec.path,
+                    body.chars().take(160).collect::<String>()
+                ));
+            }
+            if status == 401 {
+                assert!(body.contains("invalid_api_key") || body.contains("\"error\""), "{body}");
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(calls >= 360, "{calls}");
+}
