@@ -798,6 +798,16 @@ async fn attempt(
         Ok(Ok(r)) => r,
     };
     let status = resp.status();
+    if status.is_redirection() {
+        // Redirects are never followed (a hub could point keygate at an internal address), and
+        // the client is not sent on with its own key either.
+        guard.finish(502, Some("upstream_redirect"));
+        return Attempt::Done(error_response(gw_error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            format!("the upstream answered a redirect ({status}), which keygate does not follow"),
+        )));
+    }
     if !status.is_success() {
         if retryable(status) {
             let retry_after_ms = resp
@@ -905,7 +915,12 @@ fn upstream_body(state: &AppState, call: &Call, plan: &Plan) -> Result<(Option<B
 }
 
 async fn read_limited(resp: reqwest::Response, cap: usize) -> Result<Bytes, &'static str> {
-    let mut out = Vec::new();
+    // A declared length over the cap is refused before a byte is read.
+    let declared = resp.content_length().unwrap_or(0);
+    if declared > cap as u64 {
+        return Err("upstream_too_large");
+    }
+    let mut out = Vec::with_capacity(declared as usize);
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| "upstream_error")?;

@@ -690,3 +690,198 @@ async fn metrics_count_requests_without_key_ids() {
     assert!(text.contains("endpoint=\"chat\""), "{text}");
     assert!(!text.contains(&slug) && !text.contains("vk_") && !text.contains(SECRET));
 }
+
+/// A streamed chat through `slug`; the status and the `data:` payloads.
+async fn stream_chat(g: &G, slug: &str) -> (u16, Vec<String>) {
+    let mut body = chat_body();
+    body["stream"] = json!(true);
+    let resp = g
+        .post("/v1/chat/completions", body)
+        .header("x-keygate-virtual-key", slug)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, sse(resp).await)
+}
+
+#[tokio::test]
+async fn upstream_redirects_are_never_followed() {
+    let g = start().await;
+    let elsewhere = keygate_testkit::MockUpstream::start().await;
+    let slug = g.vk("redir", "openai", json!({}), json!({})).await;
+    for (status, location) in [
+        (307, format!("{}/v1/chat/completions", elsewhere.url())),
+        (302, "http://169.254.169.254/latest/meta-data/".to_string()),
+        (308, format!("{}/v1/chat/completions", elsewhere.url())),
+    ] {
+        g.mock.push_fault(Fault::Redirect { status, location });
+        let (s, v, h) = g.chat(&slug, chat_body()).await;
+        assert_eq!(s, 502, "{status}: {v}");
+        assert_eq!(v["error"]["code"], "upstream_error");
+        assert!(v["error"]["message"].as_str().unwrap().contains("redirect"), "{v}");
+        assert!(h.get("location").is_none(), "the client is not sent on either");
+    }
+    // The passthrough route follows no redirect either.
+    g.mock.push_fault(Fault::Redirect {
+        status: 301,
+        location: format!("{}/v1/files", elsewhere.url()),
+    });
+    let resp = g
+        .http
+        .get(format!("{}/v1/files", g.url))
+        .bearer_auth(&g.inference)
+        .header("x-keygate-virtual-key", &slug)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(elsewhere.calls(), 0, "nothing reached the redirect's target");
+    let (_, recs) = g.admin("GET", "/api/v1/usage/records", None).await;
+    assert_eq!(recs["data"][0]["status"], 502, "{recs}");
+}
+
+/// This machine's host name when it resolves only to loopback or private addresses (as in
+/// `/etc/hosts` on most Linux machines): a DNS name that passes the save-time check.
+async fn a_name_for_loopback() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()?
+        .trim()
+        .to_ascii_lowercase();
+    if name.is_empty() || name == "localhost" {
+        return None;
+    }
+    let addrs: Vec<_> = tokio::net::lookup_host((name.as_str(), 80)).await.ok()?.collect();
+    let private = !addrs.is_empty()
+        && addrs
+            .iter()
+            .all(|a| keygate_types::netpolicy::address_allowed(a.ip(), false).is_err());
+    private.then_some(name)
+}
+
+#[tokio::test]
+async fn a_name_resolving_to_a_private_address_is_refused_when_connecting() {
+    let Some(name) = a_name_for_loopback().await else {
+        eprintln!("SKIPPED: this machine's host name does not resolve to a private address only");
+        return;
+    };
+    // Saved and served where private upstreams are allowed.
+    let open = start().await;
+    let base = format!("http://{name}:{}/v1", open.mock.addr().port());
+    let slug = open.vk("dns", "openai", json!({"baseUrl": base}), json!({})).await;
+    let (s, v, _) = open.chat(&slug, chat_body()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(open.mock.calls(), 1);
+    // A replica of the same store without --allow-private-upstreams (or a name that resolved
+    // elsewhere when it was saved): the address is refused at connect time.
+    let (strict, _writer) = keygate_api::AppState::build(
+        open.state.store.clone(),
+        open.state.vault.clone(),
+        keygate_api::ApiSettings::default(),
+        GatewaySettings::default(),
+        std::sync::Arc::new(keygate_types::pricing::PriceTable::builtin().clone()),
+    )
+    .await
+    .unwrap();
+    let (app, _) = keygate_api::app(strict);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let resp = open
+        .http
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(&open.inference)
+        .header("x-keygate-virtual-key", &slug)
+        .json(&chat_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "upstream_error", "{v}");
+    assert_eq!(open.mock.calls(), 1, "no connection was made");
+    // And saving such a name where private upstreams are not allowed is refused outright.
+    let saving = start_custom(
+        MockConfig::default(),
+        GatewaySettings::default(),
+        None,
+        keygate_api::ApiSettings::default(),
+    )
+    .await;
+    let (s, v) = saving
+        .admin(
+            "POST",
+            "/api/v1/provider_keys",
+            Some(json!({"name":"dns","modelHub":"openai","apiKey":SECRET,"baseUrl":base})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("refused address"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn a_hostile_upstream_ends_every_request_and_is_metered() {
+    let g = start_with(
+        MockConfig::default(),
+        GatewaySettings {
+            total_timeout: Duration::from_millis(700),
+            max_response_bytes: 1024 * 1024,
+            ..Default::default()
+        },
+    )
+    .await;
+    let slug = g.vk("hostile", "openai", json!({}), json!({})).await;
+    // A frame over the 4 MiB line cap: the stream ends with an error event.
+    g.mock.push_fault(Fault::HugeFrame { bytes: 6 * 1024 * 1024 });
+    let (s, events) = stream_chat(&g, &slug).await;
+    assert_eq!(s, 200);
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert!(
+        last["error"]["message"].as_str().unwrap().contains("oversized"),
+        "{last}"
+    );
+    // An endless stream is ended at the total timeout.
+    g.mock.push_fault(Fault::EndlessStream);
+    let t = std::time::Instant::now();
+    let (_, events) = stream_chat(&g, &slug).await;
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_timeout", "{last}");
+    // Invalid UTF-8 inside an event passes as bytes; the stream still completes.
+    g.mock.push_fault(Fault::InvalidUtf8);
+    let mut body = chat_body();
+    body["stream"] = json!(true);
+    let resp = g
+        .post("/v1/chat/completions", body)
+        .header("x-keygate-virtual-key", &slug)
+        .send()
+        .await
+        .unwrap();
+    let raw = resp.bytes().await.unwrap();
+    assert!(raw.ends_with(b"data: [DONE]\n\n"), "the stream completes");
+    // A non-streamed answer over the cap (and no Content-Length to warn of it): 502.
+    g.mock.push_fault(Fault::HugeBody { bytes: 8 * 1024 * 1024 });
+    let (s, v, _) = g.chat(&slug, chat_body()).await;
+    assert_eq!(s, 502, "{v}");
+    // Each of the four is one usage record with its outcome.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, recs) = g.admin("GET", "/api/v1/usage/records", None).await;
+    let statuses: Vec<i64> = recs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses.len(), 4, "{recs}");
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+}

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -163,6 +163,8 @@ pub enum Fault {
         body: serde_json::Value,
         retry_after: Option<u64>,
     },
+    /// Answer `status` (a 3xx) with `Location: location` and an empty JSON body.
+    Redirect { status: u16, location: String },
     /// Read the request and never answer; the handler ends when the client closes the connection
     /// (or the mock is dropped).
     Hang,
@@ -176,6 +178,9 @@ pub enum Fault {
     /// 200 SSE whose first `data:` line is `bytes` long (not counting its `\n`; at least as long as the
     /// event skeleton), a valid event whose text is padded with `x`; the rest of the stream is normal.
     HugeFrame { bytes: usize },
+    /// 200 `application/json` of `bytes` bytes (`{"pad":"xx…x"}`), sent in 64 KiB chunks with no
+    /// `Content-Length`, so a reader learns its size only by reading it.
+    HugeBody { bytes: usize },
     /// 200 SSE that never ends: the opening events, then a content chunk every 10 ms.
     EndlessStream,
     /// 200 SSE whose first content chunk carries the bytes `FF FE FD` inside its JSON string; the rest is normal.
@@ -495,6 +500,14 @@ async fn handle(shared: &Shared, kill: &Notify, req: Request<Incoming>) -> Respo
             }
             resp
         }
+        Some(Fault::Redirect { status, location }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::TEMPORARY_REDIRECT);
+            let mut resp = json_response(status, b"{}".to_vec());
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(LOCATION, v);
+            }
+            resp
+        }
         Some(Fault::Hang) => std::future::pending().await,
         Some(Fault::DropConnection) => {
             kill.notify_one();
@@ -502,6 +515,7 @@ async fn handle(shared: &Shared, kill: &Notify, req: Request<Incoming>) -> Respo
         }
         Some(Fault::StreamThenDie { chunks }) => answer(shared, route, path, &body, Special::Die(chunks)),
         Some(Fault::HugeFrame { bytes }) => answer(shared, route, path, &body, Special::Huge(bytes)),
+        Some(Fault::HugeBody { bytes }) => huge_body(bytes),
         Some(Fault::EndlessStream) => answer(shared, route, path, &body, Special::Endless),
         Some(Fault::InvalidUtf8) => answer(shared, route, path, &body, Special::InvalidUtf8),
         Some(Fault::BogusUsage) => answer(shared, route, path, &body, Special::Bogus),
@@ -889,6 +903,27 @@ fn sse_response(state: StreamState) -> Response<Body> {
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn huge_body(bytes: usize) -> Response<Body> {
+    const CHUNK: usize = 64 * 1024;
+    let pad = bytes.saturating_sub(10).max(1);
+    let head = Bytes::from_static(b"{\"pad\":\"");
+    let tail = Bytes::from_static(b"\"}");
+    let filler = Bytes::from(vec![b'x'; CHUNK]);
+    let mut parts = vec![head];
+    let mut left = pad;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        parts.push(filler.slice(..n));
+        left -= n;
+    }
+    parts.push(tail);
+    let stream = futures::stream::iter(parts.into_iter().map(|b| Ok::<_, io::Error>(Frame::data(b))));
+    let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 

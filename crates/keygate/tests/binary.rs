@@ -1098,3 +1098,105 @@ fn online_master_key_rotation_under_load_fails_no_request() {
     assert_eq!(mock.last_request().unwrap().bearer(), Some("sk-load-rotation-000000"));
     server.stop();
 }
+
+/// Resident and peak resident memory of a process, in KiB (`VmRSS`, `VmHWM`).
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[test]
+fn a_hostile_upstream_keeps_memory_bounded_and_ends_every_request() {
+    use keygate_testkit::Fault;
+    if !Path::new("/proc/self/status").exists() {
+        eprintln!("SKIPPED: no /proc to read the server's memory from");
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(keygate_testkit::MockUpstream::start());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start(&data, &[("KEYGATE_UPSTREAM_TOTAL_TIMEOUT_SECONDS", "2")]);
+    let admin = server.first_admin_key();
+    let url = server.url.clone();
+    let base = format!("{}/v1", mock.url());
+    let body = json!({"name":"h","modelHub":"openai","apiKey":"sk-hostile-000000000","baseUrl": base});
+    assert_eq!(
+        call("POST", &format!("{url}/api/v1/provider_keys"), &admin, Some(body)).0,
+        201
+    );
+    let vk = json!({"name":"h","slug":"h","providerKey":"h"});
+    assert_eq!(
+        call("POST", &format!("{url}/api/v1/virtual_keys"), &admin, Some(vk)).0,
+        201
+    );
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let chat = |stream: bool| {
+        let resp = client
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(&admin)
+            .header("x-keygate-virtual-key", "h")
+            .json(&json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":stream}))
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().unwrap())
+    };
+    for _ in 0..50 {
+        assert_eq!(chat(false).0, 200);
+        assert_eq!(chat(true).0, 200);
+    }
+    let (base_rss, _) = memory_kib(server.child.id());
+    let started = Instant::now();
+    for round in 0..3 {
+        // A 256 MiB SSE frame: cut at the 4 MiB line cap.
+        mock.push_fault(Fault::HugeFrame { bytes: 256 << 20 });
+        let (s, text) = chat(true);
+        assert_eq!(s, 200);
+        assert!(
+            text.contains("oversized event"),
+            "round {round}: the stream ends with an error event"
+        );
+        // A 256 MiB JSON answer with no Content-Length: cut at the 64 MiB answer cap.
+        mock.push_fault(Fault::HugeBody { bytes: 256 << 20 });
+        let (s, text) = chat(false);
+        assert_eq!(s, 502, "{text}");
+        // Invalid UTF-8 passes through; the stream completes.
+        mock.push_fault(Fault::InvalidUtf8);
+        let (s, text) = chat(true);
+        assert_eq!(s, 200);
+        assert!(text.ends_with("data: [DONE]\n\n"));
+    }
+    // An endless stream ends at the total timeout (2 s here).
+    mock.push_fault(Fault::EndlessStream);
+    let t = Instant::now();
+    let (_, text) = chat(true);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(text.contains("upstream_timeout"));
+    let (rss, peak) = memory_kib(server.child.id());
+    eprintln!(
+        "rss before {base_rss} KiB, after {rss} KiB, peak {peak} KiB; {} MiB of hostile answers in {:?}",
+        3 * 512,
+        started.elapsed()
+    );
+    // The caps bound what one request may hold: 64 MiB for an answer, 4 MiB for a line (seen:
+    // +82 MiB at the peak, the answer buffer's last doubling included); either cap missing
+    // would hold a whole 256 MiB answer.
+    assert!(
+        peak < base_rss + 160 * 1024,
+        "peak {peak} KiB against {base_rss} KiB before: the caps did not hold"
+    );
+    // And the server is still healthy and serving.
+    assert_eq!(chat(false).0, 200);
+    server.stop();
+}

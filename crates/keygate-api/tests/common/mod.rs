@@ -33,6 +33,20 @@ pub async fn start_with(mock: MockConfig, gw: GatewaySettings) -> G {
 
 /// A gateway with a given limit engine (Redis counters, a manual clock…).
 pub async fn start_full(mock: MockConfig, gw: GatewaySettings, engine: Option<Arc<LimitEngine>>) -> G {
+    let settings = ApiSettings {
+        allow_private_upstreams: true,
+        ..Default::default()
+    };
+    start_custom(mock, gw, engine, settings).await
+}
+
+/// A gateway with the given API settings (`allow_private_upstreams` off, say).
+pub async fn start_custom(
+    mock: MockConfig,
+    gw: GatewaySettings,
+    engine: Option<Arc<LimitEngine>>,
+    settings: ApiSettings,
+) -> G {
     let dir = tempfile::tempdir().unwrap();
     let store = keygate_store::open(&format!("sqlite://{}", dir.path().join("k.db").display()))
         .await
@@ -40,10 +54,6 @@ pub async fn start_full(mock: MockConfig, gw: GatewaySettings, engine: Option<Ar
     let vault = VaultService::bootstrap(store.as_ref(), MasterKey::generate())
         .await
         .unwrap();
-    let settings = ApiSettings {
-        allow_private_upstreams: true,
-        ..Default::default()
-    };
     let prices = Arc::new(PriceTable::builtin().clone());
     let (state, _writer) = match engine {
         Some(e) => AppState::build_with(store, vault, settings, gw, prices, e)
