@@ -649,7 +649,7 @@ async fn attempt(
         ));
     };
     // Checked again at connect time: names by the resolver, literal addresses here.
-    if let Err(e) = netpolicy::check_upstream_url(base_url, state.upstream.allow_private) {
+    if let Err(e) = provider.url_allowed(state.upstream.allow_private) {
         tracing::warn!(provider_key = %provider.id, error = %e, "upstream URL refused at connect time");
         return fail(gw_error(
             StatusCode::BAD_GATEWAY,
@@ -989,7 +989,33 @@ fn scrub_secrets(v: &mut Value, provider: &ProviderRuntime) {
     }
 }
 
+/// What keygate reads of an OpenAI-shaped answer it passes on unchanged: the rest of the
+/// document is checked for syntax but never built into a tree.
+#[derive(serde::Deserialize)]
+struct AnswerHead {
+    #[serde(default)]
+    model: Option<Value>,
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
 fn json_response(status: StatusCode, body: Bytes, wire: Wire, call: &Call, mut guard: MeterGuard) -> Response {
+    if wire == Wire::OpenAi && !(call.endpoint == Endpoint::Embeddings && wants_base64(call)) {
+        if let Ok(head) = serde_json::from_slice::<AnswerHead>(&body) {
+            guard.usage = head.usage.as_ref().and_then(Usage::from_openai);
+            if let (Some(Value::String(m)), Some(row)) = (head.model, guard.row.as_mut()) {
+                if !m.is_empty() && m.len() < 256 {
+                    row.model = Some(m);
+                }
+            }
+        }
+        guard.finish(status.as_u16(), None);
+        let mut resp = Response::new(Body::from(body));
+        *resp.status_mut() = status;
+        resp.headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return resp;
+    }
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
     let out_body = match (wire, parsed) {
         (Wire::Anthropic, Some(v)) => match anthropic::messages_to_chat(&v, &call.model) {

@@ -72,10 +72,38 @@ impl Meter {
     }
 }
 
+/// Keeps only the last record of each id: a request's pending record (written before its
+/// upstream call, for crash reconciliation) is superseded by its final one when both wait in the
+/// same batch, so most requests cost one row write, not two. Order is kept otherwise.
+fn coalesce(batch: &mut Vec<UsageRow>) {
+    if batch.len() < 2 {
+        return;
+    }
+    let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(batch.len());
+    for (i, row) in batch.iter().enumerate() {
+        last.insert(row.id.as_str(), i);
+    }
+    if last.len() == batch.len() {
+        return;
+    }
+    let keep: Vec<bool> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, row)| last.get(row.id.as_str()) == Some(&i))
+        .collect();
+    let mut i = 0;
+    batch.retain(|_| {
+        let k = keep[i];
+        i += 1;
+        k
+    });
+}
+
 async fn write(store: &dyn Store, batch: &mut Vec<UsageRow>) {
     if batch.is_empty() {
         return;
     }
+    coalesce(batch);
     let mut delay = Duration::from_millis(50);
     for attempt in 0..6 {
         match store.insert_usage(batch).await {
@@ -166,4 +194,29 @@ async fn run(mut rx: mpsc::Receiver<Msg>, store: Arc<dyn Store>) {
     }
     write(store.as_ref(), &mut batch).await;
     write_events(store.as_ref(), &mut events).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, status: i64) -> UsageRow {
+        UsageRow {
+            id: id.into(),
+            status_code: status,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_final_record_supersedes_its_pending_one_in_a_batch() {
+        let mut batch = vec![row("a", 0), row("b", 0), row("a", 200), row("c", 200), row("b", 502)];
+        coalesce(&mut batch);
+        let got: Vec<(&str, i64)> = batch.iter().map(|r| (r.id.as_str(), r.status_code)).collect();
+        assert_eq!(got, [("a", 200), ("c", 200), ("b", 502)]);
+        // A pending record alone (its request still running) is kept.
+        let mut batch = vec![row("x", 0), row("y", 200)];
+        coalesce(&mut batch);
+        assert_eq!(batch.len(), 2);
+    }
 }

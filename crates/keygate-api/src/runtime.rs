@@ -35,6 +35,9 @@ pub struct ProviderRuntime {
     /// Requests per interval (seconds): the key's own or its hub's default.
     pub rate_limit: (i64, i64),
     secrets: HashMap<String, Zeroizing<String>>,
+    /// The URL policy's verdict on `base_url`, decided once per process (the policy's
+    /// `allow_private` does not change while it runs) instead of once per request.
+    url_verdict: std::sync::OnceLock<Result<(), String>>,
 }
 
 impl std::fmt::Debug for ProviderRuntime {
@@ -53,6 +56,19 @@ impl ProviderRuntime {
     /// An opened secret field (`api_key`, `client_secret`…). Use only to inject it upstream.
     pub fn expose_secret(&self, field: &str) -> Option<&str> {
         self.secrets.get(field).map(|s| s.as_str())
+    }
+
+    /// Whether keygate may call `base_url` under the URL policy (literal addresses; names are
+    /// checked again by the resolver at connect time).
+    pub fn url_allowed(&self, allow_private: bool) -> Result<(), &str> {
+        self.url_verdict
+            .get_or_init(|| match self.base_url.as_deref() {
+                Some(u) => netpolicy_check(u, allow_private),
+                None => Ok(()),
+            })
+            .as_ref()
+            .map(|_| ())
+            .map_err(String::as_str)
     }
 
     /// A runtime for tests and benchmarks, built without a store.
@@ -80,7 +96,14 @@ fn build(row: &ProviderKeyRow, secrets: HashMap<String, Zeroizing<String>>) -> P
         secret_version: row.secret_version,
         rate_limit: (per, interval),
         secrets,
+        url_verdict: std::sync::OnceLock::new(),
     }
+}
+
+fn netpolicy_check(url: &str, allow_private: bool) -> Result<(), String> {
+    keygate_types::netpolicy::check_upstream_url(url, allow_private)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// A virtual key ready for use.
