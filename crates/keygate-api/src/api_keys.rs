@@ -23,10 +23,13 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Digest;
+use utoipa::ToSchema;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientIp, Ctx, JsonBody};
+use crate::openapi::doc::{Data, ErrorBody, LimitState, List, Saved, Success};
+use crate::provider_keys::QueryParams;
 
 use crate::platform_keys::{create_platform_key, KeySettings, NewPlatformKey};
 use crate::state::AppState;
@@ -42,11 +45,14 @@ pub fn currency_rate(state: &AppState, currency: &str) -> Option<i64> {
 }
 
 /// A consumption limit as sent: money as decimal numbers, tokens and requests as integers.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumptionInput {
+    #[schema(minimum = 0)]
     pub usd: Option<f64>,
+    #[schema(minimum = 0)]
     pub diem: Option<f64>,
+    #[schema(minimum = 0)]
     pub vcu: Option<f64>,
     pub tokens: Option<u64>,
     pub requests: Option<u64>,
@@ -75,14 +81,20 @@ impl ConsumptionInput {
 }
 
 /// Rate limits of a platform key: requests and tokens per minute, hour and day.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRateLimits {
+    #[schema(minimum = 1)]
     pub rpm: Option<u64>,
+    #[schema(minimum = 1)]
     pub rph: Option<u64>,
+    #[schema(minimum = 1)]
     pub rpd: Option<u64>,
+    #[schema(minimum = 1)]
     pub tpm: Option<u64>,
+    #[schema(minimum = 1)]
     pub tph: Option<u64>,
+    #[schema(minimum = 1)]
     pub tpd: Option<u64>,
 }
 
@@ -109,38 +121,55 @@ impl KeyRateLimits {
 }
 
 /// `POST /api/v1/api_keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateApiKey {
+    #[schema(value_type = ApiKeyType)]
     pub api_key_type: String,
+    /// At most 500 printable characters.
     pub description: String,
     pub consumption_limit: Option<ConsumptionInput>,
+    #[schema(value_type = Option<LimitPeriod>)]
     pub limit_period: Option<String>,
+    /// ISO-8601 date or date-time; `""` means none.
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
+    #[schema(value_type = Option<ModelPrivacy>)]
     pub model_privacy: Option<String>,
+    /// IPv4/IPv6 addresses or CIDR blocks.
+    #[schema(max_items = 100)]
     pub ip_allowlist: Option<Vec<String>>,
     pub rate_limits: Option<KeyRateLimits>,
+    /// A virtual key (slug or id) of the workspace, used when a request names none.
     pub default_virtual_key: Option<String>,
+    /// Virtual keys (slugs or ids) the key may use; empty: any.
     pub virtual_keys: Option<Vec<String>>,
     /// An organisation admin may create the key in another workspace.
     pub workspace: Option<String>,
 }
 
 /// `PATCH /api/v1/api_keys`: the id in the body, only the fields given change.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateApiKey {
     pub id: String,
     pub description: Option<String>,
+    /// `null` or `""` removes the expiry.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Option<String>>,
     pub consumption_limit: Option<ConsumptionInput>,
+    #[schema(value_type = Option<LimitPeriod>)]
     pub limit_period: Option<String>,
+    #[schema(value_type = Option<ModelPrivacy>)]
     pub model_privacy: Option<String>,
     /// `[]` removes the restriction.
+    #[schema(max_items = 100)]
     pub ip_allowlist: Option<Vec<String>>,
     pub rate_limits: Option<KeyRateLimits>,
+    /// `null` removes it.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     pub default_virtual_key: Option<Option<String>>,
     pub virtual_keys: Option<Vec<String>>,
     pub workspace: Option<String>,
@@ -530,6 +559,118 @@ fn created_view(state: &AppState, row: &PlatformKeyRow, secret: &PlatformSecret)
     })
 }
 
+/// `ADMIN` or `INFERENCE`.
+#[derive(ToSchema)]
+#[schema(rename_all = "UPPERCASE")]
+pub enum ApiKeyType {
+    Admin,
+    Inference,
+}
+
+/// When consumption limits start again (UTC); `EPOCH` is the day.
+#[derive(ToSchema)]
+#[schema(rename_all = "UPPERCASE")]
+pub enum LimitPeriod {
+    Epoch,
+    Day,
+    Week,
+    Month,
+    Lifetime,
+}
+
+/// Which models the key may use: any, private ones for text, or private ones only.
+#[derive(ToSchema)]
+#[schema(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ModelPrivacy {
+    All,
+    PrivateText,
+    PrivateOnly,
+}
+
+/// An ApiKey object as [`view`] builds it (for the document).
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ApiKeyView {
+    pub id: String,
+    pub api_key_type: ApiKeyType,
+    pub description: String,
+    #[schema(rename = "last6Chars")]
+    pub last6_chars: String,
+    pub created_at: String,
+    #[schema(required = true)]
+    pub expires_at: Option<String>,
+    #[schema(required = true)]
+    pub last_used_at: Option<String>,
+    /// Money currencies (`usd`, `diem`, `vcu`) as decimal amounts, `tokens` and `requests` as counts.
+    pub consumption_limits: BTreeMap<String, f64>,
+    pub model_privacy: ModelPrivacy,
+    pub limit_period: LimitPeriod,
+    /// Canonical CIDR blocks.
+    pub ip_allowlist: Vec<String>,
+    pub usage: ApiKeyUsage,
+    pub current_period_usage: PeriodUsage,
+    /// By window: `rpm`, `rph`, `rpd`, `tpm`, `tph`, `tpd`.
+    pub rate_limits: BTreeMap<String, u64>,
+    #[schema(required = true)]
+    pub default_virtual_key: Option<String>,
+    pub virtual_keys: Vec<String>,
+    pub workspace: String,
+    pub organisation_admin: bool,
+    /// Until when the secret replaced by the last rotation still works.
+    #[schema(required = true)]
+    pub rotated_key_valid_until: Option<String>,
+}
+
+/// Venice's `usage`.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ApiKeyUsage {
+    pub trailing_seven_days: SpendStrings,
+}
+
+/// Spend in each money currency as decimal strings.
+#[derive(ToSchema)]
+pub struct SpendStrings {
+    pub usd: String,
+    pub diem: String,
+    pub vcu: String,
+}
+
+/// Spend in the current limit period.
+#[derive(ToSchema)]
+pub struct PeriodUsage {
+    pub usd: f64,
+    pub diem: f64,
+    pub vcu: f64,
+    pub tokens: i64,
+    pub requests: i64,
+}
+
+/// A CreatedApiKey object: the secret, shown in this answer only (for the document).
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct CreatedApiKeyView {
+    pub id: String,
+    /// The whole key; never shown again.
+    pub api_key: String,
+    pub api_key_type: ApiKeyType,
+    pub description: String,
+    #[schema(required = true)]
+    pub expires_at: Option<String>,
+    /// Singular, as in Venice's create answer.
+    pub consumption_limit: BTreeMap<String, f64>,
+    pub limit_period: LimitPeriod,
+    pub ip_allowlist: Vec<String>,
+    pub model_privacy: ModelPrivacy,
+    pub rate_limits: BTreeMap<String, u64>,
+    #[schema(required = true)]
+    pub default_virtual_key: Option<String>,
+    pub virtual_keys: Vec<String>,
+    #[schema(rename = "last6Chars")]
+    pub last6_chars: String,
+    pub workspace: String,
+}
+
 async fn workspace_for(state: &AppState, ctx: &Ctx, field: Option<&str>) -> ApiResult<String> {
     match field {
         None => Ok(ctx.workspace.clone()),
@@ -546,15 +687,33 @@ async fn workspace_for(state: &AppState, ctx: &Ctx, field: Option<&str>) -> ApiR
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// 1-based; default 1.
+    #[param(minimum = 1, nullable = false)]
     pub page: Option<u32>,
+    /// Items per page; default 500.
+    #[param(minimum = 1, maximum = 500, nullable = false)]
     pub limit: Option<u32>,
 }
 
 /// `GET /api/v1/api_keys?page&limit`: never more than `limit` items.
-pub async fn list(State(state): State<AppState>, ctx: Ctx, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/v1/api_keys", tag = "api keys", operation_id = "listApiKeys",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of the workspace's platform keys (no total)", body = List<ApiKeyView>),
+        (status = 400, description = "Invalid `page`, `limit` or query string", body = ErrorBody),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, or a refused client address", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult<Json<Value>> {
     let page = q.page.unwrap_or(1);
     let limit = q.limit.unwrap_or(500);
     if page == 0 {
@@ -576,6 +735,23 @@ pub async fn list(State(state): State<AppState>, ctx: Ctx, Query(q): Query<ListQ
 }
 
 /// `POST /api/v1/api_keys`: the secret is in this answer only.
+#[utoipa::path(post, path = "/api/v1/api_keys", tag = "api keys", operation_id = "createApiKey",
+    request_body = CreateApiKey,
+    responses(
+        (status = 201, description = "Created; `apiKey` is shown this once", body = Saved<CreatedApiKeyView>, links(
+            ("RetrieveApiKey" = (operation_id = "retrieveApiKey", parameters(("id" = "$response.body#/data/id")))),
+            ("RotateApiKey" = (operation_id = "rotateApiKey", parameters(("id" = "$response.body#/data/id")))),
+            ("DeleteApiKey" = (operation_id = "deleteApiKey", parameters(("id" = "$response.body#/data/id")))),
+        )),
+        (status = 400, description = "Invalid body or field, or an unknown virtual key", body = ErrorBody),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, a refused client address, a key above the caller's own, or the workspace's key limit", body = ErrorBody),
+        (status = 404, description = "The `workspace` named is unknown or not the caller's", body = ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many keys created in the workspace this minute (`Retry-After`)", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -654,6 +830,15 @@ async fn find(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<PlatformKeyRow
 }
 
 /// `GET /api/v1/api_keys/{id}`.
+#[utoipa::path(get, path = "/api/v1/api_keys/{id}", tag = "api keys", operation_id = "retrieveApiKey",
+    params(("id" = String, Path, description = "The key's id")),
+    responses(
+        (status = 200, description = "The key", body = Data<ApiKeyView>),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, or a refused client address", body = ErrorBody),
+        (status = 404, description = "No such live key in this workspace", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn retrieve(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     state.meter.flush().await;
     let row = find(&state, &ctx, &id).await?;
@@ -661,6 +846,18 @@ pub async fn retrieve(State(state): State<AppState>, ctx: Ctx, Path(id): Path<St
 }
 
 /// `PATCH /api/v1/api_keys` with the id in the body.
+#[utoipa::path(patch, path = "/api/v1/api_keys", tag = "api keys", operation_id = "updateApiKey",
+    request_body = UpdateApiKey,
+    responses(
+        (status = 200, description = "Changed", body = Saved<ApiKeyView>),
+        (status = 400, description = "Invalid body or field, or an unknown virtual key", body = ErrorBody),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, a refused client address, or a key above the caller's own", body = ErrorBody),
+        (status = 404, description = "No such live key, or an unknown `workspace`", body = ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -730,13 +927,26 @@ pub async fn update(
     Ok(Json(json!({"data": view(&state, &row).await?, "success": true})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
+    /// The key's id (400 when absent).
+    #[param(required = true, nullable = false)]
     pub id: Option<String>,
 }
 
 /// `DELETE /api/v1/api_keys?id=`: idempotent for the workspace's own keys.
+#[utoipa::path(delete, path = "/api/v1/api_keys", tag = "api keys", operation_id = "deleteApiKey",
+    params(DeleteQuery),
+    responses(
+        (status = 200, description = "Deleted, or already deleted", body = Success),
+        (status = 400, description = "No `id`, or an invalid query string", body = ErrorBody),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, a refused client address, or an organisation admin's key", body = ErrorBody),
+        (status = 404, description = "No such key in this workspace", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn delete(State(state): State<AppState>, ctx: Ctx, Query(q): Query<DeleteQuery>) -> ApiResult<Json<Value>> {
     let id = q.id.ok_or_else(|| ApiError::bad_request("give the key as ?id="))?;
     let row = state
@@ -769,13 +979,27 @@ pub async fn delete(State(state): State<AppState>, ctx: Ctx, Query(q): Query<Del
     Ok(Json(json!({"success": true})))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RotateBody {
+    /// How long the old secret keeps working (default 0, at most 2592000).
+    #[schema(maximum = 2_592_000)]
     pub grace_period_seconds: Option<u64>,
 }
 
 /// `POST /api/v1/api_keys/{id}/rotate`: same id, new secret; the old one stays valid for the grace period.
+#[utoipa::path(post, path = "/api/v1/api_keys/{id}/rotate", tag = "api keys", operation_id = "rotateApiKey",
+    params(("id" = String, Path, description = "The key's id")),
+    request_body(content = RotateBody, description = "Optional; an empty body means no grace period"),
+    responses(
+        (status = 200, description = "Rotated; the new `apiKey` is shown this once", body = Saved<CreatedApiKeyView>),
+        (status = 400, description = "Invalid body or field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, a refused client address, or an organisation admin's key", body = ErrorBody),
+        (status = 404, description = "No such live key in this workspace", body = ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn rotate(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -820,8 +1044,71 @@ pub async fn rotate(
     ))
 }
 
+/// The answer of `GET /api/v1/api_keys/rate_limits` (for the document).
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct RateLimitsView {
+    /// False when the key has expired or a budget has nothing left.
+    pub access_permitted: bool,
+    pub api_tier: ApiTier,
+    /// `USD`, `DIEM`, `VCU` (what remains of the money cap, converted), `TOKENS`, `REQUESTS`.
+    pub balances: BTreeMap<String, f64>,
+    /// Whether the money balances are limited by a cap.
+    pub balances_limited: bool,
+    #[schema(required = true)]
+    pub key_expiration: Option<String>,
+    pub next_epoch_begins: String,
+    pub limit_period: LimitPeriod,
+    pub period_start: String,
+    pub rate_limits: Vec<ModelRateLimits>,
+    pub windows: Vec<RateWindow>,
+    pub limits: Vec<LimitState>,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ApiTier {
+    pub id: String,
+    pub is_charged: bool,
+}
+
+/// Venice's per-model rate limits; keygate's apply to every model (`apiModelId` null).
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ModelRateLimits {
+    #[schema(required = true)]
+    pub api_model_id: Option<String>,
+    pub rate_limits: Vec<RateLimitAmount>,
+}
+
+#[derive(ToSchema)]
+pub struct RateLimitAmount {
+    /// `RPM`, `RPH`, `RPD`, `TPM`, `TPH`, `TPD`.
+    #[schema(rename = "type")]
+    pub kind: String,
+    pub amount: i64,
+}
+
+/// One rate window of the key, read live.
+#[derive(ToSchema)]
+pub struct RateWindow {
+    #[schema(rename = "type")]
+    pub kind: String,
+    pub limit: i64,
+    pub used: i64,
+    pub remaining: i64,
+    pub reset: String,
+}
+
 /// `GET /api/v1/api_keys/rate_limits`: the calling key's windows, balances and expiry, read
 /// live from the limit counters.
+#[utoipa::path(get, path = "/api/v1/api_keys/rate_limits", tag = "api keys", operation_id = "getRateLimits",
+    responses(
+        (status = 200, description = "The calling key's limits", body = Data<RateLimitsView>),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "A refused client address", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn rate_limits(State(state): State<AppState>, ctx: Ctx) -> ApiResult<Json<Value>> {
     let p = &ctx.principal;
     let s = &p.settings;
@@ -883,7 +1170,31 @@ pub async fn rate_limits(State(state): State<AppState>, ctx: Ctx) -> ApiResult<J
     }})))
 }
 
+/// One refusal in the rate-limit log (for the document).
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct RateLimitLogEntry {
+    /// `""` when no platform key was involved.
+    pub api_key_id: String,
+    /// `""` when no model was named.
+    pub model_id: String,
+    /// The scope: `api_key`, `virtual_key`, `model`, `provider_key`.
+    pub rate_limit_tier: String,
+    pub rate_limit_type: String,
+    pub timestamp: String,
+    pub limit: i64,
+    #[schema(required = true)]
+    pub virtual_key_id: Option<String>,
+}
+
 /// `GET /api/v1/api_keys/rate_limits/log`: the last 50 refusals (of the workspace for an ADMIN key).
+#[utoipa::path(get, path = "/api/v1/api_keys/rate_limits/log", tag = "api keys", operation_id = "getRateLimitLog",
+    responses(
+        (status = 200, description = "The last 50 refusals, newest first", body = List<RateLimitLogEntry>),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "A refused client address", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn rate_limit_log(State(state): State<AppState>, ctx: Ctx) -> ApiResult<Json<Value>> {
     state.meter.flush().await;
     let scope = if ctx.principal.is_admin() {
@@ -950,7 +1261,18 @@ fn token_hash(token: &str) -> Vec<u8> {
     sha2::Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// The token a wallet signs.
+#[derive(ToSchema)]
+pub struct Web3Token {
+    pub token: String,
+}
+
 /// `GET /api/v1/api_keys/generate_web3_key`: a one-time token to sign, valid 5 minutes. Public.
+#[utoipa::path(get, path = "/api/v1/api_keys/generate_web3_key", tag = "api keys", operation_id = "getWeb3Token",
+    responses(
+        (status = 200, description = "A one-time token, valid 5 minutes", body = Saved<Web3Token>),
+        (status = 429, description = "Too many sign-in requests from this address (`Retry-After`)", body = ErrorBody),
+    ))]
 pub async fn web3_token(State(state): State<AppState>, ClientIp(ip): ClientIp) -> ApiResult<Json<Value>> {
     if let Some(e) = wallet_throttled(&state, ip) {
         return Err(e);
@@ -968,18 +1290,25 @@ pub async fn web3_token(State(state): State<AppState>, ClientIp(ip): ClientIp) -
 }
 
 /// `POST /api/v1/api_keys/generate_web3_key` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Web3Create {
+    #[schema(value_type = ApiKeyType)]
     pub api_key_type: String,
+    /// The registered wallet: `0x` and 40 hex digits.
     pub address: String,
+    /// EIP-191 signature of `token`.
     pub signature: String,
+    /// From `GET /api/v1/api_keys/generate_web3_key`.
     pub token: String,
     pub description: Option<String>,
     pub consumption_limit: Option<ConsumptionInput>,
+    #[schema(value_type = Option<LimitPeriod>)]
     pub limit_period: Option<String>,
     pub expires_at: Option<String>,
+    #[schema(value_type = Option<ModelPrivacy>)]
     pub model_privacy: Option<String>,
+    #[schema(max_items = 100)]
     pub ip_allowlist: Option<Vec<String>>,
 }
 
@@ -989,6 +1318,17 @@ fn web3_refused(message: &str) -> ApiError {
 
 /// Creates a key for a registered wallet that signed a fresh token (EIP-191). Public: the
 /// signature is the credential.
+#[utoipa::path(post, path = "/api/v1/api_keys/generate_web3_key", tag = "api keys", operation_id = "createWeb3Key",
+    request_body = Web3Create,
+    responses(
+        (status = 201, description = "Created in the wallet's workspace; `apiKey` is shown this once", body = Saved<CreatedApiKeyView>),
+        (status = 400, description = "Invalid body or field", body = ErrorBody),
+        (status = 401, description = "A bad signature, an unregistered wallet, or an unknown, expired or used token", body = ErrorBody),
+        (status = 403, description = "The wallet may not mint ADMIN keys, or the workspace's key limit", body = ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many sign-in requests or key creations (`Retry-After`)", body = ErrorBody),
+    ))]
 pub async fn web3_create(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,

@@ -8,7 +8,8 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -18,6 +19,7 @@ use keygate_types::netpolicy;
 use keygate_types::timefmt::{format_ms, now_ms};
 use keygate_types::{validate_name, ModelHub};
 use keygate_vault::SecretPlace;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -25,6 +27,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Ctx, JsonBody};
+use crate::openapi::doc::{Data, ErrorBody, Paged, Saved, Success};
 use crate::state::AppState;
 
 /// The field name of a provider key's main secret.
@@ -59,22 +62,36 @@ fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateProviderKey {
     /// Unique per workspace, `[A-Za-z0-9._-]{1,64}`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     /// One of the hubs of DESIGN §1.1.
+    #[schema(schema_with = model_hub_schema)]
     pub model_hub: String,
     /// The provider secret. Stored sealed; never returned.
-    #[schema(value_type = Option<String>, format = Password)]
+    #[schema(value_type = Option<String>, format = Password, min_length = 1)]
     pub api_key: Option<SecretInput>,
     /// Overrides the hub's default base URL.
     pub base_url: Option<String>,
     /// Hub-specific settings (snake_case or camelCase field names).
     #[schema(value_type = Option<Object>)]
     pub hub_config: Option<Value>,
+    /// Requests per interval; default: the hub's tier.
+    #[schema(minimum = 1)]
     pub rate_limit_per_interval: Option<u32>,
-    /// Seconds.
+    /// Seconds (default 60); needs `rateLimitPerInterval`.
+    #[schema(minimum = 1, maximum = 2_678_400)]
     pub rate_limit_interval: Option<u32>,
     /// Marks the provider as private for `modelPrivacy` checks.
     pub private: Option<bool>,
+}
+
+/// The `modelHub` values: every hub keygate speaks to.
+fn model_hub_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(ModelHub::ALL.iter().map(|h| h.as_str())))
+        .description(Some("The provider's hub"))
+        .build()
 }
 
 /// Body of `PATCH /api/v1/provider_keys/{name}`: only the fields given change.
@@ -83,9 +100,10 @@ pub struct CreateProviderKey {
 pub struct UpdateProviderKey {
     /// May repeat the current name; renaming is `POST /{name}/rename`.
     pub name: Option<String>,
+    #[schema(schema_with = model_hub_schema)]
     pub model_hub: Option<String>,
     /// A new secret: a rotation (`secretVersion` goes up).
-    #[schema(value_type = Option<String>, format = Password)]
+    #[schema(value_type = Option<String>, format = Password, min_length = 1)]
     pub api_key: Option<SecretInput>,
     /// `null` returns to the hub's default.
     #[serde(default, deserialize_with = "double_option")]
@@ -96,10 +114,10 @@ pub struct UpdateProviderKey {
     pub hub_config: Option<Value>,
     /// `null` returns to the hub's default rate limit.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1)]
     pub rate_limit_per_interval: Option<Option<u32>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 2_678_400)]
     pub rate_limit_interval: Option<Option<u32>>,
     pub private: Option<bool>,
     /// On rotation: how long the previous secret stays usable (default 0).
@@ -110,6 +128,7 @@ pub struct UpdateProviderKey {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RenameProviderKey {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub new_name: String,
 }
 
@@ -620,8 +639,13 @@ pub async fn by_name(state: &AppState, ctx: &Ctx, name: &str) -> ApiResult<Provi
 /// `page` (1-based) and `limit` query parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// 1-based; default 1.
+    #[param(minimum = 1, nullable = false)]
     pub page: Option<u32>,
+    /// Items per page; default 100.
+    #[param(minimum = 1, maximum = 500, nullable = false)]
     pub limit: Option<u32>,
 }
 
@@ -639,24 +663,73 @@ impl PageQuery {
     }
 }
 
+/// Query parameters. Unlike `axum::extract::Query`, which refuses in plain text, a query string
+/// that does not parse answers the JSON error of every other failure (400 `invalid_request`).
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(q)| QueryParams(q))
+            .map_err(|e| ApiError::bad_request(query_error(&e.body_text())))
+    }
+}
+
+/// The reason a query string was refused, without the value sent (serde's messages may quote it).
+fn query_error(text: &str) -> String {
+    let reason = text.rsplit_once("query string: ").map_or(text, |(_, r)| r);
+    if reason.contains('"') || reason.is_empty() {
+        "invalid query string".into()
+    } else {
+        format!("invalid query string: {reason}")
+    }
+}
+
 pub fn list_body<T: Serialize>(items: Vec<T>, page: Page, total: i64) -> Value {
     json!({"object": "list", "data": items, "page": page.page, "limit": page.limit, "total": total})
 }
 
 /// List provider keys.
-#[utoipa::path(get, path = "/api/v1/provider_keys", tag = "provider keys", params(PageQuery),
-    responses((status = 200, description = "`{object, data: [ProviderKey], page, limit, total}`")),
+#[utoipa::path(get, path = "/api/v1/provider_keys", tag = "provider keys", operation_id = "listProviderKeys",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of provider keys", body = Paged<ProviderKeyView>),
+        (status = 400, description = "Invalid `page`, `limit` or query string", body = ErrorBody),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, or a refused client address", body = ErrorBody),
+    ),
     security(("bearer" = [])))]
-pub async fn list_handler(State(state): State<AppState>, ctx: Ctx, q: Query<PageQuery>) -> ApiResult<Json<Value>> {
+pub async fn list_handler(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> ApiResult<Json<Value>> {
     let page = q.page()?;
     let (rows, total) = state.store.list_provider_keys(&ctx.workspace, page).await?;
     Ok(Json(list_body(rows.iter().map(view).collect(), page, total)))
 }
 
 /// Create a provider key.
-#[utoipa::path(post, path = "/api/v1/provider_keys", tag = "provider keys", request_body = CreateProviderKey,
-    responses((status = 201, description = "`{success, data: ProviderKey}`", body = ProviderKeyView),
-        (status = 400, description = "invalid input"), (status = 409, description = "name taken")),
+#[utoipa::path(post, path = "/api/v1/provider_keys", tag = "provider keys", operation_id = "createProviderKey",
+    request_body = CreateProviderKey,
+    responses(
+        (status = 201, description = "Created", body = Saved<ProviderKeyView>, links(
+            ("GetProviderKey" = (operation_id = "getProviderKey", parameters(("name" = "$response.body#/data/name")))),
+            ("UpdateProviderKey" = (operation_id = "updateProviderKey", parameters(("name" = "$response.body#/data/name")))),
+            ("RenameProviderKey" = (operation_id = "renameProviderKey", parameters(("name" = "$response.body#/data/name")))),
+            ("DeleteProviderKey" = (operation_id = "deleteProviderKey", parameters(("name" = "$response.body#/data/name")))),
+            ("CreateVirtualKey" = (operation_id = "createVirtualKey",
+                request_body = json!({"name": "schemathesis", "providerKey": "$response.body#/data/name"}))),
+        )),
+        (status = 400, description = "Invalid body or field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, or a refused client address", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    ),
     security(("bearer" = [])))]
 pub async fn create_handler(
     State(state): State<AppState>,
@@ -669,18 +742,34 @@ pub async fn create_handler(
 }
 
 /// Get a provider key by name.
-#[utoipa::path(get, path = "/api/v1/provider_keys/{name}", tag = "provider keys",
-    params(("name" = String, Path)), responses((status = 200, description = "`{data: ProviderKey}`", body = ProviderKeyView),
-    (status = 404, description = "no such key")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/provider_keys/{name}", tag = "provider keys", operation_id = "getProviderKey",
+    params(("name" = String, Path, description = "The provider key's name")),
+    responses(
+        (status = 200, description = "The provider key", body = Data<ProviderKeyView>),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, or a refused client address", body = ErrorBody),
+        (status = 404, description = "No such provider key in this workspace", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn get_handler(State(state): State<AppState>, ctx: Ctx, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     let row = by_name(&state, &ctx, &name).await?;
     Ok(Json(json!({"data": view(&row)})))
 }
 
 /// Change a provider key (anything but its name). A new `apiKey` is a rotation.
-#[utoipa::path(patch, path = "/api/v1/provider_keys/{name}", tag = "provider keys", params(("name" = String, Path)),
+#[utoipa::path(patch, path = "/api/v1/provider_keys/{name}", tag = "provider keys", operation_id = "updateProviderKey",
+    params(("name" = String, Path, description = "The provider key's name")),
     request_body = UpdateProviderKey,
-    responses((status = 200, description = "`{success, data: ProviderKey}`", body = ProviderKeyView)), security(("bearer" = [])))]
+    responses(
+        (status = 200, description = "Changed", body = Saved<ProviderKeyView>),
+        (status = 400, description = "Invalid body or field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, or a refused client address", body = ErrorBody),
+        (status = 404, description = "No such provider key in this workspace", body = ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn update_handler(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -694,10 +783,20 @@ pub async fn update_handler(
 }
 
 /// Rename a provider key.
-#[utoipa::path(post, path = "/api/v1/provider_keys/{name}/rename", tag = "provider keys", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/provider_keys/{name}/rename", tag = "provider keys", operation_id = "renameProviderKey",
+    params(("name" = String, Path, description = "The provider key's name")),
     request_body = RenameProviderKey,
-    responses((status = 200, description = "`{success, data: ProviderKey}`", body = ProviderKeyView),
-        (status = 409, description = "name taken")), security(("bearer" = [])))]
+    responses(
+        (status = 200, description = "Renamed", body = Saved<ProviderKeyView>),
+        (status = 400, description = "Invalid body or name", body = ErrorBody),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, or a refused client address", body = ErrorBody),
+        (status = 404, description = "No such provider key in this workspace", body = ErrorBody),
+        (status = 409, description = "The new name is taken", body = ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn rename_handler(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -711,8 +810,14 @@ pub async fn rename_handler(
 }
 
 /// Delete a provider key (its secrets are destroyed).
-#[utoipa::path(delete, path = "/api/v1/provider_keys/{name}", tag = "provider keys", params(("name" = String, Path)),
-    responses((status = 200, description = "`{success: true}`"), (status = 404, description = "no such key")),
+#[utoipa::path(delete, path = "/api/v1/provider_keys/{name}", tag = "provider keys", operation_id = "deleteProviderKey",
+    params(("name" = String, Path, description = "The provider key's name")),
+    responses(
+        (status = 200, description = "Deleted", body = Success),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, or a refused client address", body = ErrorBody),
+        (status = 404, description = "No such provider key in this workspace", body = ErrorBody),
+    ),
     security(("bearer" = [])))]
 pub async fn delete_handler(
     State(state): State<AppState>,
@@ -723,4 +828,39 @@ pub async fn delete_handler(
     delete(&state, &ctx, &current).await?;
     state.refresh_caches().await;
     Ok(Json(json!({"success": true})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn parse(uri: &str) -> Result<PageQuery, ApiError> {
+        let (mut parts, ()) = axum::http::Request::get(uri).body(()).unwrap().into_parts();
+        QueryParams::<PageQuery>::from_request_parts(&mut parts, &())
+            .await
+            .map(|q| q.0)
+    }
+
+    /// Found by Schemathesis: axum's own `Query` refused these in text/plain.
+    #[tokio::test]
+    async fn a_query_string_that_does_not_parse_is_a_json_400_that_names_no_value() {
+        let q = parse("/x?page=2&limit=5").await.unwrap();
+        assert_eq!((q.page, q.limit), (Some(2), Some(5)));
+        for (uri, says) in [
+            ("/x?page=sk-canary-1234", "page"),
+            ("/x?limit=99999999999", "limit"),
+            ("/x?bogus=sk-canary-1234", "unknown field `bogus`"),
+            ("/x?page=1&page=2", "duplicate field `page`"),
+        ] {
+            let e = parse(uri).await.unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{uri}");
+            assert_eq!(e.code, "invalid_request", "{uri}");
+            assert!(e.message.contains(says), "{uri}: {}", e.message);
+            assert!(!e.message.contains("sk-canary"), "{uri}: {}", e.message);
+        }
+        assert_eq!(
+            query_error("Failed to deserialize query string: \"x\" is bad"),
+            "invalid query string"
+        );
+    }
 }

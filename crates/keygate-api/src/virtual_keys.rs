@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -22,7 +22,8 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Ctx, JsonBody};
-use crate::provider_keys::{list_body, PageQuery};
+use crate::openapi::doc::{Data, ErrorBody, LimitState, Paged, Saved, Success};
+use crate::provider_keys::{list_body, PageQuery, QueryParams};
 use crate::state::AppState;
 
 /// How a virtual key spreads requests over its targets.
@@ -90,16 +91,22 @@ impl Budget {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub rpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub rph: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub rpd: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub tpm: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub tph: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub tpd: Option<u64>,
 }
 
@@ -188,6 +195,7 @@ fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Opti
 #[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BudgetInput {
+    #[schema(minimum = 0)]
     pub usd: Option<f64>,
     pub tokens: Option<u64>,
     pub requests: Option<u64>,
@@ -237,8 +245,10 @@ pub struct ModelLimitInput {
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetInput {
+    /// A provider key of the workspace, by name or id.
     pub provider_key: String,
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub weight: u32,
 }
 
@@ -250,11 +260,14 @@ fn one() -> u32 {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateVirtualKey {
+    /// 1 to 128 printable characters.
     pub name: String,
-    /// Unique; generated from the name when absent.
+    /// Unique; generated from the name when absent. Must not start with `vk_`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub slug: Option<String>,
     /// Shorthand for one target: a provider key name or id.
     pub provider_key: Option<String>,
+    #[schema(min_items = 1, max_items = 16)]
     pub targets: Option<Vec<TargetInput>>,
     pub strategy: Option<Strategy>,
     pub models: Option<Vec<String>>,
@@ -266,6 +279,7 @@ pub struct CreateVirtualKey {
     #[schema(value_type = Option<Object>)]
     pub model_limits: Option<BTreeMap<String, ModelLimitInput>>,
     /// RFC 3339 or `YYYY-MM-DD`.
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
     pub note: Option<String>,
 }
@@ -276,8 +290,11 @@ pub struct CreateVirtualKey {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateVirtualKey {
     pub name: Option<String>,
+    /// Must not start with `vk_`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub slug: Option<String>,
     pub provider_key: Option<String>,
+    #[schema(min_items = 1, max_items = 16)]
     pub targets: Option<Vec<TargetInput>>,
     pub strategy: Option<Strategy>,
     pub models: Option<Vec<String>>,
@@ -294,13 +311,15 @@ pub struct UpdateVirtualKey {
     pub rate_limits: Option<Option<RateLimits>>,
     #[schema(value_type = Option<Object>)]
     pub model_limits: Option<BTreeMap<String, ModelLimitInput>>,
+    /// RFC 3339 or `YYYY-MM-DD`; `null` removes the expiry.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub note: Option<Option<String>>,
     /// `active` or `disabled`.
+    #[schema(value_type = Option<StoredStatus>)]
     pub status: Option<String>,
 }
 
@@ -747,10 +766,98 @@ pub fn view(state: &AppState, row: &VirtualKeyRow) -> Value {
     })
 }
 
+/// A virtual key as [`view`] shows it (for the document).
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct VirtualKeyView {
+    /// `vk_` and 24 base62 characters.
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    #[schema(required = true)]
+    pub note: Option<String>,
+    pub status: VkStatus,
+    pub targets: Vec<TargetView>,
+    pub strategy: Strategy,
+    /// Allowed models; empty allows every model.
+    pub models: Vec<String>,
+    /// Alias -> upstream model.
+    pub aliases: BTreeMap<String, String>,
+    #[schema(required = true)]
+    pub default_model: Option<String>,
+    pub budget: BudgetInput,
+    pub budget_period: Period,
+    pub rate_limits: RateLimits,
+    pub model_limits: BTreeMap<String, ModelLimitView>,
+    #[schema(required = true)]
+    pub expires_at: Option<String>,
+    pub workspace: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A virtual key's status: stored (`active`, `disabled`) or derived (`expired`, `exhausted`).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum VkStatus {
+    Active,
+    Disabled,
+    Expired,
+    /// A budget of the key has nothing left (lists, get and limits only).
+    Exhausted,
+}
+
+/// The status a client may set.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum StoredStatus {
+    Active,
+    Disabled,
+}
+
+/// One target as [`view`] shows it.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct TargetView {
+    pub provider_key_id: String,
+    /// The provider key's name; `null` if it is gone.
+    #[schema(required = true)]
+    pub provider_key: Option<String>,
+    pub weight: u32,
+}
+
+/// Per-model overrides as [`view`] shows them.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ModelLimitView {
+    pub budget: BudgetInput,
+    pub rate_limits: RateLimits,
+}
+
+/// The answer of `GET /api/v1/virtual_keys/{slug}/limits` (for the document).
+#[derive(ToSchema)]
+pub struct VirtualKeyLimits {
+    pub id: String,
+    pub slug: String,
+    pub status: VkStatus,
+    pub limits: Vec<LimitState>,
+}
+
 /// List virtual keys.
-#[utoipa::path(get, path = "/api/v1/virtual_keys", tag = "virtual keys", params(PageQuery),
-    responses((status = 200, description = "`{object, data: [VirtualKey], page, limit, total}`")), security(("bearer" = [])))]
-pub async fn list_handler(State(state): State<AppState>, ctx: Ctx, q: Query<PageQuery>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/v1/virtual_keys", tag = "virtual keys", operation_id = "listVirtualKeys",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of virtual keys", body = Paged<VirtualKeyView>),
+        (status = 400, description = "Invalid `page`, `limit` or query string", body = ErrorBody),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, or a refused client address", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn list_handler(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> ApiResult<Json<Value>> {
     let page = q.page()?;
     let (rows, total) = state.store.list_virtual_keys(&ctx.workspace, page).await?;
     let mut items = Vec::with_capacity(rows.len());
@@ -763,9 +870,23 @@ pub async fn list_handler(State(state): State<AppState>, ctx: Ctx, q: Query<Page
 }
 
 /// Create a virtual key.
-#[utoipa::path(post, path = "/api/v1/virtual_keys", tag = "virtual keys", request_body = CreateVirtualKey,
-    responses((status = 201, description = "`{success, data: VirtualKey}`"), (status = 400, description = "invalid input"),
-        (status = 409, description = "slug taken")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/virtual_keys", tag = "virtual keys", operation_id = "createVirtualKey",
+    request_body = CreateVirtualKey,
+    responses(
+        (status = 201, description = "Created", body = Saved<VirtualKeyView>, links(
+            ("GetVirtualKey" = (operation_id = "getVirtualKey", parameters(("slug" = "$response.body#/data/slug")))),
+            ("UpdateVirtualKey" = (operation_id = "updateVirtualKey", parameters(("slug" = "$response.body#/data/slug")))),
+            ("VirtualKeyLimits" = (operation_id = "getVirtualKeyLimits", parameters(("slug" = "$response.body#/data/id")))),
+            ("DeleteVirtualKey" = (operation_id = "deleteVirtualKey", parameters(("slug" = "$response.body#/data/slug")))),
+        )),
+        (status = 400, description = "Invalid body or field, or an unknown provider key", body = ErrorBody),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, or a refused client address", body = ErrorBody),
+        (status = 409, description = "The slug is taken", body = ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn create_handler(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -780,8 +901,15 @@ pub async fn create_handler(
 }
 
 /// Get a virtual key by slug or id.
-#[utoipa::path(get, path = "/api/v1/virtual_keys/{slug}", tag = "virtual keys", params(("slug" = String, Path, description = "slug or vk_ id")),
-    responses((status = 200, description = "`{data: VirtualKey}`"), (status = 404, description = "no such key")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/virtual_keys/{slug}", tag = "virtual keys", operation_id = "getVirtualKey",
+    params(("slug" = String, Path, description = "The slug or the `vk_` id")),
+    responses(
+        (status = 200, description = "The virtual key", body = Data<VirtualKeyView>),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, or a refused client address", body = ErrorBody),
+        (status = 404, description = "No such virtual key in this workspace", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn get_handler(State(state): State<AppState>, ctx: Ctx, Path(slug): Path<String>) -> ApiResult<Json<Value>> {
     let row = find(&state, &ctx, &slug).await?;
     let mut v = view(&state, &row);
@@ -790,8 +918,20 @@ pub async fn get_handler(State(state): State<AppState>, ctx: Ctx, Path(slug): Pa
 }
 
 /// Change a virtual key.
-#[utoipa::path(patch, path = "/api/v1/virtual_keys/{slug}", tag = "virtual keys", params(("slug" = String, Path)),
-    request_body = UpdateVirtualKey, responses((status = 200, description = "`{success, data: VirtualKey}`")), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/api/v1/virtual_keys/{slug}", tag = "virtual keys", operation_id = "updateVirtualKey",
+    params(("slug" = String, Path, description = "The slug or the `vk_` id")),
+    request_body = UpdateVirtualKey,
+    responses(
+        (status = 200, description = "Changed", body = Saved<VirtualKeyView>),
+        (status = 400, description = "Invalid body or field, or an unknown provider key", body = ErrorBody),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, or a refused client address", body = ErrorBody),
+        (status = 404, description = "No such virtual key in this workspace", body = ErrorBody),
+        (status = 409, description = "The new slug is taken", body = ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn update_handler(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -805,8 +945,15 @@ pub async fn update_handler(
 }
 
 /// Delete a virtual key.
-#[utoipa::path(delete, path = "/api/v1/virtual_keys/{slug}", tag = "virtual keys", params(("slug" = String, Path)),
-    responses((status = 200, description = "`{success: true}`"), (status = 404, description = "no such key")), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/virtual_keys/{slug}", tag = "virtual keys", operation_id = "deleteVirtualKey",
+    params(("slug" = String, Path, description = "The slug or the `vk_` id")),
+    responses(
+        (status = 200, description = "Deleted", body = Success),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, or a refused client address", body = ErrorBody),
+        (status = 404, description = "No such virtual key in this workspace", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn delete_handler(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -820,8 +967,15 @@ pub async fn delete_handler(
 
 /// The live state of a virtual key's limits: every window and budget with its limit, what is
 /// used, what remains and when it resets.
-#[utoipa::path(get, path = "/api/v1/virtual_keys/{slug}/limits", tag = "virtual keys", params(("slug" = String, Path)),
-    responses((status = 200, description = "`{data: {status, limits: [{scope, type, measure, limit, used, remaining, reset}]}}`")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/virtual_keys/{slug}/limits", tag = "virtual keys", operation_id = "getVirtualKeyLimits",
+    params(("slug" = String, Path, description = "The slug or the `vk_` id")),
+    responses(
+        (status = 200, description = "The key's windows and budgets, read live", body = Data<VirtualKeyLimits>),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, or a refused client address", body = ErrorBody),
+        (status = 404, description = "No such virtual key in this workspace", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn limits_handler(
     State(state): State<AppState>,
     ctx: Ctx,

@@ -3,7 +3,7 @@
 //! workspace, so the events outlive the workspace they name) and may act in any
 //! (`x-keygate-workspace` header or `workspace` field); a workspace's own ADMIN keys see only it.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -11,24 +11,41 @@ use keygate_store::{StoreError, WorkspaceRow};
 use keygate_types::timefmt::{format_ms, now_ms};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Ctx, JsonBody};
-use crate::provider_keys::{list_body, PageQuery};
+use crate::openapi::doc::{Data, ErrorBody, Paged, Saved, Success};
+use crate::provider_keys::{list_body, PageQuery, QueryParams};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+/// Body of `POST /api/v1/workspaces`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateWorkspace {
-    /// `[a-z0-9-]{1,64}`; generated from the name when absent.
+    /// `[a-z0-9-]{1,64}`, not starting with `-`; generated from the name when absent.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,63}$")]
     pub id: Option<String>,
+    /// 1 to 128 printable characters.
     pub name: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `PATCH /api/v1/workspaces/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RenameWorkspace {
+    /// 1 to 128 printable characters.
     pub name: String,
+}
+
+/// A workspace as [`view`] shows it (for the document).
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct WorkspaceView {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    pub updated_at: String,
 }
 
 fn view(w: &WorkspaceRow) -> Value {
@@ -77,6 +94,23 @@ async fn visible(state: &AppState, ctx: &Ctx, id: &str) -> ApiResult<WorkspaceRo
     })
 }
 
+/// Create a workspace (organisation admins only).
+#[utoipa::path(post, path = "/api/v1/workspaces", tag = "workspaces", operation_id = "createWorkspace",
+    request_body = CreateWorkspace,
+    responses(
+        (status = 201, description = "Created", body = Saved<WorkspaceView>, links(
+            ("GetWorkspace" = (operation_id = "getWorkspace", parameters(("id" = "$response.body#/data/id")))),
+            ("RenameWorkspace" = (operation_id = "renameWorkspace", parameters(("id" = "$response.body#/data/id")))),
+            ("DeleteWorkspace" = (operation_id = "deleteWorkspace", parameters(("id" = "$response.body#/data/id")))),
+        )),
+        (status = 400, description = "Invalid body, id or name", body = ErrorBody),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an organisation admin's ADMIN key, or a refused client address", body = ErrorBody),
+        (status = 409, description = "The id is taken", body = ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -107,7 +141,21 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(json!({"success": true, "data": view(&row)}))))
 }
 
-pub async fn list(State(state): State<AppState>, ctx: Ctx, q: Query<PageQuery>) -> ApiResult<Json<Value>> {
+/// List workspaces: all of them for an organisation admin, else the caller's own.
+#[utoipa::path(get, path = "/api/v1/workspaces", tag = "workspaces", operation_id = "listWorkspaces",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of workspaces", body = Paged<WorkspaceView>),
+        (status = 400, description = "Invalid `page`, `limit` or query string", body = ErrorBody),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, or a refused client address", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> ApiResult<Json<Value>> {
     let page = q.page()?;
     if !ctx.principal.org_admin {
         let own = visible(&state, &ctx, &ctx.principal.workspace.clone()).await?;
@@ -117,11 +165,35 @@ pub async fn list(State(state): State<AppState>, ctx: Ctx, q: Query<PageQuery>) 
     Ok(Json(list_body(rows.iter().map(view).collect(), page, total)))
 }
 
+/// Get a workspace.
+#[utoipa::path(get, path = "/api/v1/workspaces/{id}", tag = "workspaces", operation_id = "getWorkspace",
+    params(("id" = String, Path, description = "The workspace's id")),
+    responses(
+        (status = 200, description = "The workspace", body = Data<WorkspaceView>),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an ADMIN key, or a refused client address", body = ErrorBody),
+        (status = 404, description = "No such workspace visible to the caller", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn get(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let row = visible(&state, &ctx, &id).await?;
     Ok(Json(json!({"data": view(&row)})))
 }
 
+/// Rename a workspace (organisation admins only).
+#[utoipa::path(patch, path = "/api/v1/workspaces/{id}", tag = "workspaces", operation_id = "renameWorkspace",
+    params(("id" = String, Path, description = "The workspace's id")),
+    request_body = RenameWorkspace,
+    responses(
+        (status = 200, description = "Renamed", body = Saved<WorkspaceView>),
+        (status = 400, description = "Invalid body or name", body = ErrorBody),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an organisation admin's ADMIN key, or a refused client address", body = ErrorBody),
+        (status = 404, description = "No such workspace visible to the caller", body = ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn rename(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -143,6 +215,17 @@ pub async fn rename(
     Ok(Json(json!({"success": true, "data": view(&row)})))
 }
 
+/// Delete an empty workspace (organisation admins only).
+#[utoipa::path(delete, path = "/api/v1/workspaces/{id}", tag = "workspaces", operation_id = "deleteWorkspace",
+    params(("id" = String, Path, description = "The workspace's id")),
+    responses(
+        (status = 200, description = "Deleted", body = Success),
+        (status = 401, description = "Missing or invalid platform key", body = ErrorBody),
+        (status = 403, description = "Not an organisation admin's ADMIN key, or a refused client address", body = ErrorBody),
+        (status = 404, description = "No such workspace visible to the caller", body = ErrorBody),
+        (status = 409, description = "The default workspace, or one that still holds live keys", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn delete(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     visible(&state, &ctx, &id).await?;
     org_only(&ctx)?;

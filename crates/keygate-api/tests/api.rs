@@ -775,3 +775,25 @@ async fn master_key_rotation_keeps_every_secret_readable() {
         .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
 }
+
+/// Found by Schemathesis (`tests/python/test_schemathesis.py`): a query string that does not
+/// parse was refused by axum in text/plain; every management route answers the JSON error.
+#[tokio::test]
+async fn query_strings_that_do_not_parse_answer_a_json_400() {
+    let h = harness().await;
+    for path in [
+        "/api/v1/provider_keys?page=abc",
+        "/api/v1/virtual_keys?limit=-1",
+        "/api/v1/api_keys?page=1&page=2",
+        "/api/v1/workspaces?bogus=1",
+        "/api/v1/usage?limit=99999999999",
+        "/api/v1/usage/records?page=x",
+        "/api/v1/audit?page=1.5",
+    ] {
+        // `call` asserts the answer is JSON.
+        let (s, v) = h.admin("GET", path, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_request", "{path}: {v}");
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{path}: {v}");
+    }
+}
