@@ -920,16 +920,32 @@ async fn read_limited(resp: reqwest::Response, cap: usize) -> Result<Bytes, &'st
     if declared > cap as u64 {
         return Err("upstream_too_large");
     }
-    let mut out = Vec::with_capacity(declared as usize);
+    // The chunks are kept as they come (no buffer doubling and copying while reading) and
+    // joined once at the end: an answer over the cap never holds more than the cap.
+    let mut parts: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| "upstream_error")?;
-        if out.len() + chunk.len() > cap {
+        total += chunk.len();
+        if total > cap {
             return Err("upstream_too_large");
         }
-        out.extend_from_slice(&chunk);
+        if !chunk.is_empty() {
+            parts.push(chunk);
+        }
     }
-    Ok(Bytes::from(out))
+    Ok(match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.swap_remove(0),
+        _ => {
+            let mut out = Vec::with_capacity(total);
+            for p in &parts {
+                out.extend_from_slice(p);
+            }
+            Bytes::from(out)
+        }
+    })
 }
 
 /// An upstream error in OpenAI's shape. The message is the upstream's own when it is
