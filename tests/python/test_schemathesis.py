@@ -53,15 +53,6 @@ responses = false
 max-steps = {STATEFUL_MAX_STEPS}
 [phases.stateful.inference]
 algorithms = []
-
-# Known issue: DELETE /api/v1/api_keys still reads `?id=` with axum's `Query`, whose refusal of an
-# unknown or repeated parameter is text/plain (the other routes answer JSON through
-# `provider_keys::QueryParams`). Its signature is shared with the web UI (`ui/api_keys.rs`), which
-# must change with it; until then those two kinds of query string are not generated for it.
-[[operations]]
-include-operation-id = "deleteApiKey"
-generation.allow-extra-parameters = false
-phases.coverage.generate-duplicate-query-parameters = false
 """
 
 

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -947,7 +947,11 @@ pub struct DeleteQuery {
         (status = 404, description = "No such key in this workspace", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn delete(State(state): State<AppState>, ctx: Ctx, Query(q): Query<DeleteQuery>) -> ApiResult<Json<Value>> {
+pub async fn delete(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    QueryParams(q): QueryParams<DeleteQuery>,
+) -> ApiResult<Json<Value>> {
     let id = q.id.ok_or_else(|| ApiError::bad_request("give the key as ?id="))?;
     let row = state
         .store

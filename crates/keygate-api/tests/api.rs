@@ -796,4 +796,9 @@ async fn query_strings_that_do_not_parse_answer_a_json_400() {
         assert_eq!(v["error"]["code"], "invalid_request", "{path}: {v}");
         assert_eq!(v["error"]["type"], "invalid_request_error", "{path}: {v}");
     }
+    for path in ["/api/v1/api_keys?id=x&foo=1", "/api/v1/api_keys?id=a&id=b"] {
+        let (s, v) = h.admin("DELETE", path, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_request", "{path}: {v}");
+    }
 }

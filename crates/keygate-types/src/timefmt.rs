@@ -28,15 +28,21 @@ pub fn format_ms(ms: i64) -> String {
 /// Parses an RFC 3339 date-time or a plain `YYYY-MM-DD` date (midnight UTC) into Unix ms.
 pub fn parse_ms(s: &str) -> Option<i64> {
     let s = s.trim();
-    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
-        return Some((t.unix_timestamp_nanos() / 1_000_000) as i64);
+    let t = if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        t
+    } else {
+        let fmt = time::macros::format_description!("[year]-[month]-[day]");
+        Date::parse(s, &fmt).ok()?.with_time(Time::MIDNIGHT).assume_utc()
+    };
+    // Only instants `format_ms` can show again (years 0000 to 9999 in UTC): an offset may push
+    // 9999-12-31 past it.
+    const FIRST_MS: i128 = -62_167_219_200_000; // 0000-01-01T00:00:00Z
+    const END_MS: i128 = 253_402_300_800_000; // 10000-01-01T00:00:00Z
+    let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
+    if !(FIRST_MS..END_MS).contains(&ms) {
+        return None;
     }
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    if let Ok(d) = Date::parse(s, &fmt) {
-        let t = d.with_time(Time::MIDNIGHT).assume_utc();
-        return Some((t.unix_timestamp_nanos() / 1_000_000) as i64);
-    }
-    None
+    i64::try_from(ms).ok()
 }
 
 #[cfg(test)]
@@ -51,5 +57,13 @@ mod tests {
         assert_eq!(parse_ms("2030-01-01T01:00:00+01:00"), Some(ms));
         assert_eq!(parse_ms("yesterday"), None);
         assert_eq!(parse_ms(""), None);
+    }
+
+    #[test]
+    fn only_instants_that_can_be_shown_again() {
+        assert_eq!(parse_ms("9999-12-31T23:59:59-23:59"), None, "year 10000 in UTC");
+        let last = parse_ms("9999-12-31T23:59:59Z").unwrap();
+        assert_eq!(format_ms(last), "9999-12-31T23:59:59.000Z");
+        assert!(parse_ms("0000-01-01T00:30:00+01:00").is_none(), "year -1 in UTC");
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use keygate_store::{Page, PlatformKeyRow, StoreError};
 use serde_json::Value;
@@ -586,7 +586,7 @@ pub async fn delete(
     match ak::delete(
         State(state.clone()),
         ctx_of(&ui),
-        Query(DeleteQuery {
+        crate::provider_keys::QueryParams(DeleteQuery {
             id: Some(row.id.clone()),
         }),
     )
