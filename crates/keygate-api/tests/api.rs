@@ -802,3 +802,155 @@ async fn query_strings_that_do_not_parse_answer_a_json_400() {
         assert_eq!(v["error"]["code"], "invalid_request", "{path}: {v}");
     }
 }
+
+/// An arbitrary JSON value, nested a few levels.
+fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        ".{0,40}".prop_map(Value::from),
+        prop::sample::select(vec![
+            "openai",
+            "custom",
+            "azure",
+            "INFERENCE",
+            "ADMIN",
+            "gpt-4o-mini",
+            ""
+        ])
+        .prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        let keys = prop::sample::select(vec![
+            "name",
+            "modelHub",
+            "apiKey",
+            "baseUrl",
+            "model",
+            "messages",
+            "stream",
+            "slug",
+            "providerKey",
+            "targets",
+            "budget",
+            "apiKeyType",
+            "description",
+            "consumptionLimit",
+            "expiresAt",
+            "hubConfig",
+            "rateLimits",
+            "x",
+        ]);
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map(keys, inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+        ]
+    })
+}
+
+/// Sends `body` (raw bytes) with `authorization`; the status and whether the answer was JSON.
+async fn raw(
+    app: &Router,
+    method: &str,
+    path: &str,
+    authorization: Option<&[u8]>,
+    body: Vec<u8>,
+) -> (u16, bool, String) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
+    if let Some(a) = authorization {
+        req = req.header("authorization", axum::http::HeaderValue::from_bytes(a).unwrap());
+    }
+    let resp = app.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let json = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap_or("").starts_with("application/json"));
+    let text = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
+    (status, json, text)
+}
+
+#[test]
+fn hostile_authorization_headers_are_refused_with_401_and_never_echoed() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let h = rt.block_on(harness());
+    let header = prop_oneof![
+        // Any header value bytes (visible ASCII, spaces, tabs, obs-text).
+        prop::collection::vec(prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff], 0..120),
+        "[A-Za-z]{0,8} {1,3}[ -~]{0,80}".prop_map(String::into_bytes),
+        "(kg_adm_|kg_inf_|kg_xyz_)[A-Za-z0-9]{0,50}".prop_map(|k| format!("Bearer {k}").into_bytes()),
+    ];
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&header, |value| {
+            let (status, json, text) =
+                rt.block_on(raw(&h.app, "GET", "/api/v1/provider_keys", Some(&value), Vec::new()));
+            prop_assert_eq!(status, 401, "{}", text);
+            prop_assert!(json, "a JSON refusal");
+            let shown = String::from_utf8_lossy(&value);
+            let presented = shown.trim().rsplit(' ').next().unwrap_or("");
+            prop_assert!(
+                presented.len() < 12 || !text.contains(presented),
+                "the refusal repeats what was presented: {}",
+                text
+            );
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn hostile_json_bodies_get_a_json_4xx_never_a_5xx() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let h = rt.block_on(harness());
+    let auth = format!("Bearer {}", h.admin);
+    let body = prop_oneof![
+        any_json().prop_map(|v| v.to_string().into_bytes()),
+        prop::collection::vec(any::<u8>(), 0..200),
+        // Valid JSON cut short, and JSON with trailing garbage.
+        any_json().prop_flat_map(|v| {
+            let s = v.to_string().into_bytes();
+            let n = s.len();
+            (Just(s), 0..=n).prop_map(|(s, cut)| s[..cut].to_vec())
+        }),
+    ];
+    let paths = prop::sample::select(vec![
+        ("POST", "/api/v1/provider_keys"),
+        ("POST", "/api/v1/virtual_keys"),
+        ("POST", "/api/v1/api_keys"),
+        ("PATCH", "/api/v1/api_keys"),
+        ("POST", "/api/v1/workspaces"),
+        ("POST", "/api/v1/wallets"),
+        ("POST", "/v1/api-keys"),
+        ("POST", "/v1/virtual-keys"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/embeddings"),
+        ("POST", "/v1/messages"),
+    ]);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 384,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&(paths, body), |((method, path), bytes)| {
+            let (status, json, text) = rt.block_on(raw(&h.app, method, path, Some(auth.as_bytes()), bytes));
+            prop_assert!(status < 500, "{} {}: {} {}", method, path, status, text);
+            prop_assert!(json, "{} {}: {} answered without JSON: {}", method, path, status, text);
+            Ok(())
+        })
+        .unwrap();
+}
