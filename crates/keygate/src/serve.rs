@@ -274,8 +274,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             });
             let std_listener = listener.into_std().context("cannot hand the listener to TLS")?;
             tracing::info!("serving HTTPS");
+            // TCP_NODELAY under TLS too: `from_tcp_rustls`'s default acceptor leaves Nagle on, and
+            // every SSE frame after the first would wait for the client's delayed ACK.
+            let acceptor =
+                axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(axum_server::accept::NoDelayAcceptor::new());
             tokio::spawn(async move {
-                axum_server::from_tcp_rustls(std_listener, tls)
+                axum_server::from_tcp(std_listener)
+                    .acceptor(acceptor)
                     .handle(handle)
                     .serve(make)
                     .await?;
