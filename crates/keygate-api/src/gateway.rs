@@ -393,6 +393,8 @@ impl Drop for MeterGuard {
 struct Call {
     endpoint: Endpoint,
     body: Option<Value>,
+    /// The client's JSON body as it came, forwarded as it is when nothing in it changes.
+    raw: Option<Bytes>,
     stream: bool,
     client_wants_usage: bool,
     model: String,
@@ -443,6 +445,7 @@ pub async fn handle_json(state: AppState, endpoint: Endpoint, req: Request) -> R
     let call = Call {
         endpoint,
         body: Some(body),
+        raw: Some(bytes),
         stream,
         client_wants_usage,
         model,
@@ -891,6 +894,17 @@ fn upstream_body(state: &AppState, call: &Call, plan: &Plan) -> Result<(Option<B
             Ok((Some(Bytes::from(bytes)), false))
         }
         Wire::OpenAi => {
+            let inject_wanted = call.stream
+                && matches!(call.endpoint, Endpoint::Chat | Endpoint::Completions)
+                && !call.client_wants_usage;
+            let model_kept = match &plan.body_model {
+                None => true,
+                Some(m) => body.get("model").and_then(Value::as_str) == Some(m.as_str()),
+            };
+            if let (true, false, Some(raw)) = (model_kept, inject_wanted, &call.raw) {
+                // Nothing to rewrite: the client's bytes go as they came (no clone, no re-encoding).
+                return Ok((Some(raw.clone()), false));
+            }
             let mut body = body.clone();
             if let (Some(m), Some(obj)) = (&plan.body_model, body.as_object_mut()) {
                 obj.insert("model".into(), Value::String(m.clone()));
@@ -1504,6 +1518,7 @@ pub async fn passthrough(State(state): State<AppState>, req: Request) -> Respons
     let call = Call {
         endpoint: Endpoint::Passthrough,
         body,
+        raw: None,
         stream,
         client_wants_usage: true,
         model,

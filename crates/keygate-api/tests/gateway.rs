@@ -885,3 +885,45 @@ async fn a_hostile_upstream_ends_every_request_and_is_metered() {
     assert_eq!(statuses.len(), 4, "{recs}");
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
 }
+
+#[tokio::test]
+async fn an_unchanged_body_reaches_the_upstream_byte_for_byte() {
+    let g = start().await;
+    let slug = g
+        .vk(
+            "bytes",
+            "openai",
+            json!({}),
+            json!({"aliases": {"fast": "gpt-4o-mini"}}),
+        )
+        .await;
+    // Spacing, key order and a field keygate knows nothing of: forwarded exactly.
+    let sent = "{ \"messages\":[{\"role\":\"user\",\"content\":\"Say hi\"}],\n  \"model\" : \"gpt-4o-mini\", \"x_vendor\": {\"k\": [1, 2.50]} }";
+    let resp = g
+        .http
+        .post(format!("{}/v1/chat/completions", g.url))
+        .bearer_auth(&g.inference)
+        .header("x-keygate-virtual-key", &slug)
+        .header("content-type", "application/json")
+        .body(sent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(g.mock.last_request().unwrap().text(), sent);
+    // An alias is rewritten, and a stream gets `stream_options.include_usage`: re-encoded then.
+    let (s, _, _) = g
+        .chat(
+            &slug,
+            json!({"model":"fast","messages":[{"role":"user","content":"hi"}]}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(g.mock.last_request().unwrap().json()["model"], "gpt-4o-mini");
+    let (s, _) = stream_chat(&g, &slug).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        g.mock.last_request().unwrap().json()["stream_options"]["include_usage"],
+        true
+    );
+}
