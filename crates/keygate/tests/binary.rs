@@ -1275,3 +1275,56 @@ fn a_hostile_upstream_keeps_memory_bounded_and_ends_every_request() {
     assert_eq!(chat(false).0, 200);
     server.stop();
 }
+
+/// Writes `request` on a fresh connection; the status line of the answer ("" when the server
+/// closed the connection without one).
+fn raw_status(url: &str, request: &[u8]) -> String {
+    use std::io::Read;
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.windows(2).any(|w| w == b"\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).lines().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn oversized_headers_are_refused_and_the_server_stays_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start(&data, &[]);
+    let url = server.url.clone();
+    // Too many header fields (hyper's cap is 100).
+    let mut many = String::from("GET /api/v1/provider_keys HTTP/1.1\r\nhost: x\r\n");
+    for i in 0..200 {
+        many.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let status = raw_status(&url, many.as_bytes());
+    assert!(status.contains(" 431 "), "200 header fields: {status:?}");
+    // One header field of 1 MiB: refused (431) or the connection closed, never read into memory.
+    let big = format!(
+        "GET /api/v1/provider_keys HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+        "k".repeat(1 << 20)
+    );
+    let status = raw_status(&url, big.as_bytes());
+    assert!(
+        status.is_empty() || status.contains(" 431 "),
+        "a 1 MiB header: {status:?}"
+    );
+    // The server still answers.
+    assert_eq!(reqwest::blocking::get(format!("{url}/healthz")).unwrap().status(), 200);
+    server.stop();
+}
