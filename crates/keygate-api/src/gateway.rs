@@ -37,6 +37,8 @@ use crate::runtime::{ProviderRuntime, VkRuntime};
 use crate::state::AppState;
 use crate::virtual_keys::Strategy;
 
+const USER_AGENT: &str = concat!("keygate/", env!("CARGO_PKG_VERSION"));
+
 /// Timeouts and defaults of upstream calls.
 #[derive(Clone, Debug)]
 pub struct GatewaySettings {
@@ -66,9 +68,19 @@ impl Default for GatewaySettings {
     }
 }
 
+/// The gateway's upstream HTTP client: hyper-util's pooled client over rustls, names resolved
+/// by [`PolicyResolver`]. No redirect, retry or cookie layers: keygate follows no redirect.
+pub type UpstreamClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector<PolicyResolver>>,
+    http_body_util::Full<Bytes>,
+>;
+
+/// An upstream answer: its head and its body as it arrives.
+type UpstreamResponse = http::Response<hyper::body::Incoming>;
+
 /// The upstream side: one HTTP client per process, the Vertex token cache, the prices.
 pub struct Upstream {
-    pub client: reqwest::Client,
+    pub client: UpstreamClient,
     pub vertex_tokens: TokenCache,
     pub settings: GatewaySettings,
     pub prices: Arc<PriceTable>,
@@ -76,8 +88,40 @@ pub struct Upstream {
 }
 
 /// Resolves names and refuses addresses the URL policy forbids, at connect time.
-struct PolicyResolver {
+#[derive(Clone, Debug)]
+pub struct PolicyResolver {
     allow_private: bool,
+}
+
+impl PolicyResolver {
+    async fn lookup(host: String, allow_private: bool) -> std::io::Result<Vec<std::net::SocketAddr>> {
+        let allowed: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            .await?
+            .filter(|a| netpolicy::address_allowed(a.ip(), allow_private).is_ok())
+            .collect();
+        if allowed.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{host} resolves only to addresses keygate may not connect to"),
+            ));
+        }
+        Ok(allowed)
+    }
+}
+
+impl tower::Service<hyper_util::client::legacy::connect::dns::Name> for PolicyResolver {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let (host, allow_private) = (name.as_str().to_string(), self.allow_private);
+        Box::pin(async move { Ok(PolicyResolver::lookup(host, allow_private).await?.into_iter()) })
+    }
 }
 
 impl reqwest::dns::Resolve for PolicyResolver {
@@ -85,16 +129,7 @@ impl reqwest::dns::Resolve for PolicyResolver {
         let allow_private = self.allow_private;
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<std::net::SocketAddr> = addrs
-                .into_iter()
-                .filter(|a| netpolicy::address_allowed(a.ip(), allow_private).is_ok())
-                .collect();
-            if allowed.is_empty() {
-                let err: Box<dyn std::error::Error + Send + Sync> =
-                    format!("{host} resolves only to addresses keygate may not connect to").into();
-                return Err(err);
-            }
+            let allowed = PolicyResolver::lookup(host, allow_private).await?;
             let iter: reqwest::dns::Addrs = Box::new(allowed.into_iter());
             Ok(iter)
         })
@@ -102,25 +137,29 @@ impl reqwest::dns::Resolve for PolicyResolver {
 }
 
 impl Upstream {
-    pub fn new(
-        settings: GatewaySettings,
-        prices: Arc<PriceTable>,
-        allow_private: bool,
-    ) -> Result<Upstream, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(settings.connect_timeout)
+    pub fn new(settings: GatewaySettings, prices: Arc<PriceTable>, allow_private: bool) -> Result<Upstream, String> {
+        let mut http =
+            hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(PolicyResolver { allow_private });
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| format!("cannot set up TLS for upstream calls: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .user_agent(concat!("keygate/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(PolicyResolver { allow_private }))
-            .build()?;
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(https);
         let token_client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(settings.connect_timeout)
             .dns_resolver(Arc::new(PolicyResolver { allow_private }))
-            .build()?;
+            .build()
+            .map_err(|e| e.to_string())?;
         Ok(Upstream {
             client,
             vertex_tokens: TokenCache::new(token_client, Duration::from_secs(300)),
@@ -745,18 +784,22 @@ async fn attempt(
     }
 
     let settings = &state.upstream.settings;
-    let mut req = state
-        .upstream
-        .client
-        .request(method.clone(), &plan.url)
-        .header(plan.auth.0.clone(), plan.auth.1.clone());
+    let mut builder = http::Request::builder()
+        .method(method.clone())
+        .uri(plan.url.as_str())
+        .header(plan.auth.0.clone(), plan.auth.1.clone())
+        .header(http::header::USER_AGENT, USER_AGENT);
     for (k, v) in &plan.extra_headers {
-        req = req.header(k.clone(), v.clone());
+        builder = builder.header(k.clone(), v.clone());
     }
-    if let Some(b) = body_bytes {
-        req = req.header(http::header::CONTENT_TYPE, "application/json").body(b);
-    }
-    req = req.header(
+    let body = match body_bytes {
+        Some(b) => {
+            builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+            b
+        }
+        None => Bytes::new(),
+    };
+    builder = builder.header(
         http::header::ACCEPT,
         if call.stream {
             "text/event-stream"
@@ -764,7 +807,20 @@ async fn attempt(
             "application/json"
         },
     );
-    let sent = tokio::time::timeout(settings.first_byte_timeout.min(settings.total_timeout), req.send()).await;
+    let req = match builder.body(http_body_util::Full::new(body)) {
+        Ok(r) => r,
+        Err(_) => {
+            guard.row = None;
+            return Attempt::Done(error_response(ApiError::bad_request(
+                "the upstream URL or a header of this request is not valid HTTP",
+            )));
+        }
+    };
+    let sent = tokio::time::timeout(
+        settings.first_byte_timeout.min(settings.total_timeout),
+        state.upstream.client.request(req),
+    )
+    .await;
     let resp = match sent {
         Err(_) => {
             guard.finish(504, Some("upstream_timeout"));
@@ -776,13 +832,7 @@ async fn attempt(
             ));
         }
         Ok(Err(e)) => {
-            let kind = if e.is_connect() {
-                "connect"
-            } else if e.is_timeout() {
-                "timeout"
-            } else {
-                "request"
-            };
+            let kind = if e.is_connect() { "connect" } else { "request" };
             tracing::warn!(provider_key = %provider.id, kind, "upstream request failed");
             state.runtime.note_failure(&provider.id, None, state.limits.now());
             *reservation = guard.reservation.take().filter(|_| !is_last);
@@ -928,9 +978,22 @@ fn upstream_body(state: &AppState, call: &Call, plan: &Plan) -> Result<(Option<B
     }
 }
 
-async fn read_limited(resp: reqwest::Response, cap: usize) -> Result<Bytes, &'static str> {
+/// The `Content-Length` an answer declares, if any.
+fn content_length(resp: &UpstreamResponse) -> Option<u64> {
+    resp.headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// An answer's body as a stream of its data chunks.
+fn body_stream(resp: UpstreamResponse) -> impl futures::Stream<Item = Result<Bytes, hyper::Error>> + Send {
+    http_body_util::BodyDataStream::new(resp.into_body())
+}
+
+async fn read_limited(resp: UpstreamResponse, cap: usize) -> Result<Bytes, &'static str> {
     // A declared length over the cap is refused before a byte is read.
-    let declared = resp.content_length().unwrap_or(0);
+    let declared = content_length(&resp).unwrap_or(0);
     if declared > cap as u64 {
         return Err("upstream_too_large");
     }
@@ -938,7 +1001,7 @@ async fn read_limited(resp: reqwest::Response, cap: usize) -> Result<Bytes, &'st
     // joined once at the end: an answer over the cap never holds more than the cap.
     let mut parts: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
-    let mut stream = resp.bytes_stream();
+    let mut stream = std::pin::pin!(body_stream(resp));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| "upstream_error")?;
         total += chunk.len();
@@ -1214,11 +1277,11 @@ fn convert_embeddings_to_base64(v: &mut Value) -> bool {
     changed
 }
 
-fn passthrough_response(resp: reqwest::Response, mut guard: MeterGuard) -> Response {
+fn passthrough_response(resp: UpstreamResponse, mut guard: MeterGuard) -> Response {
     let status = resp.status();
     let content_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
     guard.finish(status.as_u16(), None);
-    let stream = resp.bytes_stream().map(|r| r.map_err(std::io::Error::other));
+    let stream = body_stream(resp).map(|r| r.map_err(std::io::Error::other));
     let mut out = Response::new(Body::from_stream(stream));
     *out.status_mut() = status;
     if let Some(ct) = content_type {
@@ -1236,7 +1299,7 @@ enum Mode {
 }
 
 struct StreamState {
-    upstream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    upstream: std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, hyper::Error>> + Send>>,
     parser: SseParser,
     mode: Mode,
     guard: MeterGuard,
@@ -1341,7 +1404,7 @@ impl StreamState {
 
 fn stream_response(
     state: &AppState,
-    resp: reqwest::Response,
+    resp: UpstreamResponse,
     wire: Wire,
     call: &Call,
     inject_usage: bool,
@@ -1362,7 +1425,7 @@ fn stream_response(
         Wire::OpenAi => Mode::Raw,
     };
     let st = StreamState {
-        upstream: Box::pin(resp.bytes_stream()),
+        upstream: Box::pin(body_stream(resp)),
         parser: SseParser::default(),
         mode,
         guard,
