@@ -16,7 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use keygate_store::{PlatformKeyRow, Store};
+use keygate_store::{ChangesPage, PlatformKeyRow, Store};
 use keygate_types::keyfmt::{self, KeyFormatError};
 use keygate_types::PlatformKeyType;
 use keygate_vault::KeyHash;
@@ -209,17 +209,24 @@ impl AuthCache {
         self.len() == 0
     }
 
-    /// Loads everything changed since the last refresh.
+    /// Loads everything changed since the last refresh, one page at a time (applying each
+    /// before reading the next, so a load of many keys never holds more than a page of rows).
     pub async fn refresh(&self, store: &dyn Store) -> Result<bool, keygate_store::StoreError> {
         let known = self.rev.load(Ordering::Acquire);
         let current = store.revision().await?;
         if current == known {
             return Ok(false);
         }
-        let rows = store.platform_keys_changed_since(known).await?;
-        self.apply(&rows);
+        let mut changed = false;
+        let mut page = Some(ChangesPage::first(known, ChangesPage::DEFAULT_LIMIT));
+        while let Some(p) = page {
+            let rows = store.platform_keys_changed_since(&p).await?;
+            self.apply(&rows);
+            changed |= !rows.is_empty();
+            page = p.next(rows.len(), rows.last().map(|r| (r.rev, r.id.as_str())));
+        }
         self.rev.store(current, Ordering::Release);
-        Ok(!rows.is_empty())
+        Ok(changed)
     }
 
     /// Authenticates a presented key at time `now` (Unix ms).

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use keygate_store::{ProviderKeyRow, Store, StoreError, VirtualKeyRow};
+use keygate_store::{ChangesPage, ProviderKeyRow, Store, StoreError, VirtualKeyRow};
 use keygate_types::hubconfig::{effective_base_url, HubSettings};
 use keygate_types::ModelHub;
 use keygate_vault::SecretPlace;
@@ -226,25 +226,27 @@ impl Runtime {
         self.providers.write().insert(p.id.clone(), Arc::new(p));
     }
 
-    fn apply_vk(&self, row: &VirtualKeyRow) {
+    fn apply_vks(&self, rows: &[VirtualKeyRow]) {
         let mut vks = self.vks.write();
-        if let Some(old) = vks.by_id.remove(&row.id) {
-            vks.by_slug.remove(&old.slug);
+        for row in rows {
+            if let Some(old) = vks.by_id.remove(&row.id) {
+                vks.by_slug.remove(&old.slug);
+            }
+            if row.deleted_at.is_some() {
+                continue;
+            }
+            let vk = Arc::new(VkRuntime {
+                id: row.id.clone(),
+                workspace: row.workspace.clone(),
+                slug: row.slug.clone(),
+                name: row.name.clone(),
+                disabled: row.status == "disabled",
+                expires_at: row.expires_at,
+                config: config_of(row),
+            });
+            vks.by_slug.insert(vk.slug.clone(), vk.clone());
+            vks.by_id.insert(vk.id.clone(), vk);
         }
-        if row.deleted_at.is_some() {
-            return;
-        }
-        let vk = Arc::new(VkRuntime {
-            id: row.id.clone(),
-            workspace: row.workspace.clone(),
-            slug: row.slug.clone(),
-            name: row.name.clone(),
-            disabled: row.status == "disabled",
-            expires_at: row.expires_at,
-            config: config_of(row),
-        });
-        vks.by_slug.insert(vk.slug.clone(), vk.clone());
-        vks.by_id.insert(vk.id.clone(), vk);
     }
 
     async fn load_provider(
@@ -289,11 +291,21 @@ impl Runtime {
         if current == known {
             return Ok(());
         }
-        for row in store.provider_keys_changed_since(known).await? {
-            self.load_provider(store, vault, &row).await?;
+        // One page at a time, each applied before the next is read: a load of many keys holds
+        // no more than a page of rows.
+        let mut page = Some(ChangesPage::first(known, ChangesPage::DEFAULT_LIMIT));
+        while let Some(p) = page {
+            let rows = store.provider_keys_changed_since(&p).await?;
+            for row in &rows {
+                self.load_provider(store, vault, row).await?;
+            }
+            page = p.next(rows.len(), rows.last().map(|r| (r.rev, r.id.as_str())));
         }
-        for row in store.virtual_keys_changed_since(known).await? {
-            self.apply_vk(&row);
+        let mut page = Some(ChangesPage::first(known, ChangesPage::DEFAULT_LIMIT));
+        while let Some(p) = page {
+            let rows = store.virtual_keys_changed_since(&p).await?;
+            self.apply_vks(&rows);
+            page = p.next(rows.len(), rows.last().map(|r| (r.rev, r.id.as_str())));
         }
         self.rev.store(current, Ordering::Release);
         Ok(())

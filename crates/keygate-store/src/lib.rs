@@ -62,6 +62,47 @@ impl Page {
     }
 }
 
+/// One page of a read of the rows changed after a revision, in `(rev, id)` order (keyset
+/// pagination: a page continues after the last row of the one before, so rows of one revision
+/// split across pages are read once each, and no more than one page is held at a time).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangesPage {
+    /// Rows changed after this revision.
+    pub since: i64,
+    /// The `(rev, id)` of the last row of the previous page; `None` for the first page.
+    pub after: Option<(i64, String)>,
+    /// Rows per page (at least 1).
+    pub limit: u32,
+}
+
+impl ChangesPage {
+    /// Rows per page for cache loads: small enough that a page is a few MiB at most, large
+    /// enough that the round trips do not show.
+    pub const DEFAULT_LIMIT: u32 = 2_000;
+
+    pub fn first(since: i64, limit: u32) -> Self {
+        ChangesPage {
+            since,
+            after: None,
+            limit: limit.max(1),
+        }
+    }
+
+    /// The page after one that returned `len` rows, the last of them `(rev, id)`; `None` when
+    /// that page was the last (it had fewer rows than the limit).
+    pub fn next(&self, len: usize, last: Option<(i64, &str)>) -> Option<Self> {
+        if len < self.limit as usize {
+            return None;
+        }
+        let (rev, id) = last?;
+        Some(ChangesPage {
+            since: self.since,
+            after: Some((rev, id.to_string())),
+            limit: self.limit,
+        })
+    }
+}
+
 /// A registered master-key version.
 #[derive(Clone, Debug)]
 pub struct MasterKeyRow {
@@ -381,8 +422,8 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         audit: Option<&AuditEvent>,
     ) -> Result<ProviderKeyRow>;
-    /// Every provider key (deleted ones included) changed after revision `rev`.
-    async fn provider_keys_changed_since(&self, rev: i64) -> Result<Vec<ProviderKeyRow>>;
+    /// One page of the provider keys (deleted ones included) changed after `page.since`.
+    async fn provider_keys_changed_since(&self, page: &ChangesPage) -> Result<Vec<ProviderKeyRow>>;
 
     // Platform keys.
     async fn create_platform_key(&self, row: &PlatformKeyRow, audit: Option<&AuditEvent>) -> Result<PlatformKeyRow>;
@@ -397,7 +438,8 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         audit: Option<&AuditEvent>,
     ) -> Result<PlatformKeyRow>;
-    async fn platform_keys_changed_since(&self, rev: i64) -> Result<Vec<PlatformKeyRow>>;
+    /// One page of the platform keys (deleted ones included) changed after `page.since`.
+    async fn platform_keys_changed_since(&self, page: &ChangesPage) -> Result<Vec<PlatformKeyRow>>;
     /// Records last use of keys in one batch (off the hot path).
     async fn touch_platform_keys(&self, used: &[(String, i64)]) -> Result<()>;
 
@@ -414,7 +456,8 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         audit: Option<&AuditEvent>,
     ) -> Result<VirtualKeyRow>;
-    async fn virtual_keys_changed_since(&self, rev: i64) -> Result<Vec<VirtualKeyRow>>;
+    /// One page of the virtual keys (deleted ones included) changed after `page.since`.
+    async fn virtual_keys_changed_since(&self, page: &ChangesPage) -> Result<Vec<VirtualKeyRow>>;
 
     // Usage.
     /// Inserts a batch of usage records. A record with the id of a pending one (status 0)

@@ -12,9 +12,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::{
-    AuditEvent, AuditFilter, Backend, MasterKeyRow, Page, PlatformKeyRow, ProviderKeyRow, RateLimitEventRow, Result,
-    SecretRow, Store, StoreError, UsageFilter, UsageGroup, UsageRow, UsageTotals, VirtualKeyRow, WalletRow,
-    Web3TokenState, WorkspaceRow,
+    AuditEvent, AuditFilter, Backend, ChangesPage, MasterKeyRow, Page, PlatformKeyRow, ProviderKeyRow,
+    RateLimitEventRow, Result, SecretRow, Store, StoreError, UsageFilter, UsageGroup, UsageRow, UsageTotals,
+    VirtualKeyRow, WalletRow, Web3TokenState, WorkspaceRow,
 };
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -178,6 +178,40 @@ impl SqlStore {
         .await
         .map_err(db)?;
         Ok(())
+    }
+
+    /// One page of `select` (a `SELECT … FROM table` of a table with `rev` and `id`) in
+    /// `(rev, id)` order: the rows after `page.since`, after `page.after`, at most `page.limit`.
+    /// Both forms are one range read of the table's `(rev, id)` index (a row after `after` has
+    /// a revision above `since` already); an `OR` of the two conditions would not be.
+    async fn changes_page(&self, select: &str, page: &ChangesPage) -> Result<Vec<AnyRow>> {
+        let limit = i64::from(page.limit.max(1));
+        match &page.after {
+            None => {
+                let sql = self
+                    .q(&format!("{select} WHERE rev > $1 ORDER BY rev, id LIMIT $2"))
+                    .into_owned();
+                sqlx::query(&sql)
+                    .bind(page.since)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Some((rev, id)) => {
+                let sql = self
+                    .q(&format!(
+                        "{select} WHERE (rev, id) > ($1, $2) ORDER BY rev, id LIMIT $3"
+                    ))
+                    .into_owned();
+                sqlx::query(&sql)
+                    .bind(*rev)
+                    .bind(id.as_str())
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db)
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
@@ -859,14 +893,10 @@ impl Store for SqlStore {
         provider_key(&row)
     }
 
-    async fn provider_keys_changed_since(&self, rev: i64) -> Result<Vec<ProviderKeyRow>> {
-        let rows = sqlx::query(&self.q(&format!(
-            "SELECT {PK_COLS} FROM provider_keys WHERE rev > $1 ORDER BY rev"
-        )))
-        .bind(rev)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+    async fn provider_keys_changed_since(&self, page: &ChangesPage) -> Result<Vec<ProviderKeyRow>> {
+        let rows = self
+            .changes_page(&format!("SELECT {PK_COLS} FROM provider_keys"), page)
+            .await?;
         rows.iter().map(provider_key).collect()
     }
 
@@ -1009,14 +1039,10 @@ impl Store for SqlStore {
         platform_key(&row)
     }
 
-    async fn platform_keys_changed_since(&self, rev: i64) -> Result<Vec<PlatformKeyRow>> {
-        let rows = sqlx::query(&self.q(&format!(
-            "SELECT {PLK_COLS} FROM platform_keys WHERE rev > $1 ORDER BY rev"
-        )))
-        .bind(rev)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+    async fn platform_keys_changed_since(&self, page: &ChangesPage) -> Result<Vec<PlatformKeyRow>> {
+        let rows = self
+            .changes_page(&format!("SELECT {PLK_COLS} FROM platform_keys"), page)
+            .await?;
         rows.iter().map(platform_key).collect()
     }
 
@@ -1157,14 +1183,10 @@ impl Store for SqlStore {
         virtual_key(&row)
     }
 
-    async fn virtual_keys_changed_since(&self, rev: i64) -> Result<Vec<VirtualKeyRow>> {
-        let rows = sqlx::query(&self.q(&format!(
-            "SELECT {VK_COLS} FROM virtual_keys WHERE rev > $1 ORDER BY rev"
-        )))
-        .bind(rev)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+    async fn virtual_keys_changed_since(&self, page: &ChangesPage) -> Result<Vec<VirtualKeyRow>> {
+        let rows = self
+            .changes_page(&format!("SELECT {VK_COLS} FROM virtual_keys"), page)
+            .await?;
         rows.iter().map(virtual_key).collect()
     }
 
