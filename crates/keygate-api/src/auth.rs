@@ -7,7 +7,9 @@
 //! What must stay true: a request is authenticated without a store round trip; a key's text
 //! is never logged; the stored hash is compared in constant time.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +60,8 @@ pub struct Principal {
     pub key_type: PlatformKeyType,
     pub org_admin: bool,
     pub expires_at: Option<i64>,
-    pub settings: KeySettings,
+    /// Shared by every key whose settings are empty (most keys).
+    pub settings: Arc<KeySettings>,
     pub last6: String,
     /// The parsed `ipAllowlist` (empty: any address).
     pub ip_nets: Vec<ipnet::IpNet>,
@@ -70,17 +73,45 @@ impl Principal {
     }
 }
 
+/// What a hash authenticates (the hash itself is the map's key).
 struct Entry {
-    hash: KeyHash,
     principal: Arc<Principal>,
     /// Set for the hash of a rotated-out secret: valid until then.
     valid_until: Option<i64>,
 }
 
+/// A live key, found by its id (the principal's own id, not a copy of it), with its one or
+/// two hashes (current, and the rotated-out one during its grace period) kept inline.
+struct Keyed {
+    principal: Arc<Principal>,
+    hashes: [Option<KeyHash>; 2],
+}
+
+impl Borrow<str> for Keyed {
+    fn borrow(&self) -> &str {
+        &self.principal.id
+    }
+}
+
+// Hash and equality are those of the id as a `str`, as `Borrow<str>` requires.
+impl Hash for Keyed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.principal.id.as_str().hash(state);
+    }
+}
+
+impl PartialEq for Keyed {
+    fn eq(&self, other: &Self) -> bool {
+        self.principal.id == other.principal.id
+    }
+}
+
+impl Eq for Keyed {}
+
 #[derive(Default)]
 struct Inner {
     by_hash: HashMap<KeyHash, Entry>,
-    hashes_of: HashMap<String, Vec<KeyHash>>,
+    by_id: HashSet<Keyed>,
 }
 
 /// Why authentication failed. Each maps to 401 with its own message.
@@ -115,12 +146,30 @@ pub struct AuthCache {
     last_used: Mutex<HashMap<String, i64>>,
 }
 
-fn principal_of(row: &PlatformKeyRow) -> Option<Principal> {
-    let key_type = PlatformKeyType::parse(&row.key_type)?;
-    let settings = serde_json::from_str(&row.settings).unwrap_or_else(|e| {
+/// The one `KeySettings` of every key without settings.
+fn no_settings() -> Arc<KeySettings> {
+    static NONE: std::sync::OnceLock<Arc<KeySettings>> = std::sync::OnceLock::new();
+    NONE.get_or_init(|| Arc::new(KeySettings::default())).clone()
+}
+
+fn settings_of(row: &PlatformKeyRow) -> Arc<KeySettings> {
+    if row.settings == "{}" {
+        return no_settings();
+    }
+    let settings: KeySettings = serde_json::from_str(&row.settings).unwrap_or_else(|e| {
         tracing::warn!(key_id = %row.id, error = %e, "unreadable key settings; using none");
         KeySettings::default()
     });
+    if settings == KeySettings::default() {
+        no_settings()
+    } else {
+        Arc::new(settings)
+    }
+}
+
+fn principal_of(row: &PlatformKeyRow) -> Option<Principal> {
+    let key_type = PlatformKeyType::parse(&row.key_type)?;
+    let settings = settings_of(row);
     let ip_nets = settings
         .ip_allowlist
         .iter()
@@ -147,9 +196,9 @@ impl AuthCache {
     pub fn apply(&self, rows: &[PlatformKeyRow]) {
         let mut inner = self.inner.write();
         for row in rows {
-            if let Some(old) = inner.hashes_of.remove(&row.id) {
-                for h in old {
-                    inner.by_hash.remove(&h);
+            if let Some(old) = inner.by_id.take(row.id.as_str()) {
+                for h in old.hashes.iter().flatten() {
+                    inner.by_hash.remove(h);
                 }
             }
             if row.deleted_at.is_some() {
@@ -160,49 +209,45 @@ impl AuthCache {
                 continue;
             };
             let principal = Arc::new(principal);
-            let mut hashes = Vec::with_capacity(2);
+            let mut hashes = [None, None];
             if let Some(h) = KeyHash::from_slice(&row.key_hash) {
                 inner.by_hash.insert(
                     h,
                     Entry {
-                        hash: h,
                         principal: principal.clone(),
                         valid_until: None,
                     },
                 );
-                hashes.push(h);
+                hashes[0] = Some(h);
             }
             if let (Some(prev), Some(until)) = (row.prev_key_hash.as_deref(), row.prev_valid_until) {
                 if let Some(h) = KeyHash::from_slice(prev) {
                     inner.by_hash.insert(
                         h,
                         Entry {
-                            hash: h,
                             principal: principal.clone(),
                             valid_until: Some(until),
                         },
                     );
-                    hashes.push(h);
+                    hashes[1] = Some(h);
                 }
             }
-            inner.hashes_of.insert(row.id.clone(), hashes);
+            inner.by_id.insert(Keyed { principal, hashes });
         }
     }
 
     pub fn len(&self) -> usize {
-        self.inner.read().hashes_of.len()
+        self.inner.read().by_id.len()
+    }
+
+    /// The live principal with this id.
+    pub fn principal(&self, id: &str) -> Option<Arc<Principal>> {
+        self.inner.read().by_id.get(id).map(|k| k.principal.clone())
     }
 
     /// Every live principal (for start-up work such as seeding budget counters).
     pub fn principals(&self) -> Vec<Arc<Principal>> {
-        let inner = self.inner.read();
-        let mut seen = std::collections::HashSet::new();
-        inner
-            .by_hash
-            .values()
-            .filter(|e| seen.insert(e.principal.id.clone()))
-            .map(|e| e.principal.clone())
-            .collect()
+        self.inner.read().by_id.iter().map(|k| k.principal.clone()).collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -239,8 +284,8 @@ impl AuthCache {
         keyfmt::check(presented).map_err(AuthFailure::Malformed)?;
         let h = hash(presented);
         let inner = self.inner.read();
-        let entry = inner.by_hash.get(&h).ok_or(AuthFailure::Unknown)?;
-        if !entry.hash.ct_eq(&h) {
+        let (stored, entry) = inner.by_hash.get_key_value(&h).ok_or(AuthFailure::Unknown)?;
+        if !stored.ct_eq(&h) {
             return Err(AuthFailure::Unknown);
         }
         if let Some(until) = entry.valid_until {

@@ -6,7 +6,9 @@
 //! [`ProviderRuntime`], whose `Debug` shows none of them; a deleted or rotated key is replaced
 //! at the next refresh (within 250 ms here, within a second on other replicas).
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -19,7 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::provider_keys::{rate_limit_of, settings_of};
 use crate::vault::VaultService;
-use crate::virtual_keys::{config_of, VkConfig};
+use crate::virtual_keys::{config_of_text, VkConfig};
 
 /// A provider key ready for use: its hub, where to send, and its opened secrets.
 pub struct ProviderRuntime {
@@ -115,13 +117,73 @@ pub struct VkRuntime {
     pub name: String,
     pub disabled: bool,
     pub expires_at: Option<i64>,
-    pub config: VkConfig,
+    /// Shared by the keys whose configuration is the same (see [`ConfigInterner`]).
+    pub config: Arc<VkConfig>,
 }
+
+/// A virtual key found by its slug, or by its id: the maps borrow the key's own strings
+/// instead of holding copies. Hash and equality are those of that `str`, as `Borrow` requires.
+struct BySlug(Arc<VkRuntime>);
+struct ById(Arc<VkRuntime>);
+
+macro_rules! keyed_by {
+    ($t:ident, $field:ident) => {
+        impl Borrow<str> for $t {
+            fn borrow(&self) -> &str {
+                &self.0.$field
+            }
+        }
+        impl Hash for $t {
+            fn hash<H: Hasher>(&self, state: &mut H) {
+                self.0.$field.as_str().hash(state);
+            }
+        }
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                self.0.$field == other.0.$field
+            }
+        }
+        impl Eq for $t {}
+    };
+}
+keyed_by!(BySlug, slug);
+keyed_by!(ById, id);
 
 #[derive(Default)]
 struct Vks {
-    by_slug: HashMap<String, Arc<VkRuntime>>,
-    by_id: HashMap<String, Arc<VkRuntime>>,
+    by_slug: HashSet<BySlug>,
+    by_id: HashSet<ById>,
+    configs: ConfigInterner,
+}
+
+/// Shares one parsed [`VkConfig`] among virtual keys whose stored configuration is the same
+/// text (keys made by one script or template: same targets, same limits), so each distinct
+/// configuration is held once. Found by a hash of the text and confirmed by comparing the
+/// parsed values, so a hash collision only costs the sharing. Entries of configurations no
+/// key uses any more are dropped once they are as many as the live ones.
+#[derive(Default)]
+struct ConfigInterner {
+    by_text: HashMap<u64, std::sync::Weak<VkConfig>>,
+}
+
+impl ConfigInterner {
+    fn intern(&mut self, text: &str, live: usize) -> Arc<VkConfig> {
+        let parsed = config_of_text(text);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut h);
+        let key = h.finish();
+        if let Some(shared) = self.by_text.get(&key).and_then(std::sync::Weak::upgrade) {
+            if *shared == parsed {
+                return shared;
+            }
+        }
+        if self.by_text.len() > 2 * live + 64 {
+            self.by_text.retain(|_, w| w.strong_count() > 0);
+        }
+        let config = Arc::new(parsed);
+        self.by_text.insert(key, Arc::downgrade(&config));
+        config
+    }
 }
 
 /// How a provider key has been doing: failures in a row and a cool-down end.
@@ -164,7 +226,8 @@ impl Runtime {
         let vks = self.vks.read();
         vks.by_slug
             .get(slug_or_id)
-            .or_else(|| vks.by_id.get(slug_or_id))
+            .map(|k| &k.0)
+            .or_else(|| vks.by_id.get(slug_or_id).map(|k| &k.0))
             .cloned()
     }
 
@@ -203,7 +266,7 @@ impl Runtime {
 
     /// Every virtual key.
     pub fn all_virtual_keys(&self) -> Vec<Arc<VkRuntime>> {
-        self.vks.read().by_id.values().cloned().collect()
+        self.vks.read().by_id.iter().map(|k| k.0.clone()).collect()
     }
 
     /// The virtual keys of a workspace.
@@ -211,9 +274,9 @@ impl Runtime {
         self.vks
             .read()
             .by_id
-            .values()
-            .filter(|v| v.workspace == workspace)
-            .cloned()
+            .iter()
+            .filter(|v| v.0.workspace == workspace)
+            .map(|v| v.0.clone())
             .collect()
     }
 
@@ -229,12 +292,13 @@ impl Runtime {
     fn apply_vks(&self, rows: &[VirtualKeyRow]) {
         let mut vks = self.vks.write();
         for row in rows {
-            if let Some(old) = vks.by_id.remove(&row.id) {
-                vks.by_slug.remove(&old.slug);
+            if let Some(old) = vks.by_id.take(row.id.as_str()) {
+                vks.by_slug.remove(old.0.slug.as_str());
             }
             if row.deleted_at.is_some() {
                 continue;
             }
+            let live = vks.by_id.len();
             let vk = Arc::new(VkRuntime {
                 id: row.id.clone(),
                 workspace: row.workspace.clone(),
@@ -242,10 +306,10 @@ impl Runtime {
                 name: row.name.clone(),
                 disabled: row.status == "disabled",
                 expires_at: row.expires_at,
-                config: config_of(row),
+                config: vks.configs.intern(&row.config, live),
             });
-            vks.by_slug.insert(vk.slug.clone(), vk.clone());
-            vks.by_id.insert(vk.id.clone(), vk);
+            vks.by_slug.insert(BySlug(vk.clone()));
+            vks.by_id.insert(ById(vk));
         }
     }
 

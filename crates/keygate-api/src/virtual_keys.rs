@@ -173,7 +173,12 @@ pub struct VkConfig {
 }
 
 pub fn config_of(row: &VirtualKeyRow) -> VkConfig {
-    serde_json::from_str(&row.config).unwrap_or_default()
+    config_of_text(&row.config)
+}
+
+/// A stored configuration, parsed (the default when unreadable).
+pub fn config_of_text(text: &str) -> VkConfig {
+    serde_json::from_str(text).unwrap_or_default()
 }
 
 /// The status a client sees: stored `active`/`disabled`, or derived `expired`.

@@ -130,9 +130,7 @@ pub fn session_at(state: &AppState, headers: &HeaderMap, now: i64) -> Option<Ses
 pub fn live_admin(state: &AppState, id: &str, now: i64) -> Option<Arc<Principal>> {
     state
         .auth
-        .principals()
-        .into_iter()
-        .find(|p| p.id == id)
+        .principal(id)
         .filter(|p| p.is_admin() && p.expires_at.is_none_or(|e| now < e))
 }
 
