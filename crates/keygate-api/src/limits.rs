@@ -760,6 +760,11 @@ pub async fn seed_budgets(state: &crate::state::AppState) -> Result<usize, keyga
     let mut seeded = 0;
     let mut jobs: Vec<(Labeled, UsageFilter, String)> = Vec::new();
     for vk in state.runtime.all_virtual_keys() {
+        // Most keys have no budget: skip them before building their checks.
+        let cfg = &vk.config;
+        if cfg.budget.is_empty() && cfg.model_limits.values().all(|ml| ml.budget.is_empty()) {
+            continue;
+        }
         let period = vk.config.budget_period.as_str();
         let (start, _) = period_bounds(period, now);
         for l in vk_checks(engine, &vk, now).into_iter().filter(|l| l.is_budget) {
@@ -779,6 +784,10 @@ pub async fn seed_budgets(state: &crate::state::AppState) -> Result<usize, keyga
         }
     }
     for p in state.auth.principals() {
+        // A platform key's budget is its consumption limit (see `LimitEngine::checks`).
+        if p.settings.consumption_limit.is_empty() {
+            continue;
+        }
         let period = p.settings.limit_period.as_deref().unwrap_or("LIFETIME");
         let (start, _) = period_bounds(period, now);
         for l in key_checks(engine, &p, now).into_iter().filter(|l| l.is_budget) {

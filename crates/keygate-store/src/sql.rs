@@ -2,6 +2,11 @@
 //! driver, written in the dialect both share (Unix-millisecond integers, 0/1 flags, JSON as
 //! text, `$N` placeholders rewritten to SQLite's `?N`); each has its own migrations and
 //! connection set-up (SQLite: WAL, busy timeout, one writer at a time).
+//!
+//! The one exception is the bulk read of changes that loads the caches (every key at start):
+//! it runs through a small second pool of the backend's own driver, so its rows are decoded
+//! directly instead of through `AnyRow` (which converts every row and its column metadata),
+//! and SQLite's worker thread hands rows over a page at a time instead of 50 at a time.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -24,6 +29,15 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    bulk: Bulk,
+}
+
+/// The typed pool for bulk reads of changes (see the module header).
+enum Bulk {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+    /// An in-memory SQLite database is private to its connection: read it through `pool`.
+    None,
 }
 
 fn db(e: sqlx::Error) -> StoreError {
@@ -120,7 +134,10 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
-        Ok(SqlStore { pool, backend })
+        let bulk = open_bulk(backend, url)
+            .await
+            .map_err(|e| StoreError::Open(redact_url_error(&e.to_string(), url)))?;
+        Ok(SqlStore { pool, backend, bulk })
     }
 
     /// Rewrites `$N` placeholders for SQLite (`?N`, bound by number).
@@ -181,37 +198,36 @@ impl SqlStore {
     }
 
     /// One page of `select` (a `SELECT … FROM table` of a table with `rev` and `id`) in
-    /// `(rev, id)` order: the rows after `page.since`, after `page.after`, at most `page.limit`.
+    /// `(rev, id)` order: the rows after `page.since`, after `page.after`, at most `page.limit`,
+    /// read through the typed pool and decoded by the converter of its driver.
     /// Both forms are one range read of the table's `(rev, id)` index (a row after `after` has
     /// a revision above `since` already); an `OR` of the two conditions would not be.
-    async fn changes_page(&self, select: &str, page: &ChangesPage) -> Result<Vec<AnyRow>> {
+    async fn changes_page<T>(&self, select: &str, page: &ChangesPage, conv: Converters<T>) -> Result<Vec<T>> {
         let limit = i64::from(page.limit.max(1));
-        match &page.after {
-            None => {
-                let sql = self
-                    .q(&format!("{select} WHERE rev > $1 ORDER BY rev, id LIMIT $2"))
-                    .into_owned();
-                sqlx::query(&sql)
-                    .bind(page.since)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-            Some((rev, id)) => {
-                let sql = self
-                    .q(&format!(
-                        "{select} WHERE (rev, id) > ($1, $2) ORDER BY rev, id LIMIT $3"
-                    ))
-                    .into_owned();
-                sqlx::query(&sql)
-                    .bind(*rev)
-                    .bind(id.as_str())
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await
-            }
+        let (sql, after) = match &page.after {
+            None => (format!("{select} WHERE rev > $1 ORDER BY rev, id LIMIT $2"), None),
+            Some((rev, id)) => (
+                format!("{select} WHERE (rev, id) > ($1, $2) ORDER BY rev, id LIMIT $3"),
+                Some((*rev, id.as_str())),
+            ),
+        };
+        let sql = self.q(&sql);
+        // The same binds on whichever pool.
+        macro_rules! fetch {
+            ($pool:expr) => {{
+                let q = sqlx::query(&sql);
+                let q = match after {
+                    None => q.bind(page.since),
+                    Some((rev, id)) => q.bind(rev).bind(id),
+                };
+                q.bind(limit).fetch_all($pool).await.map_err(db)?
+            }};
         }
-        .map_err(db)
+        match &self.bulk {
+            Bulk::Sqlite(pool) => fetch!(pool).iter().map(conv.sqlite).collect(),
+            Bulk::Postgres(pool) => fetch!(pool).iter().map(conv.pg).collect(),
+            Bulk::None => fetch!(&self.pool).iter().map(conv.any).collect(),
+        }
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
@@ -227,57 +243,52 @@ fn redact_url_error(msg: &str, url: &str) -> String {
     }
 }
 
+/// Opens the typed pool for bulk reads: at most two connections, none kept while idle.
+async fn open_bulk(backend: Backend, url: &str) -> std::result::Result<Bulk, sqlx::Error> {
+    use sqlx::pool::PoolOptions;
+    let idle = Some(Duration::from_secs(60));
+    match backend {
+        Backend::Sqlite => {
+            use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+            let url = sqlite_url(url).map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
+            if url.contains(":memory:") || url.contains("mode=memory") {
+                return Ok(Bulk::None);
+            }
+            let options = SqliteConnectOptions::from_str(&url)?
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+                .row_buffer_size(ChangesPage::DEFAULT_LIMIT as usize);
+            let pool = PoolOptions::new()
+                .max_connections(2)
+                .min_connections(0)
+                .idle_timeout(idle)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options)
+                .await?;
+            Ok(Bulk::Sqlite(pool))
+        }
+        Backend::Postgres => {
+            let pool = PoolOptions::new()
+                .max_connections(2)
+                .min_connections(0)
+                .idle_timeout(idle)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect(url)
+                .await?;
+            Ok(Bulk::Postgres(pool))
+        }
+    }
+}
+
 fn flag(row: &AnyRow, col: &str) -> Result<bool> {
     Ok(row.try_get::<i64, _>(col).map_err(db)? != 0)
 }
 
 const PK_COLS: &str = "id, workspace, name, hub, base_url, hub_settings, rate_limit_per_interval, rate_limit_interval, private, secret_version, secret_hint, created_at, updated_at, last_used_at, created_by, rev, deleted_at";
 
-fn provider_key(row: &AnyRow) -> Result<ProviderKeyRow> {
-    Ok(ProviderKeyRow {
-        id: row.try_get("id").map_err(db)?,
-        workspace: row.try_get("workspace").map_err(db)?,
-        name: row.try_get("name").map_err(db)?,
-        hub: row.try_get("hub").map_err(db)?,
-        base_url: row.try_get("base_url").map_err(db)?,
-        hub_settings: row.try_get("hub_settings").map_err(db)?,
-        rate_limit_per_interval: row.try_get("rate_limit_per_interval").map_err(db)?,
-        rate_limit_interval: row.try_get("rate_limit_interval").map_err(db)?,
-        private: flag(row, "private")?,
-        secret_version: row.try_get("secret_version").map_err(db)?,
-        secret_hint: row.try_get("secret_hint").map_err(db)?,
-        created_at: row.try_get("created_at").map_err(db)?,
-        updated_at: row.try_get("updated_at").map_err(db)?,
-        last_used_at: row.try_get("last_used_at").map_err(db)?,
-        created_by: row.try_get("created_by").map_err(db)?,
-        rev: row.try_get("rev").map_err(db)?,
-        deleted_at: row.try_get("deleted_at").map_err(db)?,
-    })
-}
-
 const PLK_COLS: &str = "id, workspace, key_type, org_admin, description, key_hash, last6, prev_key_hash, prev_valid_until, settings, expires_at, created_at, updated_at, last_used_at, created_by, rev, deleted_at";
-
-fn platform_key(row: &AnyRow) -> Result<PlatformKeyRow> {
-    Ok(PlatformKeyRow {
-        id: row.try_get("id").map_err(db)?,
-        workspace: row.try_get("workspace").map_err(db)?,
-        key_type: row.try_get("key_type").map_err(db)?,
-        org_admin: flag(row, "org_admin")?,
-        description: row.try_get("description").map_err(db)?,
-        key_hash: row.try_get("key_hash").map_err(db)?,
-        last6: row.try_get("last6").map_err(db)?,
-        prev_key_hash: row.try_get("prev_key_hash").map_err(db)?,
-        prev_valid_until: row.try_get("prev_valid_until").map_err(db)?,
-        settings: row.try_get("settings").map_err(db)?,
-        expires_at: row.try_get("expires_at").map_err(db)?,
-        created_at: row.try_get("created_at").map_err(db)?,
-        updated_at: row.try_get("updated_at").map_err(db)?,
-        last_used_at: row.try_get("last_used_at").map_err(db)?,
-        created_by: row.try_get("created_by").map_err(db)?,
-        rev: row.try_get("rev").map_err(db)?,
-        deleted_at: row.try_get("deleted_at").map_err(db)?,
-    })
-}
 
 fn secret(row: &AnyRow) -> Result<SecretRow> {
     Ok(SecretRow {
@@ -319,22 +330,92 @@ fn audit(row: &AnyRow) -> Result<AuditEvent> {
 const VK_COLS: &str =
     "id, workspace, slug, name, note, config, status, expires_at, created_at, updated_at, created_by, rev, deleted_at";
 
-fn virtual_key(row: &AnyRow) -> Result<VirtualKeyRow> {
-    Ok(VirtualKeyRow {
-        id: row.try_get("id").map_err(db)?,
-        workspace: row.try_get("workspace").map_err(db)?,
-        slug: row.try_get("slug").map_err(db)?,
-        name: row.try_get("name").map_err(db)?,
-        note: row.try_get("note").map_err(db)?,
-        config: row.try_get("config").map_err(db)?,
-        status: row.try_get("status").map_err(db)?,
-        expires_at: row.try_get("expires_at").map_err(db)?,
-        created_at: row.try_get("created_at").map_err(db)?,
-        updated_at: row.try_get("updated_at").map_err(db)?,
-        created_by: row.try_get("created_by").map_err(db)?,
-        rev: row.try_get("rev").map_err(db)?,
-        deleted_at: row.try_get("deleted_at").map_err(db)?,
-    })
+/// The key rows, read from a row of any of the three drivers (the same columns and types).
+macro_rules! key_rows {
+    ($row:ty) => {
+        pub(super) fn provider_key(row: &$row) -> Result<ProviderKeyRow> {
+            Ok(ProviderKeyRow {
+                id: row.try_get("id").map_err(db)?,
+                workspace: row.try_get("workspace").map_err(db)?,
+                name: row.try_get("name").map_err(db)?,
+                hub: row.try_get("hub").map_err(db)?,
+                base_url: row.try_get("base_url").map_err(db)?,
+                hub_settings: row.try_get("hub_settings").map_err(db)?,
+                rate_limit_per_interval: row.try_get("rate_limit_per_interval").map_err(db)?,
+                rate_limit_interval: row.try_get("rate_limit_interval").map_err(db)?,
+                private: (row.try_get::<i64, _>("private").map_err(db)? != 0),
+                secret_version: row.try_get("secret_version").map_err(db)?,
+                secret_hint: row.try_get("secret_hint").map_err(db)?,
+                created_at: row.try_get("created_at").map_err(db)?,
+                updated_at: row.try_get("updated_at").map_err(db)?,
+                last_used_at: row.try_get("last_used_at").map_err(db)?,
+                created_by: row.try_get("created_by").map_err(db)?,
+                rev: row.try_get("rev").map_err(db)?,
+                deleted_at: row.try_get("deleted_at").map_err(db)?,
+            })
+        }
+
+        pub(super) fn platform_key(row: &$row) -> Result<PlatformKeyRow> {
+            Ok(PlatformKeyRow {
+                id: row.try_get("id").map_err(db)?,
+                workspace: row.try_get("workspace").map_err(db)?,
+                key_type: row.try_get("key_type").map_err(db)?,
+                org_admin: (row.try_get::<i64, _>("org_admin").map_err(db)? != 0),
+                description: row.try_get("description").map_err(db)?,
+                key_hash: row.try_get("key_hash").map_err(db)?,
+                last6: row.try_get("last6").map_err(db)?,
+                prev_key_hash: row.try_get("prev_key_hash").map_err(db)?,
+                prev_valid_until: row.try_get("prev_valid_until").map_err(db)?,
+                settings: row.try_get("settings").map_err(db)?,
+                expires_at: row.try_get("expires_at").map_err(db)?,
+                created_at: row.try_get("created_at").map_err(db)?,
+                updated_at: row.try_get("updated_at").map_err(db)?,
+                last_used_at: row.try_get("last_used_at").map_err(db)?,
+                created_by: row.try_get("created_by").map_err(db)?,
+                rev: row.try_get("rev").map_err(db)?,
+                deleted_at: row.try_get("deleted_at").map_err(db)?,
+            })
+        }
+
+        pub(super) fn virtual_key(row: &$row) -> Result<VirtualKeyRow> {
+            Ok(VirtualKeyRow {
+                id: row.try_get("id").map_err(db)?,
+                workspace: row.try_get("workspace").map_err(db)?,
+                slug: row.try_get("slug").map_err(db)?,
+                name: row.try_get("name").map_err(db)?,
+                note: row.try_get("note").map_err(db)?,
+                config: row.try_get("config").map_err(db)?,
+                status: row.try_get("status").map_err(db)?,
+                expires_at: row.try_get("expires_at").map_err(db)?,
+                created_at: row.try_get("created_at").map_err(db)?,
+                updated_at: row.try_get("updated_at").map_err(db)?,
+                created_by: row.try_get("created_by").map_err(db)?,
+                rev: row.try_get("rev").map_err(db)?,
+                deleted_at: row.try_get("deleted_at").map_err(db)?,
+            })
+        }
+    };
+}
+
+mod any_rows {
+    use super::*;
+    key_rows!(AnyRow);
+}
+mod sqlite_rows {
+    use super::*;
+    key_rows!(sqlx::sqlite::SqliteRow);
+}
+mod pg_rows {
+    use super::*;
+    key_rows!(sqlx::postgres::PgRow);
+}
+use any_rows::{platform_key, provider_key, virtual_key};
+
+/// The converters of one row type, one per driver.
+struct Converters<T> {
+    any: fn(&AnyRow) -> Result<T>,
+    sqlite: fn(&sqlx::sqlite::SqliteRow) -> Result<T>,
+    pg: fn(&sqlx::postgres::PgRow) -> Result<T>,
 }
 
 const USAGE_COLS: &str = "id, workspace, at, request_id, platform_key_id, virtual_key_id, provider_key_id, hub, model, endpoint, status_code, prompt_tokens, completion_tokens, cached_tokens, cost_nano, latency_ms, estimated, stream, error_kind";
@@ -894,10 +975,13 @@ impl Store for SqlStore {
     }
 
     async fn provider_keys_changed_since(&self, page: &ChangesPage) -> Result<Vec<ProviderKeyRow>> {
-        let rows = self
-            .changes_page(&format!("SELECT {PK_COLS} FROM provider_keys"), page)
-            .await?;
-        rows.iter().map(provider_key).collect()
+        let conv = Converters {
+            any: any_rows::provider_key,
+            sqlite: sqlite_rows::provider_key,
+            pg: pg_rows::provider_key,
+        };
+        self.changes_page(&format!("SELECT {PK_COLS} FROM provider_keys"), page, conv)
+            .await
     }
 
     async fn create_platform_key(
@@ -1040,10 +1124,13 @@ impl Store for SqlStore {
     }
 
     async fn platform_keys_changed_since(&self, page: &ChangesPage) -> Result<Vec<PlatformKeyRow>> {
-        let rows = self
-            .changes_page(&format!("SELECT {PLK_COLS} FROM platform_keys"), page)
-            .await?;
-        rows.iter().map(platform_key).collect()
+        let conv = Converters {
+            any: any_rows::platform_key,
+            sqlite: sqlite_rows::platform_key,
+            pg: pg_rows::platform_key,
+        };
+        self.changes_page(&format!("SELECT {PLK_COLS} FROM platform_keys"), page, conv)
+            .await
     }
 
     async fn touch_platform_keys(&self, used: &[(String, i64)]) -> Result<()> {
@@ -1184,10 +1271,13 @@ impl Store for SqlStore {
     }
 
     async fn virtual_keys_changed_since(&self, page: &ChangesPage) -> Result<Vec<VirtualKeyRow>> {
-        let rows = self
-            .changes_page(&format!("SELECT {VK_COLS} FROM virtual_keys"), page)
-            .await?;
-        rows.iter().map(virtual_key).collect()
+        let conv = Converters {
+            any: any_rows::virtual_key,
+            sqlite: sqlite_rows::virtual_key,
+            pg: pg_rows::virtual_key,
+        };
+        self.changes_page(&format!("SELECT {VK_COLS} FROM virtual_keys"), page, conv)
+            .await
     }
 
     async fn insert_usage(&self, rows: &[UsageRow]) -> Result<()> {
@@ -1568,6 +1658,11 @@ impl Store for SqlStore {
     }
 
     async fn close(&self) {
+        match &self.bulk {
+            Bulk::Sqlite(pool) => pool.close().await,
+            Bulk::Postgres(pool) => pool.close().await,
+            Bulk::None => {}
+        }
         self.pool.close().await;
     }
 }
