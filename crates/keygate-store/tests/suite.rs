@@ -941,6 +941,18 @@ async fn pending_records_are_replaced_once_and_reconciled() {
             "{}",
             db.name
         );
+        // One batch holding a record's pending, final and a late pending copy, among 150 others
+        // (several multi-row statements): the final record stands, every other row once.
+        let mut batch = vec![row("c", 0, 1), row("c", 200, 5), row("c", 0, 7)];
+        batch.extend((0..150).map(|i| row(&format!("m{i}"), 200, 1)));
+        s.insert_usage(&batch).await.unwrap();
+        let t = s.usage_totals("default", &UsageFilter::default()).await.unwrap();
+        assert_eq!(
+            (t.requests, t.prompt_tokens),
+            (2 + 1 + 150, 59 + 5 + 150),
+            "{}",
+            db.name
+        );
     }
     finish(dbs).await;
 }
