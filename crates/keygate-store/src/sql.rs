@@ -420,55 +420,6 @@ struct Converters<T> {
 
 const USAGE_COLS: &str = "id, workspace, at, request_id, platform_key_id, virtual_key_id, provider_key_id, hub, model, endpoint, status_code, prompt_tokens, completion_tokens, cached_tokens, cost_nano, latency_ms, estimated, stream, error_kind";
 
-/// Rows per usage `INSERT` (19 parameters each: far below SQLite's and PostgreSQL's limits).
-const USAGE_ROWS_PER_STATEMENT: usize = 64;
-
-/// One multi-row upsert of `n` usage records: a final record replaces a pending one (status 0),
-/// never the other way round.
-fn usage_insert_sql(n: usize) -> String {
-    let mut values = String::with_capacity(n * 80);
-    for r in 0..n {
-        if r > 0 {
-            values.push_str(", ");
-        }
-        values.push('(');
-        for c in 0..19 {
-            if c > 0 {
-                values.push_str(", ");
-            }
-            values.push_str(&format!("${}", r * 19 + c + 1));
-        }
-        values.push(')');
-    }
-    format!(
-        "INSERT INTO usage_records ({USAGE_COLS}) VALUES {values}
-         ON CONFLICT (id) DO UPDATE SET at = excluded.at, status_code = excluded.status_code,
-            prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
-            cached_tokens = excluded.cached_tokens, cost_nano = excluded.cost_nano, latency_ms = excluded.latency_ms,
-            estimated = excluded.estimated, model = excluded.model, error_kind = excluded.error_kind
-         WHERE usage_records.status_code = 0"
-    )
-}
-
-/// Splits `rows` into statements of at most [`USAGE_ROWS_PER_STATEMENT`] rows, none holding one id
-/// twice (PostgreSQL refuses to upsert a row twice in one statement), in order: the outcome is
-/// that of one upsert per row.
-fn usage_chunks(rows: &[UsageRow]) -> Vec<&[UsageRow]> {
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    let mut ids: std::collections::HashSet<&str> = std::collections::HashSet::new();
-    for (i, r) in rows.iter().enumerate() {
-        if i - start == USAGE_ROWS_PER_STATEMENT || !ids.insert(r.id.as_str()) {
-            chunks.push(&rows[start..i]);
-            start = i;
-            ids.clear();
-            ids.insert(r.id.as_str());
-        }
-    }
-    chunks.push(&rows[start..]);
-    chunks
-}
-
 fn usage_row(row: &AnyRow) -> Result<UsageRow> {
     Ok(UsageRow {
         id: row.try_get("id").map_err(db)?,
@@ -1333,33 +1284,40 @@ impl Store for SqlStore {
         if rows.is_empty() {
             return Ok(());
         }
+        let sql = self.q(&format!(
+            "INSERT INTO usage_records ({USAGE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at, status_code = excluded.status_code,
+                prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
+                cached_tokens = excluded.cached_tokens, cost_nano = excluded.cost_nano, latency_ms = excluded.latency_ms,
+                estimated = excluded.estimated, model = excluded.model, error_kind = excluded.error_kind
+             WHERE usage_records.status_code = 0"
+        ))
+        .into_owned();
         let mut tx = self.pool.begin().await.map_err(db)?;
-        for chunk in usage_chunks(rows) {
-            let sql = self.q(&usage_insert_sql(chunk.len())).into_owned();
-            let mut query = sqlx::query(&sql);
-            for r in chunk {
-                query = query
-                    .bind(&r.id)
-                    .bind(&r.workspace)
-                    .bind(r.at)
-                    .bind(&r.request_id)
-                    .bind(&r.platform_key_id)
-                    .bind(&r.virtual_key_id)
-                    .bind(&r.provider_key_id)
-                    .bind(&r.hub)
-                    .bind(&r.model)
-                    .bind(&r.endpoint)
-                    .bind(r.status_code)
-                    .bind(r.prompt_tokens)
-                    .bind(r.completion_tokens)
-                    .bind(r.cached_tokens)
-                    .bind(r.cost_nano)
-                    .bind(r.latency_ms)
-                    .bind(bool_i(r.estimated))
-                    .bind(bool_i(r.stream))
-                    .bind(&r.error_kind);
-            }
-            query.execute(&mut *tx).await.map_err(db)?;
+        for r in rows {
+            sqlx::query(&sql)
+                .bind(&r.id)
+                .bind(&r.workspace)
+                .bind(r.at)
+                .bind(&r.request_id)
+                .bind(&r.platform_key_id)
+                .bind(&r.virtual_key_id)
+                .bind(&r.provider_key_id)
+                .bind(&r.hub)
+                .bind(&r.model)
+                .bind(&r.endpoint)
+                .bind(r.status_code)
+                .bind(r.prompt_tokens)
+                .bind(r.completion_tokens)
+                .bind(r.cached_tokens)
+                .bind(r.cost_nano)
+                .bind(r.latency_ms)
+                .bind(bool_i(r.estimated))
+                .bind(bool_i(r.stream))
+                .bind(&r.error_kind)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
         }
         tx.commit().await.map_err(db)
     }
@@ -1719,41 +1677,5 @@ impl FromStr for Backend {
         } else {
             Err(StoreError::Open("unknown database scheme".into()))
         }
-    }
-}
-
-#[cfg(test)]
-mod usage_batch_tests {
-    use super::*;
-
-    fn row(id: &str) -> UsageRow {
-        UsageRow {
-            id: id.into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn chunks_keep_order_cap_size_and_never_repeat_an_id() {
-        let rows: Vec<UsageRow> = ["a", "b", "a", "c", "c", "d"].iter().map(|i| row(i)).collect();
-        let ids: Vec<Vec<&str>> = usage_chunks(&rows)
-            .iter()
-            .map(|c| c.iter().map(|r| r.id.as_str()).collect())
-            .collect();
-        assert_eq!(ids, vec![vec!["a", "b"], vec!["a", "c"], vec!["c", "d"]]);
-        let many: Vec<UsageRow> = (0..150).map(|i| row(&i.to_string())).collect();
-        let sizes: Vec<usize> = usage_chunks(&many).iter().map(|c| c.len()).collect();
-        assert_eq!(sizes, vec![64, 64, 22]);
-    }
-
-    #[test]
-    fn the_statement_numbers_every_parameter_once() {
-        let sql = usage_insert_sql(3);
-        assert!(sql.contains("($1, $2,") && sql.contains("$57)") && !sql.contains("$58"));
-        assert_eq!(
-            sql.matches('(').count(),
-            1 + 3 + 1,
-            "the column list, three rows, ON CONFLICT (id)"
-        );
     }
 }
