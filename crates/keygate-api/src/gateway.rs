@@ -1093,54 +1093,40 @@ struct AnswerHead {
 }
 
 fn json_response(status: StatusCode, body: Bytes, wire: Wire, call: &Call, mut guard: MeterGuard) -> Response {
-    if wire == Wire::OpenAi && !(call.endpoint == Endpoint::Embeddings && wants_base64(call)) {
-        if let Ok(head) = serde_json::from_slice::<AnswerHead>(&body) {
-            guard.usage = head.usage.as_ref().and_then(Usage::from_openai);
-            if let (Some(Value::String(m)), Some(row)) = (head.model, guard.row.as_mut()) {
-                if !m.is_empty() && m.len() < 256 {
-                    row.model = Some(m);
+    let out_body = match wire {
+        Wire::Anthropic => match serde_json::from_slice::<Value>(&body) {
+            Ok(v) => match anthropic::messages_to_chat(&v, &call.model) {
+                Ok((chat, usage)) => {
+                    guard.usage = Some(usage);
+                    Bytes::from(serde_json::to_vec(&chat).unwrap_or_default())
                 }
-            }
-        }
-        guard.finish(status.as_u16(), None);
-        let mut resp = Response::new(Body::from(body));
-        *resp.status_mut() = status;
-        resp.headers_mut()
-            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        return resp;
-    }
-    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-    let out_body = match (wire, parsed) {
-        (Wire::Anthropic, Some(v)) => match anthropic::messages_to_chat(&v, &call.model) {
-            Ok((chat, usage)) => {
-                guard.usage = Some(usage);
-                Bytes::from(serde_json::to_vec(&chat).unwrap_or_default())
-            }
-            Err(_) => {
-                guard.finish(502, Some("upstream_invalid"));
-                return error_response(gw_error(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    "the upstream answer could not be translated",
-                ));
-            }
+                Err(_) => {
+                    guard.finish(502, Some("upstream_invalid"));
+                    return error_response(gw_error(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_error",
+                        "the upstream answer could not be translated",
+                    ));
+                }
+            },
+            Err(_) => body,
         },
-        (Wire::OpenAi, Some(mut v)) => {
-            guard.usage = v.get("usage").and_then(Usage::from_openai);
-            if let Some(m) = v.get("model").and_then(Value::as_str) {
-                if let Some(row) = guard.row.as_mut() {
+        Wire::OpenAi => {
+            if let Ok(head) = serde_json::from_slice::<AnswerHead>(&body) {
+                guard.usage = head.usage.as_ref().and_then(Usage::from_openai);
+                if let (Some(Value::String(m)), Some(row)) = (head.model, guard.row.as_mut()) {
                     if !m.is_empty() && m.len() < 256 {
-                        row.model = Some(m.to_string());
+                        row.model = Some(m);
                     }
                 }
             }
-            if call.endpoint == Endpoint::Embeddings && wants_base64(call) && convert_embeddings_to_base64(&mut v) {
-                Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+            // Only base64 embeddings change the answer; everything else goes as it came.
+            if call.endpoint == Endpoint::Embeddings && wants_base64(call) {
+                embeddings_as_base64(&body).unwrap_or(body)
             } else {
                 body
             }
         }
-        (_, None) => body,
     };
     guard.finish(status.as_u16(), None);
     let mut resp = Response::new(Body::from(out_body));
@@ -1148,6 +1134,12 @@ fn json_response(status: StatusCode, body: Bytes, wire: Wire, call: &Call, mut g
     resp.headers_mut()
         .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+/// An embeddings answer with its float arrays as base64 strings; `None` when nothing changes.
+fn embeddings_as_base64(body: &[u8]) -> Option<Bytes> {
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    convert_embeddings_to_base64(&mut v).then(|| Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
 }
 
 /// A whole chat (or text) completion as SSE chunks: the content, the finish reason, the usage
