@@ -641,16 +641,8 @@ async fn a_stream_cut_by_the_upstream_ends_with_an_error_event() {
     let g = start().await;
     let slug = g.vk("cut", "openai", json!({}), json!({})).await;
     g.mock.push_fault(Fault::StreamThenDie { chunks: 2 });
-    let mut body = chat_body();
-    body["stream"] = json!(true);
-    let resp = g
-        .post("/v1/chat/completions", body)
-        .header("x-keygate-virtual-key", &slug)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let events = sse(resp).await;
+    let (s, events) = stream_chat(&g, &slug).await;
+    assert_eq!(s, 200);
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["error"]["type"], "upstream_error", "{events:?}");
     let (_, recs) = g.admin("GET", "/api/v1/usage/records", None).await;
@@ -783,17 +775,7 @@ async fn a_name_resolving_to_a_private_address_is_refused_when_connecting() {
     )
     .await
     .unwrap();
-    let (app, _) = keygate_api::app(strict);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let url = serve(strict).await;
     let resp = open
         .http
         .post(format!("{url}/v1/chat/completions"))

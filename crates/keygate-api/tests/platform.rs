@@ -537,48 +537,97 @@ async fn wallet_sign_in_with_real_signatures() {
     );
 }
 
+/// A second workspace `team-b`, and objects of the default workspace for the routes with an id
+/// to name: a provider key `a-key`, a virtual key `a-vk`, an INFERENCE key and a wallet.
+struct Named {
+    pk_id: String,
+    vk_id: String,
+    key_id: String,
+    wallet: String,
+}
+
+impl Named {
+    async fn make(p: &P) -> Named {
+        p.state
+            .store
+            .create_workspace(
+                &WorkspaceRow {
+                    id: "team-b".into(),
+                    name: "B".into(),
+                    created_at: 1,
+                    updated_at: 1,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let (s, pk) = p
+            .call(
+                "POST",
+                "/api/v1/provider_keys",
+                &p.org,
+                Some(json!({"name":"a-key","modelHub":"openai","apiKey":"sk-a-0000000000000"})),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let (s, vk) = p
+            .call(
+                "POST",
+                "/api/v1/virtual_keys",
+                &p.org,
+                Some(json!({"name":"a-vk","slug":"a-vk","providerKey":"a-key"})),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let (key_id, _) = p
+            .create(&p.org, json!({"apiKeyType":"INFERENCE","description":"a"}))
+            .await;
+        let wallet = Address::from_private_key(&[9; 32]).unwrap().to_lower_hex();
+        let (s, _) = p
+            .call("POST", "/api/v1/wallets", &p.org, Some(json!({"address": wallet})))
+            .await;
+        assert_eq!(s, 201);
+        Named {
+            pk_id: pk["data"]["id"].as_str().unwrap().to_string(),
+            vk_id: vk["data"]["id"].as_str().unwrap().to_string(),
+            key_id,
+            wallet,
+        }
+    }
+
+    /// The ways a route's path may name its object: name and id, slug and id, …
+    fn ids_for(&self, route: &str) -> Vec<String> {
+        if route.contains("{name}") {
+            vec!["a-key".into(), self.pk_id.clone()]
+        } else if route.contains("{slug}") {
+            vec!["a-vk".into(), self.vk_id.clone()]
+        } else if route.contains("{address}") {
+            vec![self.wallet.clone()]
+        } else if route.starts_with("/api/v1/workspaces") {
+            vec!["default".into()]
+        } else if route.starts_with("/v1/api-keys") {
+            vec![self.pk_id.clone()]
+        } else {
+            vec![self.key_id.clone()]
+        }
+    }
+}
+
+/// `route` with its capture filled with `id` (a pass-through capture with `files/file-abc`).
+fn fill(route: &str, id: &str) -> String {
+    route
+        .replace("{name}", id)
+        .replace("{slug}", id)
+        .replace("{address}", id)
+        .replace("{id}", id)
+        .replace("{*path}", "files/file-abc")
+}
+
 #[tokio::test]
 async fn every_route_with_an_id_hides_other_workspaces() {
     let p = start(settings()).await;
-    p.state
-        .store
-        .create_workspace(
-            &WorkspaceRow {
-                id: "team-b".into(),
-                name: "B".into(),
-                created_at: 1,
-                updated_at: 1,
-            },
-            None,
-        )
-        .await
-        .unwrap();
-    // Objects of the default workspace.
-    let (s, pk) = p
-        .call(
-            "POST",
-            "/api/v1/provider_keys",
-            &p.org,
-            Some(json!({"name":"a-key","modelHub":"openai","apiKey":"sk-a-0000000000000"})),
-        )
-        .await;
-    assert_eq!(s, 201);
-    let pk_id = pk["data"]["id"].as_str().unwrap().to_string();
-    let (_, vk) = p
-        .call(
-            "POST",
-            "/api/v1/virtual_keys",
-            &p.org,
-            Some(json!({"name":"a-vk","slug":"a-vk","providerKey":"a-key"})),
-        )
-        .await;
-    let vk_id = vk["data"]["id"].as_str().unwrap().to_string();
-    let (ak_id, _) = p
-        .create(&p.org, json!({"apiKeyType":"INFERENCE","description":"a"}))
-        .await;
-    let wallet = Address::from_private_key(&[9; 32]).unwrap().to_lower_hex();
-    p.call("POST", "/api/v1/wallets", &p.org, Some(json!({"address": wallet})))
-        .await;
+    let named = Named::make(&p).await;
+    let ak_id = named.key_id.clone();
     // A workspace admin of team-b.
     let (_, b) = p
         .create(
@@ -597,26 +646,8 @@ async fn every_route_with_an_id_hides_other_workspaces() {
         {
             continue;
         }
-        let ids: Vec<String> = if spec.path.contains("{name}") {
-            vec!["a-key".into(), pk_id.clone()]
-        } else if spec.path.contains("{slug}") {
-            vec!["a-vk".into(), vk_id.clone()]
-        } else if spec.path.contains("{address}") {
-            vec![wallet.clone()]
-        } else if spec.path.starts_with("/api/v1/workspaces") {
-            vec!["default".into()]
-        } else if spec.path.starts_with("/v1/api-keys") {
-            vec![pk_id.clone()]
-        } else {
-            vec![ak_id.clone()]
-        };
-        for id in ids {
-            let path = spec
-                .path
-                .replace("{name}", &id)
-                .replace("{slug}", &id)
-                .replace("{address}", &id)
-                .replace("{id}", &id);
+        for id in named.ids_for(spec.path) {
+            let path = fill(spec.path, &id);
             // A body each route accepts, so only the id can be what is refused.
             let body = match (spec.method.as_str(), spec.path) {
                 ("PATCH", "/api/v1/provider_keys/{name}") => Some(json!({"private": true})),
@@ -1024,45 +1055,7 @@ fn documented(role: Role, method: &str, path: &str, has_id: bool, cred: Cred) ->
 #[tokio::test]
 async fn every_route_answers_each_credential_as_documented() {
     let p = start(settings()).await;
-    p.state
-        .store
-        .create_workspace(
-            &WorkspaceRow {
-                id: "team-b".into(),
-                name: "B".into(),
-                created_at: 1,
-                updated_at: 1,
-            },
-            None,
-        )
-        .await
-        .unwrap();
-    // Objects of the default workspace the id routes name.
-    let (s, pk) = p
-        .call(
-            "POST",
-            "/api/v1/provider_keys",
-            &p.org,
-            Some(json!({"name":"a-key","modelHub":"openai","apiKey":"sk-a-0000000000000"})),
-        )
-        .await;
-    assert_eq!(s, 201);
-    let pk_id = pk["data"]["id"].as_str().unwrap().to_string();
-    let (_, vk) = p
-        .call(
-            "POST",
-            "/api/v1/virtual_keys",
-            &p.org,
-            Some(json!({"name":"a-vk","slug":"a-vk","providerKey":"a-key"})),
-        )
-        .await;
-    assert!(vk["data"]["id"].is_string(), "{vk}");
-    let (target_id, _) = p
-        .create(&p.org, json!({"apiKeyType":"INFERENCE","description":"t"}))
-        .await;
-    let wallet = Address::from_private_key(&[9; 32]).unwrap().to_lower_hex();
-    p.call("POST", "/api/v1/wallets", &p.org, Some(json!({"address": wallet})))
-        .await;
+    let named = Named::make(&p).await;
 
     // The nine credentials.
     let (_, admin) = p.create(&p.org, json!({"apiKeyType":"ADMIN","description":"a"})).await;
@@ -1119,26 +1112,8 @@ async fn every_route_answers_each_credential_as_documented() {
     let mut calls = 0;
     for spec in &specs {
         let has_id = spec.path.contains('{') && !spec.path.contains("{*");
-        let id = if spec.path.contains("{name}") {
-            "a-key".to_string()
-        } else if spec.path.contains("{slug}") {
-            "a-vk".to_string()
-        } else if spec.path.contains("{address}") {
-            wallet.clone()
-        } else if spec.path.starts_with("/api/v1/workspaces") {
-            "default".to_string()
-        } else if spec.path.starts_with("/v1/api-keys") {
-            pk_id.clone()
-        } else {
-            target_id.clone()
-        };
-        let path = spec
-            .path
-            .replace("{name}", &id)
-            .replace("{slug}", &id)
-            .replace("{address}", &id)
-            .replace("{id}", &id)
-            .replace("{*path}", "files/file-abc");
+        // The first way each route names its object (the isolation test covers the others).
+        let path = fill(spec.path, &named.ids_for(spec.path)[0]);
         // A body each route accepts, so only the credential can be what is refused.
         let body = match (spec.method.as_str(), spec.path) {
             ("PATCH", "/api/v1/provider_keys/{name}") => Some(json!({"private": true})),

@@ -63,7 +63,21 @@ pub async fn start_custom(
     };
     let admin = key(&state, PlatformKeyType::Admin, KeySettings::default()).await;
     let inference = key(&state, PlatformKeyType::Inference, KeySettings::default()).await;
-    let (app, _) = keygate_api::app(state.clone());
+    let url = serve(state.clone()).await;
+    G {
+        url,
+        state,
+        admin,
+        inference,
+        mock: MockUpstream::start_with(mock).await,
+        http: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+/// Serves `state`'s router on a fresh 127.0.0.1 port; its base URL.
+pub async fn serve(state: AppState) -> String {
+    let (app, _) = keygate_api::app(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -74,15 +88,7 @@ pub async fn start_custom(
         .await
         .unwrap();
     });
-    G {
-        url,
-        state,
-        admin,
-        inference,
-        mock: MockUpstream::start_with(mock).await,
-        http: reqwest::Client::new(),
-        _dir: dir,
-    }
+    url
 }
 
 pub async fn start() -> G {
