@@ -16,10 +16,13 @@
 //!   per changed key.
 //! - `request`: `gateway.rs::handle_json` (parse the body into a `serde_json::Value`, read
 //!   model/stream/stream_options), `estimate_prompt_tokens`, `credential` + `hubs::plan`
-//!   (URL, `Bearer` header), `netpolicy::check_upstream_url` (parsed on every attempt),
-//!   `upstream_body` (deep clone of the body, model set, re-serialised), and the whole rewrite.
-//! - `response`: `gateway.rs::json_response` (parse the whole answer to read `usage` and `model`),
-//!   and the price lookup and cost of `MeterGuard::finish`.
+//!   (URL, `Bearer` header), `netpolicy::check_upstream_url` (once per provider key since
+//!   `ProviderRuntime::url_allowed`; shown for its cost), `upstream_body` (the client's bytes
+//!   when nothing changes; a deep clone, model set, re-serialised when something does), and the
+//!   whole rewrite as a request does it.
+//! - `response`: `gateway.rs::json_response` (`AnswerHead`: `usage` and `model` read, the rest
+//!   only checked; the former whole-tree parse shown beside it), and the price lookup and cost of
+//!   `MeterGuard::finish`.
 //! - `sse`: `gateway.rs::StreamState::feed` per upstream chunk: `SseParser::feed` into a
 //!   `Vec<SseEvent>`, then `on_openai_event` (substring tests; the usage chunk is parsed).
 //!
@@ -208,6 +211,7 @@ fn vault(c: &mut Criterion) {
 
 struct Call {
     body: Value,
+    raw: bytes::Bytes,
     stream: bool,
     client_wants_usage: bool,
     model: String,
@@ -224,6 +228,7 @@ fn parse_call(bytes: &[u8]) -> Call {
         .unwrap_or(false);
     Call {
         body,
+        raw: bytes::Bytes::copy_from_slice(bytes),
         stream,
         client_wants_usage,
         model,
@@ -261,14 +266,23 @@ fn plan(settings: &HubSettings, secret: &Zeroizing<String>, model: &str) -> hubs
     hubs::plan(provider, Endpoint::Chat, "", None, model, &secret).unwrap()
 }
 
-/// `upstream_body` for the OpenAI wire: a deep copy of the body, the model set, usage asked
-/// for on a stream the client did not ask it for, serialised again.
-fn upstream_body(call: &Call, plan: &hubs::Plan) -> Vec<u8> {
+/// `upstream_body` for the OpenAI wire: the client's bytes when the model stays and no usage
+/// is asked for; else a deep copy of the body, the model set, usage asked for on a stream the
+/// client did not ask it for, serialised again.
+fn upstream_body(call: &Call, plan: &hubs::Plan) -> bytes::Bytes {
+    let inject = call.stream && !call.client_wants_usage;
+    let model_kept = match &plan.body_model {
+        None => true,
+        Some(m) => call.body.get("model").and_then(Value::as_str) == Some(m.as_str()),
+    };
+    if model_kept && !inject {
+        return call.raw.clone();
+    }
     let mut body = call.body.clone();
     if let (Some(m), Some(obj)) = (&plan.body_model, body.as_object_mut()) {
         obj.insert("model".into(), Value::String(m.clone()));
     }
-    if call.stream && !call.client_wants_usage {
+    if inject {
         if let Some(obj) = body.as_object_mut() {
             let opts = obj.entry("stream_options").or_insert_with(|| json!({}));
             if let Some(o) = opts.as_object_mut() {
@@ -276,7 +290,7 @@ fn upstream_body(call: &Call, plan: &hubs::Plan) -> Vec<u8> {
             }
         }
     }
-    serde_json::to_vec(&body).unwrap()
+    bytes::Bytes::from(serde_json::to_vec(&body).unwrap())
 }
 
 fn request(c: &mut Criterion) {
@@ -296,7 +310,7 @@ fn request(c: &mut Criterion) {
     g.bench_function("check_upstream_url", |b| {
         b.iter(|| netpolicy::check_upstream_url(black_box(BASE_URL), true).unwrap())
     });
-    g.bench_function("upstream_body_clone_serialise", |b| {
+    g.bench_function("upstream_body_forwarded", |b| {
         b.iter(|| upstream_body(black_box(&call), &p))
     });
     g.bench_function("upstream_body_stream_usage_injected", |b| {
@@ -309,7 +323,6 @@ fn request(c: &mut Criterion) {
         b.iter(|| {
             let call = parse_call(black_box(BODY));
             let est = estimate_prompt_tokens(&call.body);
-            let _ = netpolicy::check_upstream_url(BASE_URL, true).unwrap();
             let p = plan(&settings, &secret, &call.model);
             (upstream_body(&call, &p), est)
         })
@@ -319,11 +332,27 @@ fn request(c: &mut Criterion) {
 
 // ---- response (keygate-api/src/gateway.rs::json_response, MeterGuard::finish) -------------
 
+/// `gateway.rs::AnswerHead`.
+#[derive(serde::Deserialize)]
+struct AnswerHead {
+    #[serde(default)]
+    model: Option<Value>,
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
 fn response(c: &mut Criterion) {
     let prices = PriceTable::builtin();
     let mut g = c.benchmark_group("response");
     g.throughput(Throughput::Bytes(ANSWER.len() as u64));
-    g.bench_function("parse_answer_read_usage", |b| {
+    g.bench_function("answer_head_read_usage", |b| {
+        b.iter(|| {
+            let head: AnswerHead = serde_json::from_slice(black_box(ANSWER)).unwrap();
+            let u = head.usage.as_ref().and_then(Usage::from_openai);
+            (u, head.model)
+        })
+    });
+    g.bench_function("parse_answer_tree_read_usage", |b| {
         b.iter(|| {
             let v: Value = serde_json::from_slice(black_box(ANSWER)).unwrap();
             let u = v.get("usage").and_then(Usage::from_openai);
