@@ -7,9 +7,7 @@
 //! What must stay true: a request is authenticated without a store round trip; a key's text
 //! is never logged; the stored hash is compared in constant time.
 
-use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,26 +85,7 @@ struct Keyed {
     hashes: [Option<KeyHash>; 2],
 }
 
-impl Borrow<str> for Keyed {
-    fn borrow(&self) -> &str {
-        &self.principal.id
-    }
-}
-
-// Hash and equality are those of the id as a `str`, as `Borrow<str>` requires.
-impl Hash for Keyed {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.principal.id.as_str().hash(state);
-    }
-}
-
-impl PartialEq for Keyed {
-    fn eq(&self, other: &Self) -> bool {
-        self.principal.id == other.principal.id
-    }
-}
-
-impl Eq for Keyed {}
+keyed_by_str!(Keyed, principal.id);
 
 #[derive(Default)]
 struct Inner {

@@ -6,7 +6,6 @@
 //! [`ProviderRuntime`], whose `Debug` shows none of them; a deleted or rotated key is replaced
 //! at the next refresh (within 250 ms here, within a second on other replicas).
 
-use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -126,28 +125,8 @@ pub struct VkRuntime {
 struct BySlug(Arc<VkRuntime>);
 struct ById(Arc<VkRuntime>);
 
-macro_rules! keyed_by {
-    ($t:ident, $field:ident) => {
-        impl Borrow<str> for $t {
-            fn borrow(&self) -> &str {
-                &self.0.$field
-            }
-        }
-        impl Hash for $t {
-            fn hash<H: Hasher>(&self, state: &mut H) {
-                self.0.$field.as_str().hash(state);
-            }
-        }
-        impl PartialEq for $t {
-            fn eq(&self, other: &Self) -> bool {
-                self.0.$field == other.0.$field
-            }
-        }
-        impl Eq for $t {}
-    };
-}
-keyed_by!(BySlug, slug);
-keyed_by!(ById, id);
+keyed_by_str!(BySlug, 0.slug);
+keyed_by_str!(ById, 0.id);
 
 #[derive(Default)]
 struct Vks {
