@@ -27,9 +27,9 @@ use utoipa::ToSchema;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::QueryParams;
 use crate::extract::{ClientIp, Ctx, JsonBody};
 use crate::openapi::doc::{Data, ErrorBody, LimitState, List, Saved, Success};
-use crate::provider_keys::QueryParams;
 
 use crate::platform_keys::{create_platform_key, KeySettings, NewPlatformKey};
 use crate::state::AppState;

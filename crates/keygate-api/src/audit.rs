@@ -10,8 +10,9 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Ctx;
+use crate::extract::QueryParams;
 use crate::openapi::doc::{ErrorBody, Paged};
-use crate::provider_keys::{list_body, QueryParams};
+use crate::provider_keys::list_body;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use keygate_store::{new_id, AuditEvent};
@@ -212,6 +212,30 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
             .map(|c| c.0.ip())
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         Ok(ClientIp(ip))
+    }
+}
+
+/// Query parameters. Unlike `axum::extract::Query`, which refuses in plain text, a query string
+/// that does not parse answers the JSON error of every other failure (400 `invalid_request`).
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(q)| QueryParams(q))
+            .map_err(|e| ApiError::bad_request(query_error(&e.body_text())))
+    }
+}
+
+/// The reason a query string was refused, without the value sent (serde's messages may quote it).
+pub(crate) fn query_error(text: &str) -> String {
+    let reason = text.rsplit_once("query string: ").map_or(text, |(_, r)| r);
+    if reason.contains('"') || reason.is_empty() {
+        "invalid query string".into()
+    } else {
+        format!("invalid query string: {reason}")
     }
 }
 

@@ -8,8 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -19,14 +18,13 @@ use keygate_types::netpolicy;
 use keygate_types::timefmt::{format_ms, now_ms};
 use keygate_types::{validate_name, ModelHub};
 use keygate_vault::SecretPlace;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Ctx, JsonBody};
+use crate::extract::{Ctx, JsonBody, QueryParams};
 use crate::openapi::doc::{Data, ErrorBody, Paged, Saved, Success};
 use crate::state::AppState;
 
@@ -663,30 +661,6 @@ impl PageQuery {
     }
 }
 
-/// Query parameters. Unlike `axum::extract::Query`, which refuses in plain text, a query string
-/// that does not parse answers the JSON error of every other failure (400 `invalid_request`).
-pub struct QueryParams<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        Query::<T>::try_from_uri(&parts.uri)
-            .map(|Query(q)| QueryParams(q))
-            .map_err(|e| ApiError::bad_request(query_error(&e.body_text())))
-    }
-}
-
-/// The reason a query string was refused, without the value sent (serde's messages may quote it).
-fn query_error(text: &str) -> String {
-    let reason = text.rsplit_once("query string: ").map_or(text, |(_, r)| r);
-    if reason.contains('"') || reason.is_empty() {
-        "invalid query string".into()
-    } else {
-        format!("invalid query string: {reason}")
-    }
-}
-
 pub fn list_body<T: Serialize>(items: Vec<T>, page: Page, total: i64) -> Value {
     json!({"object": "list", "data": items, "page": page.page, "limit": page.limit, "total": total})
 }
@@ -833,6 +807,7 @@ pub async fn delete_handler(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::extract::FromRequestParts;
 
     async fn parse(uri: &str) -> Result<PageQuery, ApiError> {
         let (mut parts, ()) = axum::http::Request::get(uri).body(()).unwrap().into_parts();
@@ -859,7 +834,7 @@ mod tests {
             assert!(!e.message.contains("sk-canary"), "{uri}: {}", e.message);
         }
         assert_eq!(
-            query_error("Failed to deserialize query string: \"x\" is bad"),
+            crate::extract::query_error("Failed to deserialize query string: \"x\" is bad"),
             "invalid query string"
         );
     }

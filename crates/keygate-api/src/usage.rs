@@ -13,8 +13,9 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Ctx;
+use crate::extract::QueryParams;
 use crate::openapi::doc::{Data, ErrorBody, Paged};
-use crate::provider_keys::{list_body, PageQuery, QueryParams};
+use crate::provider_keys::{list_body, PageQuery};
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

@@ -21,9 +21,10 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::QueryParams;
 use crate::extract::{Ctx, JsonBody};
 use crate::openapi::doc::{Data, ErrorBody, LimitState, Paged, Saved, Success};
-use crate::provider_keys::{list_body, PageQuery, QueryParams};
+use crate::provider_keys::{list_body, PageQuery};
 use crate::state::AppState;
 
 /// How a virtual key spreads requests over its targets.

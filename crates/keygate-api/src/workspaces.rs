@@ -14,9 +14,10 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::QueryParams;
 use crate::extract::{Ctx, JsonBody};
 use crate::openapi::doc::{Data, ErrorBody, Paged, Saved, Success};
-use crate::provider_keys::{list_body, PageQuery, QueryParams};
+use crate::provider_keys::{list_body, PageQuery};
 use crate::state::AppState;
 
 /// Body of `POST /api/v1/workspaces`.

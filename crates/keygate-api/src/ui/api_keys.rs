@@ -586,7 +586,7 @@ pub async fn delete(
     match ak::delete(
         State(state.clone()),
         ctx_of(&ui),
-        crate::provider_keys::QueryParams(DeleteQuery {
+        crate::extract::QueryParams(DeleteQuery {
             id: Some(row.id.clone()),
         }),
     )
