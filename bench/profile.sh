@@ -12,6 +12,7 @@
 #              (PROFILE_CONNS, 64; PROFILE_BODY=stream for the streaming body);
 #   callgrind: instructions, inclusive and self, per function over CALLGRIND_REQUESTS (3000)
 #              non-streaming requests on 4 connections (repeatable whatever else the machine does).
+#              CALLGRIND_KEEP=<file> keeps the raw callgrind output for callgrind_annotate.
 # perf needs perf_event access (root, or kernel.perf_event_paranoid <= 1); the release binary has
 # symbols but no frame pointers, so perf gives self time and callgrind gives the call tree.
 set -euo pipefail
@@ -140,15 +141,16 @@ callgrind)
     stop_pid "$KG_PID"
     sleep 1
     out="$(ls "$WORK"/callgrind.out* | head -1)"
+    [[ -n "${CALLGRIND_KEEP:-}" ]] && cp "$out" "$CALLGRIND_KEEP"
     {
         echo "valgrind --tool=callgrind: keygate over $REQUESTS non-streaming requests (4 connections)"
         "$PYTHON" -c 'import json,sys; d=json.load(open(sys.argv[1])); print("answers:", d["statusCodeDistribution"])' "$WORK/oha.json" || true
         echo
         echo "== inclusive (per request = Ir / $REQUESTS) =="
-        callgrind_annotate --inclusive=yes --threshold=99 "$out" 2>/dev/null | head -120
+        callgrind_annotate --inclusive=yes --threshold=99 "$out" 2>/dev/null | sed -n 1,120p
         echo
         echo "== self =="
-        callgrind_annotate --inclusive=no --threshold=95 "$out" 2>/dev/null | head -80
+        callgrind_annotate --inclusive=no --threshold=95 "$out" 2>/dev/null | sed -n 1,80p
     } >"$REPORT"
     ;;
 syscalls)
