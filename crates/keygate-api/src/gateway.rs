@@ -478,7 +478,8 @@ pub async fn handle_json(state: AppState, endpoint: Endpoint, req: Request) -> R
     let model = body.get("model").and_then(Value::as_str).unwrap_or("").to_string();
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false) && endpoint != Endpoint::Embeddings;
     let client_wants_usage = body
-        .pointer("/stream_options/include_usage")
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let call = Call {
@@ -692,7 +693,8 @@ async fn attempt(
     };
     // Checked again at connect time: names by the resolver, literal addresses here.
     if let Err(e) = provider.url_allowed(state.upstream.allow_private) {
-        tracing::warn!(provider_key = %provider.id, error = %e, "upstream URL refused at connect time");
+        tracing::warn!(provider_key = %provider.id, request_id = request_id.as_deref().unwrap_or(""), error = %e,
+            "upstream URL refused at connect time");
         return fail(gw_error(
             StatusCode::BAD_GATEWAY,
             "upstream_error",
@@ -833,7 +835,8 @@ async fn attempt(
         }
         Ok(Err(e)) => {
             let kind = if e.is_connect() { "connect" } else { "request" };
-            tracing::warn!(provider_key = %provider.id, kind, "upstream request failed");
+            let request_id = guard.row.as_ref().and_then(|r| r.request_id.as_deref()).unwrap_or("");
+            tracing::warn!(provider_key = %provider.id, request_id, kind, "upstream request failed");
             state.runtime.note_failure(&provider.id, None, state.limits.now());
             *reservation = guard.reservation.take().filter(|_| !is_last);
             // A request that never connected cost nothing upstream: its record says so.

@@ -954,3 +954,54 @@ fn hostile_json_bodies_get_a_json_4xx_never_a_5xx() {
         })
         .unwrap();
 }
+
+#[tokio::test]
+async fn request_ids_are_kept_or_made_and_always_answered() {
+    let h = harness_with(ApiSettings {
+        allow_private_upstreams: true,
+        max_body_bytes: 2048,
+        ..Default::default()
+    })
+    .await;
+    let send = |id: Option<&str>, declared: Option<&str>| {
+        let mut req = Request::builder()
+            .method("GET")
+            .uri("/api/v1//workspaces")
+            .header("authorization", format!("Bearer {}", h.admin));
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        if let Some(len) = declared {
+            req = req.method("POST").header("content-length", len);
+        }
+        let app = h.app.clone();
+        let req = req.body(Body::empty()).unwrap();
+        async move { app.oneshot(req).await.unwrap() }
+    };
+    // The client's own id comes back as it was sent (and the doubled slash still routes).
+    let resp = send(Some("client-id-42"), None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-request-id"], "client-id-42");
+    // Without one, keygate makes a UUID, a new one per request.
+    let a = send(None, None).await.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let b = send(None, None).await.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(uuid::Uuid::parse_str(&a).is_ok(), "{a}");
+    assert_ne!(a, b);
+    // A declared body over the cap is refused before routing, with the id all the same.
+    let resp = send(Some("too-big-1"), Some("4096")).await;
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(resp.headers()["x-request-id"], "too-big-1");
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["error"]["code"], "request_too_large");
+    assert_eq!(
+        v["error"]["message"],
+        "the request body is larger than the limit of 2048 bytes"
+    );
+}
