@@ -7,6 +7,10 @@
 //! it runs through a small second pool of the backend's own driver, so its rows are decoded
 //! directly instead of through `AnyRow` (which converts every row and its column metadata),
 //! and SQLite's worker thread hands rows over a page at a time instead of 50 at a time.
+//!
+//! The other is the usage writer of a SQLite file ([`UsageWriter`]): a connection of its own
+//! through rusqlite, so a batch of usage records is one hand-over to a blocking thread and one
+//! transaction of a cached statement, instead of a round trip to sqlx's worker thread per record.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -30,6 +34,86 @@ pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
     bulk: Bulk,
+    usage_writer: Option<UsageWriter>,
+}
+
+/// The usage upsert: a request's final record supersedes its pending one (status 0), never the
+/// other way round.
+const USAGE_UPSERT: &str = "INSERT INTO usage_records (id, workspace, at, request_id, platform_key_id, virtual_key_id, provider_key_id, hub, model, endpoint, status_code, prompt_tokens, completion_tokens, cached_tokens, cost_nano, latency_ms, estimated, stream, error_kind)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+     ON CONFLICT (id) DO UPDATE SET at = excluded.at, status_code = excluded.status_code,
+        prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
+        cached_tokens = excluded.cached_tokens, cost_nano = excluded.cost_nano, latency_ms = excluded.latency_ms,
+        estimated = excluded.estimated, model = excluded.model, error_kind = excluded.error_kind
+     WHERE usage_records.status_code = 0";
+
+/// Writes usage records to a SQLite file through a connection of its own (see the module
+/// header). Opened after the migrations; an in-memory database has none (it is private to the
+/// pool's connection) and writes through the pool.
+#[derive(Clone)]
+struct UsageWriter {
+    conn: std::sync::Arc<std::sync::Mutex<rusqlite::Connection>>,
+}
+
+impl UsageWriter {
+    fn open(path: &str) -> std::result::Result<UsageWriter, rusqlite::Error> {
+        use rusqlite::OpenFlags;
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(UsageWriter {
+            conn: std::sync::Arc::new(std::sync::Mutex::new(conn)),
+        })
+    }
+
+    /// Upserts `rows` in one transaction, on a blocking thread.
+    async fn insert(&self, rows: &[UsageRow]) -> Result<()> {
+        let rows = rows.to_vec();
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            Self::insert_blocking(&mut conn, &rows).map_err(|e| StoreError::Db(e.to_string()))
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("the usage writer stopped: {e}")))?
+    }
+
+    fn insert_blocking(conn: &mut rusqlite::Connection, rows: &[UsageRow]) -> rusqlite::Result<()> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let sql = USAGE_UPSERT.replace('$', "?");
+            let mut stmt = tx.prepare_cached(&sql)?;
+            for r in rows {
+                stmt.execute(rusqlite::params![
+                    r.id,
+                    r.workspace,
+                    r.at,
+                    r.request_id,
+                    r.platform_key_id,
+                    r.virtual_key_id,
+                    r.provider_key_id,
+                    r.hub,
+                    r.model,
+                    r.endpoint,
+                    r.status_code,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    r.cached_tokens,
+                    r.cost_nano,
+                    r.latency_ms,
+                    bool_i(r.estimated),
+                    bool_i(r.stream),
+                    r.error_kind,
+                ])?;
+            }
+        }
+        tx.commit()
+    }
 }
 
 /// The typed pool for bulk reads of changes (see the module header).
@@ -55,8 +139,8 @@ fn conflict(what: String) -> impl FnOnce(StoreError) -> StoreError {
     }
 }
 
-/// Turns a `sqlite://` URL into a path-based one that creates the file when missing.
-fn sqlite_url(url: &str) -> Result<String> {
+/// A `sqlite://` URL's file path and query string.
+fn sqlite_parts(url: &str) -> Result<(&str, Option<&str>)> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -68,6 +152,12 @@ fn sqlite_url(url: &str) -> Result<String> {
     if path.is_empty() {
         return Err(StoreError::Open("the sqlite URL names no file".into()));
     }
+    Ok((path, query))
+}
+
+/// Turns a `sqlite://` URL into a path-based one that creates the file when missing.
+fn sqlite_url(url: &str) -> Result<String> {
+    let (path, query) = sqlite_parts(url)?;
     if path != ":memory:" {
         if let Some(parent) = std::path::Path::new(path).parent() {
             if !parent.as_os_str().is_empty() {
@@ -137,7 +227,19 @@ impl SqlStore {
         let bulk = open_bulk(backend, url)
             .await
             .map_err(|e| StoreError::Open(redact_url_error(&e.to_string(), url)))?;
-        Ok(SqlStore { pool, backend, bulk })
+        let usage_writer = match bulk {
+            Bulk::Sqlite(_) => {
+                let (path, _) = sqlite_parts(url)?;
+                Some(UsageWriter::open(path).map_err(|e| StoreError::Open(format!("cannot open {path}: {e}")))?)
+            }
+            _ => None,
+        };
+        Ok(SqlStore {
+            pool,
+            backend,
+            bulk,
+            usage_writer,
+        })
     }
 
     /// Rewrites `$N` placeholders for SQLite (`?N`, bound by number).
@@ -1284,15 +1386,10 @@ impl Store for SqlStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let sql = self.q(&format!(
-            "INSERT INTO usage_records ({USAGE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-             ON CONFLICT (id) DO UPDATE SET at = excluded.at, status_code = excluded.status_code,
-                prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
-                cached_tokens = excluded.cached_tokens, cost_nano = excluded.cost_nano, latency_ms = excluded.latency_ms,
-                estimated = excluded.estimated, model = excluded.model, error_kind = excluded.error_kind
-             WHERE usage_records.status_code = 0"
-        ))
-        .into_owned();
+        if let Some(writer) = &self.usage_writer {
+            return writer.insert(rows).await;
+        }
+        let sql = self.q(USAGE_UPSERT);
         let mut tx = self.pool.begin().await.map_err(db)?;
         for r in rows {
             sqlx::query(&sql)
