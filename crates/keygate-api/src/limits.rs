@@ -8,6 +8,7 @@
 //! the provider key it is sent to. Budgets in `strict` mode reserve the most the request can
 //! cost before it is forwarded; in `soft` mode they are charged after the fact.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -74,7 +75,7 @@ pub struct Labeled {
     /// `api_key`, `virtual_key`, `model`, `provider_key`.
     pub scope: &'static str,
     /// `RPM`, `TPD`, `BUDGET`…
-    pub limit_type: String,
+    pub limit_type: Cow<'static, str>,
     pub is_budget: bool,
 }
 
@@ -128,13 +129,13 @@ impl LimitEngine {
     ) {
         for (name, limit) in limits {
             let Some(limit) = limit else { continue };
-            let (window, measure) = match *name {
-                "rpm" => (60_000, Measure::Requests),
-                "rph" => (3_600_000, Measure::Requests),
-                "rpd" => (86_400_000, Measure::Requests),
-                "tpm" => (60_000, Measure::Tokens),
-                "tph" => (3_600_000, Measure::Tokens),
-                "tpd" => (86_400_000, Measure::Tokens),
+            let (window, measure, limit_type) = match *name {
+                "rpm" => (60_000, Measure::Requests, "RPM"),
+                "rph" => (3_600_000, Measure::Requests, "RPH"),
+                "rpd" => (86_400_000, Measure::Requests, "RPD"),
+                "tpm" => (60_000, Measure::Tokens, "TPM"),
+                "tph" => (3_600_000, Measure::Tokens, "TPH"),
+                "tpd" => (86_400_000, Measure::Tokens, "TPD"),
                 _ => continue,
             };
             let amount = if measure == Measure::Requests { 1 } else { tokens as i64 };
@@ -147,7 +148,7 @@ impl LimitEngine {
                 },
                 measure,
                 scope,
-                limit_type: name.to_uppercase(),
+                limit_type: Cow::Borrowed(limit_type),
                 is_budget: false,
             });
         }
@@ -178,7 +179,7 @@ impl LimitEngine {
                 },
                 measure,
                 scope,
-                limit_type: "BUDGET".into(),
+                limit_type: Cow::Borrowed("BUDGET"),
                 is_budget: true,
             });
         };
@@ -202,7 +203,12 @@ impl LimitEngine {
     pub fn checks(&self, principal: &Principal, vk: &VkRuntime, model: &str, bounds: Bounds, now: i64) -> Vec<Labeled> {
         let mut out = Vec::new();
         let s = &principal.settings;
-        let pk_prefix = format!("pk:{}", principal.id);
+        // Counter keys are built only for a key that has limits (most have none).
+        let pk_prefix = if s.rate_limits.is_empty() && s.consumption_limit.is_empty() {
+            String::new()
+        } else {
+            format!("pk:{}", principal.id)
+        };
         let rl = |n: &str| s.rate_limits.get(n).copied();
         Self::rate_checks(
             &mut out,
@@ -236,8 +242,12 @@ impl LimitEngine {
             let period = s.limit_period.as_deref().unwrap_or("LIFETIME");
             self.budget_checks(&mut out, &pk_prefix, "api_key", &budget, period, bounds, now);
         }
-        let vk_prefix = format!("vk:{}", vk.id);
         let cfg = &vk.config;
+        let vk_prefix = if cfg.rate_limits.is_empty() && cfg.budget.is_empty() {
+            String::new()
+        } else {
+            format!("vk:{}", vk.id)
+        };
         push_rate_limits(&mut out, &vk_prefix, "virtual_key", &cfg.rate_limits, bounds.tokens);
         if !cfg.budget.is_empty() {
             self.budget_checks(
@@ -283,9 +293,9 @@ impl LimitEngine {
             measure: Measure::Requests,
             scope: "provider_key",
             limit_type: if interval == 60 {
-                "RPM".into()
+                Cow::Borrowed("RPM")
             } else {
-                format!("R_PER_{interval}S")
+                Cow::Owned(format!("R_PER_{interval}S"))
             },
             is_budget: false,
         }
@@ -573,24 +583,36 @@ fn duration_text(ms: i64) -> String {
 
 /// The OpenAI-style headers of the tightest request limit and the tightest token limit.
 pub fn rate_headers(headers: &mut HeaderMap, checks: &[Labeled], states: &[WindowState]) {
-    for (measure, suffix) in [(Measure::Requests, "requests"), (Measure::Tokens, "tokens")] {
+    use axum::http::HeaderName;
+    const NAMES: [(Measure, [HeaderName; 3]); 2] = [
+        (
+            Measure::Requests,
+            [
+                HeaderName::from_static("x-ratelimit-limit-requests"),
+                HeaderName::from_static("x-ratelimit-remaining-requests"),
+                HeaderName::from_static("x-ratelimit-reset-requests"),
+            ],
+        ),
+        (
+            Measure::Tokens,
+            [
+                HeaderName::from_static("x-ratelimit-limit-tokens"),
+                HeaderName::from_static("x-ratelimit-remaining-tokens"),
+                HeaderName::from_static("x-ratelimit-reset-tokens"),
+            ],
+        ),
+    ];
+    for (measure, [limit, remaining, reset]) in NAMES {
         let tightest = checks
             .iter()
             .zip(states)
             .filter(|(l, _)| l.measure == measure && !l.is_budget)
             .min_by_key(|(_, s)| s.remaining);
         if let Some((_, s)) = tightest {
-            for (name, value) in [
-                (format!("x-ratelimit-limit-{suffix}"), s.limit.to_string()),
-                (format!("x-ratelimit-remaining-{suffix}"), s.remaining.to_string()),
-                (format!("x-ratelimit-reset-{suffix}"), duration_text(s.reset_ms)),
-            ] {
-                if let (Ok(n), Ok(v)) = (
-                    axum::http::HeaderName::from_bytes(name.as_bytes()),
-                    HeaderValue::from_str(&value),
-                ) {
-                    headers.insert(n, v);
-                }
+            headers.insert(limit, HeaderValue::from(s.limit));
+            headers.insert(remaining, HeaderValue::from(s.remaining));
+            if let Ok(v) = HeaderValue::from_str(&duration_text(s.reset_ms)) {
+                headers.insert(reset, v);
             }
         }
     }
@@ -661,7 +683,7 @@ pub fn refusal_event(
         virtual_key_id: Some(vk.id.clone()),
         provider_key_id: provider.map(str::to_string),
         model: Some(model.to_string()),
-        limit_type: l.limit_type.clone(),
+        limit_type: l.limit_type.to_string(),
         limit_value: l.check.limit,
         scope: l.scope.to_string(),
     })
