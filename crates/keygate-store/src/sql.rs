@@ -66,6 +66,8 @@ impl UsageWriter {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Appends touch the right edge of the table and its indexes: a small page cache holds it.
+        conn.pragma_update(None, "cache_size", -256)?;
         Ok(UsageWriter {
             conn: std::sync::Arc::new(std::sync::Mutex::new(conn)),
         })
