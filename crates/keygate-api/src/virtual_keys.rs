@@ -177,9 +177,14 @@ pub fn config_of(row: &VirtualKeyRow) -> VkConfig {
     config_of_text(&row.config)
 }
 
-/// A stored configuration, parsed (the default when unreadable).
+/// A stored configuration, parsed (the default when unreadable). Its lists are trimmed to their
+/// length: a parsed list keeps the spare room of its growth (room for four targets when there is
+/// one), and the gateway holds one configuration per distinct virtual key for as long as it runs.
 pub fn config_of_text(text: &str) -> VkConfig {
-    serde_json::from_str(text).unwrap_or_default()
+    let mut config: VkConfig = serde_json::from_str(text).unwrap_or_default();
+    config.targets.shrink_to_fit();
+    config.models.shrink_to_fit();
+    config
 }
 
 /// The status a client sees: stored `active`/`disabled`, or derived `expired`.
@@ -1025,5 +1030,22 @@ pub async fn live_status(state: &AppState, row: &VirtualKeyRow) -> &'static str 
         "exhausted"
     } else {
         base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parsed_configuration_holds_no_spare_room() {
+        let text = r#"{"targets":[{"providerKeyId":"pk_1","weight":1}],"strategy":"single","models":["a","b","c"],"defaultModel":"a"}"#;
+        let config = config_of_text(text);
+        assert_eq!(config.targets.len(), 1);
+        assert_eq!(config.targets.capacity(), 1);
+        assert_eq!(config.models.capacity(), 3);
+        assert_eq!(config.default_model.as_deref(), Some("a"));
+        // Unreadable text is the default configuration, as before.
+        assert_eq!(config_of_text("not json"), VkConfig::default());
     }
 }
