@@ -37,15 +37,18 @@ pub struct SqlStore {
     usage_writer: Option<UsageWriter>,
 }
 
-/// The usage upsert: a request's final record supersedes its pending one (status 0), never the
-/// other way round.
-const USAGE_UPSERT: &str = "INSERT INTO usage_records (id, workspace, at, request_id, platform_key_id, virtual_key_id, provider_key_id, hub, model, endpoint, status_code, prompt_tokens, completion_tokens, cached_tokens, cost_nano, latency_ms, estimated, stream, error_kind)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-     ON CONFLICT (id) DO UPDATE SET at = excluded.at, status_code = excluded.status_code,
-        prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
-        cached_tokens = excluded.cached_tokens, cost_nano = excluded.cost_nano, latency_ms = excluded.latency_ms,
-        estimated = excluded.estimated, model = excluded.model, error_kind = excluded.error_kind
-     WHERE usage_records.status_code = 0";
+/// The usage upsert (`$N` placeholders): a request's final record supersedes its pending one
+/// (status 0), never the other way round.
+static USAGE_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO usage_records ({USAGE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+         ON CONFLICT (id) DO UPDATE SET at = excluded.at, status_code = excluded.status_code,
+            prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
+            cached_tokens = excluded.cached_tokens, cost_nano = excluded.cost_nano, latency_ms = excluded.latency_ms,
+            estimated = excluded.estimated, model = excluded.model, error_kind = excluded.error_kind
+         WHERE usage_records.status_code = 0"
+    )
+});
 
 /// Writes usage records to a SQLite file through a connection of its own (see the module
 /// header). Opened after the migrations; an in-memory database has none (it is private to the
@@ -53,6 +56,8 @@ const USAGE_UPSERT: &str = "INSERT INTO usage_records (id, workspace, at, reques
 #[derive(Clone)]
 struct UsageWriter {
     conn: std::sync::Arc<std::sync::Mutex<rusqlite::Connection>>,
+    /// [`USAGE_UPSERT`] in SQLite's placeholders, the key of the connection's statement cache.
+    sql: std::sync::Arc<str>,
 }
 
 impl UsageWriter {
@@ -70,26 +75,26 @@ impl UsageWriter {
         conn.pragma_update(None, "cache_size", -256)?;
         Ok(UsageWriter {
             conn: std::sync::Arc::new(std::sync::Mutex::new(conn)),
+            sql: USAGE_UPSERT.replace('$', "?").into(),
         })
     }
 
     /// Upserts `rows` in one transaction, on a blocking thread.
     async fn insert(&self, rows: &[UsageRow]) -> Result<()> {
         let rows = rows.to_vec();
-        let conn = self.conn.clone();
+        let (conn, sql) = (self.conn.clone(), self.sql.clone());
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            Self::insert_blocking(&mut conn, &rows).map_err(|e| StoreError::Db(e.to_string()))
+            Self::insert_blocking(&mut conn, &sql, &rows).map_err(|e| StoreError::Db(e.to_string()))
         })
         .await
         .map_err(|e| StoreError::Db(format!("the usage writer stopped: {e}")))?
     }
 
-    fn insert_blocking(conn: &mut rusqlite::Connection, rows: &[UsageRow]) -> rusqlite::Result<()> {
+    fn insert_blocking(conn: &mut rusqlite::Connection, sql: &str, rows: &[UsageRow]) -> rusqlite::Result<()> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
-            let sql = USAGE_UPSERT.replace('$', "?");
-            let mut stmt = tx.prepare_cached(&sql)?;
+            let mut stmt = tx.prepare_cached(sql)?;
             for r in rows {
                 stmt.execute(rusqlite::params![
                     r.id,
@@ -1391,7 +1396,7 @@ impl Store for SqlStore {
         if let Some(writer) = &self.usage_writer {
             return writer.insert(rows).await;
         }
-        let sql = self.q(USAGE_UPSERT);
+        let sql = self.q(&USAGE_UPSERT);
         let mut tx = self.pool.begin().await.map_err(db)?;
         for r in rows {
             sqlx::query(&sql)
