@@ -70,17 +70,24 @@ impl Default for GatewaySettings {
 
 /// The gateway's upstream HTTP client: hyper-util's pooled client over rustls, names resolved
 /// by [`PolicyResolver`]. No redirect, retry or cookie layers: keygate follows no redirect.
-pub type UpstreamClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector<PolicyResolver>>,
-    http_body_util::Full<Bytes>,
->;
+pub type UpstreamClient = hyper_util::client::legacy::Client<UpstreamConnector, http_body_util::Full<Bytes>>;
 
 /// An upstream answer: its head and its body as it arrives.
 type UpstreamResponse = http::Response<hyper::body::Incoming>;
 
-/// The upstream side: one HTTP client per process, the Vertex token cache, the prices.
+/// The TLS-capable connector every upstream client is built on (its rustls configuration is shared).
+type UpstreamConnector =
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector<PolicyResolver>>;
+
+/// The upstream side: an HTTP client (and connection pool) per thread that serves requests, the
+/// Vertex token cache, the prices.
+///
+/// A pool per thread keeps a request and the task that drives its upstream connection on the
+/// same thread: with one shared pool, a connection opened by one serving thread and checked out
+/// by another costs two cross-thread wake-ups per request (docs/benchmarks.md).
 pub struct Upstream {
-    pub client: UpstreamClient,
+    connector: UpstreamConnector,
+    clients: thread_local::ThreadLocal<UpstreamClient>,
     pub vertex_tokens: TokenCache,
     pub settings: GatewaySettings,
     pub prices: Arc<PriceTable>,
@@ -149,11 +156,6 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(https);
         let token_client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(settings.connect_timeout)
@@ -161,11 +163,23 @@ impl Upstream {
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Upstream {
-            client,
+            connector: https,
+            clients: thread_local::ThreadLocal::new(),
             vertex_tokens: TokenCache::new(token_client, Duration::from_secs(300)),
             settings,
             prices,
             allow_private,
+        })
+    }
+
+    /// This thread's client, made on its first upstream call.
+    pub fn client(&self) -> &UpstreamClient {
+        self.clients.get_or(|| {
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(256)
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .build(self.connector.clone())
         })
     }
 }
@@ -820,7 +834,7 @@ async fn attempt(
     };
     let sent = tokio::time::timeout(
         settings.first_byte_timeout.min(settings.total_timeout),
-        state.upstream.client.request(req),
+        state.upstream.client().request(req),
     )
     .await;
     let resp = match sent {

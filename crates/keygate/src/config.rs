@@ -69,6 +69,9 @@ pub struct Config {
     pub budget_mode: String,
     /// Output tokens assumed for a model of unknown output cap when a request sets no maximum.
     pub default_max_output_tokens: u64,
+    /// Threads that accept and serve connections, each keeping its connections (and their
+    /// upstream calls) on itself; default: the CPUs this process may run on.
+    pub serving_threads: Option<usize>,
     /// Price overrides, keyed `hub/model`.
     pub prices: BTreeMap<String, PriceOverride>,
 }
@@ -111,13 +114,18 @@ impl Default for Config {
             fail_mode: "closed".into(),
             budget_mode: "strict".into(),
             default_max_output_tokens: 32_768,
+            serving_threads: None,
             prices: BTreeMap::new(),
         }
     }
 }
 
+/// The most serving threads a configuration may ask for.
+pub const MAX_SERVING_THREADS: usize = 256;
+
 /// Environment variables read as configuration (`KEYGATE_` + the upper-case field name).
-pub const ENV_KEYS: [&str; 23] = [
+pub const ENV_KEYS: [&str; 24] = [
+    "serving_threads",
     "tls_cert",
     "tls_key",
     "redis_url",
@@ -188,6 +196,11 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         if self.max_body_bytes < 1024 {
             anyhow::bail!("max_body_bytes must be at least 1024");
+        }
+        if let Some(n) = self.serving_threads {
+            if !(1..=MAX_SERVING_THREADS).contains(&n) {
+                anyhow::bail!("serving_threads must be between 1 and {MAX_SERVING_THREADS}");
+            }
         }
         for (key, p) in &self.prices {
             if !key.contains('/') {
@@ -338,6 +351,29 @@ mod tests {
         assert_eq!(p.input_per_mtok.0, 1_000_000_000);
         assert_eq!(p.output_per_mtok.0, 2_500_000_000);
         std::fs::write(&path, "[prices.nohub]\ninput = 1.0\noutput = 1.0\n").unwrap();
+        assert!(Config::load(Some(path), &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn serving_threads_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, "serving_threads = 3\n").unwrap();
+        assert_eq!(
+            Config::load(Some(path.clone()), &Overrides::default())
+                .unwrap()
+                .serving_threads,
+            Some(3)
+        );
+        for bad in ["0", "257"] {
+            std::fs::write(&path, format!("serving_threads = {bad}\n")).unwrap();
+            let err = Config::load(Some(path.clone()), &Overrides::default()).unwrap_err();
+            assert!(
+                err.to_string().contains("serving_threads must be between 1 and 256"),
+                "{err}"
+            );
+        }
+        std::fs::write(&path, "serving_threads = -1\n").unwrap();
         assert!(Config::load(Some(path), &Overrides::default()).is_err());
     }
 

@@ -246,78 +246,90 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let bound = listener.local_addr().unwrap_or(config.listen);
+    let threads = config.serving_threads.unwrap_or_else(default_serving_threads);
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            keygate_api::ui::session::set_serving_tls(true);
+            Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .context("cannot load the TLS certificate and key")?,
+            )
+        }
+        _ => None,
+    };
+    let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(false);
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    let make = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // One serving thread runs beside the usage writer: a wake-up per record is cheap there.
+    state.meter.take_records_as_they_come(threads == 1);
+    let mut servers = Vec::with_capacity(threads);
+    if threads == 1 {
+        let socket = listener.into_std().context("cannot hand the listener over")?;
+        let serve = serve_connections(Source::Socket(socket), make, tls.clone(), drain_rx.clone(), grace);
+        servers.push(Server::on_this_runtime(serve));
+    } else if tls.is_some() {
+        // HTTPS: every thread accepts from a copy of the listening socket (the TLS server
+        // accepts for itself), whichever is free first taking the connection.
+        let socket = listener
+            .into_std()
+            .context("cannot hand the listener to the serving threads")?;
+        for i in 0..threads {
+            let copy = socket.try_clone().context("cannot share the listening socket")?;
+            let serve = serve_connections(Source::Socket(copy), make.clone(), tls.clone(), drain_rx.clone(), grace);
+            servers.push(Server::on_a_thread(i, serve)?);
+        }
+    } else {
+        // Plain HTTP: this runtime accepts and hands the connections to the threads in turn,
+        // so that a load of long-lived connections is shared evenly.
+        let mut senders = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            senders.push(tx);
+            let handoff = Handoff { rx, local: bound };
+            let serve = serve_connections(Source::Handoff(handoff), make.clone(), None, drain_rx.clone(), grace);
+            servers.push(Server::on_a_thread(i, serve)?);
+        }
+        tokio::spawn(hand_out(listener, senders, drain_rx.clone()));
+    }
     tracing::info!(
         listen = %bound,
+        https = tls.is_some(),
+        serving_threads = threads,
         startup_ms = started.elapsed().as_millis() as u64,
         "keygate is ready"
     );
 
     let shutdown_state = state.clone();
-    let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(false);
-    let grace = Duration::from_secs(config.shutdown_grace_seconds);
-    let make = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server: tokio::task::JoinHandle<anyhow::Result<()>> = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            keygate_api::ui::session::set_serving_tls(true);
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .context("cannot load the TLS certificate and key")?;
-            let handle = axum_server::Handle::new();
-            let shutdown = handle.clone();
-            tokio::spawn(async move {
-                wait_for_signal().await;
-                tracing::info!("shutting down: readiness is now 503, draining in-flight requests");
-                shutdown_state.set_ready(false);
-                let _ = drain_tx.send(true);
-                shutdown.graceful_shutdown(Some(grace));
-            });
-            let std_listener = listener.into_std().context("cannot hand the listener to TLS")?;
-            tracing::info!("serving HTTPS");
-            // TCP_NODELAY under TLS too: `from_tcp_rustls`'s default acceptor leaves Nagle on, and
-            // every SSE frame after the first would wait for the client's delayed ACK.
-            let acceptor =
-                axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(axum_server::accept::NoDelayAcceptor::new());
-            tokio::spawn(async move {
-                axum_server::from_tcp(std_listener)
-                    .acceptor(acceptor)
-                    .handle(handle)
-                    .serve(make)
-                    .await?;
-                Ok(())
-            })
-        }
-        _ => {
-            // Without TCP_NODELAY every SSE frame after the first waits for the client's
-            // delayed ACK (about 40 ms per streamed answer).
-            use axum::serve::ListenerExt;
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
-            let server = axum::serve(listener, make).with_graceful_shutdown(async move {
-                wait_for_signal().await;
-                tracing::info!("shutting down: readiness is now 503, draining in-flight requests");
-                shutdown_state.set_ready(false);
-                let _ = drain_tx.send(true);
-            });
-            tokio::spawn(async move {
-                server.await?;
-                Ok(())
-            })
-        }
-    };
-    let mut server = server;
-    tokio::select! {
-        res = &mut server => { res.context("server task")??; }
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: readiness is now 503, draining in-flight requests");
+        shutdown_state.set_ready(false);
+        let _ = drain_tx.send(true);
+    });
+    let outcome = tokio::select! {
+        results = async {
+            let mut results = Vec::with_capacity(servers.len());
+            for server in servers.iter_mut() {
+                results.push((&mut server.done).await.unwrap_or_else(|_| Err(anyhow::anyhow!("a serving thread stopped unexpectedly"))));
+            }
+            results
+        } => results,
         _ = async {
-            let _ = drain_rx.changed().await;
+            let _ = drain_rx.wait_for(|draining| *draining).await;
             tokio::time::sleep(grace).await;
         } => {
             tracing::warn!(grace_seconds = config.shutdown_grace_seconds, "drain time is over; closing remaining connections");
-            server.abort();
+            Vec::new()
         }
+    };
+    // Every server has ended or is told to end now; a thread's connections close with its runtime.
+    for server in servers {
+        server.stop().await;
+    }
+    for result in outcome {
+        result.context("server")?;
     }
     let _ = stop_tx.send(true);
     let _ = refresher.await;
@@ -329,6 +341,214 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("keygate stopped");
     Ok(())
+}
+
+/// Serving threads when the configuration names none: one per CPU this process may run on.
+fn default_serving_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+type MakeService = axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, std::net::SocketAddr>;
+
+/// Where a server's connections come from.
+enum Source {
+    /// A listening socket (or a copy of it) that the server accepts from itself.
+    Socket(std::net::TcpListener),
+    /// Connections accepted by [`hand_out`].
+    Handoff(Handoff),
+}
+
+/// The connections [`hand_out`] gives one serving thread, as an axum listener.
+struct Handoff {
+    rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, std::net::SocketAddr)>,
+    local: std::net::SocketAddr,
+}
+
+impl axum::serve::Listener for Handoff {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Some((stream, peer)) = self.rx.recv().await else {
+                // The acceptor has stopped (shutdown): nothing more comes.
+                return std::future::pending().await;
+            };
+            // Registers the connection with this thread's runtime.
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => return (stream, peer),
+                Err(e) => tracing::debug!(error = %e, "cannot take over an accepted connection"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// Accepts connections and gives them to the serving threads in turn until `drain` turns true.
+async fn hand_out(
+    listener: tokio::net::TcpListener,
+    threads: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, std::net::SocketAddr)>>,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut next = 0;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = drain.wait_for(|draining| *draining) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                // A connection that failed before it was accepted costs nothing; anything else
+                // (out of file descriptors) is waited out, as axum's own accept loop does.
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                ) {
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                continue;
+            }
+        };
+        // Leaves this runtime; the serving thread registers it with its own.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot hand over an accepted connection");
+                continue;
+            }
+        };
+        if threads[next].send((stream, peer)).is_err() {
+            tracing::warn!(thread = next, "a serving thread has stopped; its connection is closed");
+        }
+        next = (next + 1) % threads.len();
+    }
+}
+
+/// Serves the connections of `source` until `drain` turns true, then lets the open ones finish
+/// (HTTPS: for at most `grace`).
+async fn serve_connections(
+    source: Source,
+    make: MakeService,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let nodelay = |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    };
+    // Without TCP_NODELAY every SSE frame after the first waits for the client's delayed ACK
+    // (about 40 ms per streamed answer).
+    use axum::serve::ListenerExt;
+    match (source, tls) {
+        (Source::Socket(socket), Some(tls)) => {
+            let handle = axum_server::Handle::new();
+            let shutdown = handle.clone();
+            tokio::spawn(async move {
+                let _ = drain.wait_for(|draining| *draining).await;
+                shutdown.graceful_shutdown(Some(grace));
+            });
+            // TCP_NODELAY under TLS too: `from_tcp_rustls`'s default acceptor leaves Nagle on, and
+            // every SSE frame after the first would wait for the client's delayed ACK.
+            let acceptor =
+                axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(axum_server::accept::NoDelayAcceptor::new());
+            axum_server::from_tcp(socket)
+                .acceptor(acceptor)
+                .handle(handle)
+                .serve(make)
+                .await?;
+        }
+        (Source::Socket(socket), None) => {
+            let listener = tokio::net::TcpListener::from_std(socket)?.tap_io(nodelay);
+            axum::serve(listener, make)
+                .with_graceful_shutdown(async move {
+                    let _ = drain.wait_for(|draining| *draining).await;
+                })
+                .await?;
+        }
+        (Source::Handoff(handoff), _) => {
+            axum::serve(handoff.tap_io(nodelay), make)
+                .with_graceful_shutdown(async move {
+                    let _ = drain.wait_for(|draining| *draining).await;
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// One accept loop and the connections it took: on the main runtime when it is the only one,
+/// else on a thread of its own with a single-threaded runtime, so that a connection, its
+/// upstream calls (a connection pool per thread) and their wake-ups never cross threads
+/// (docs/benchmarks.md: 46 µs per request with two work-stealing workers against 37 µs on one).
+struct Server {
+    done: tokio::sync::oneshot::Receiver<anyhow::Result<()>>,
+    kill: tokio::sync::oneshot::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn on_this_runtime(serve: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static) -> Server {
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let (kill, kill_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let result = tokio::select! {
+                r = serve => r,
+                _ = kill_rx => Ok(()),
+            };
+            let _ = done_tx.send(result);
+        });
+        Server {
+            done,
+            kill,
+            thread: None,
+        }
+    }
+
+    fn on_a_thread(
+        index: usize,
+        serve: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) -> anyhow::Result<Server> {
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let (kill, kill_rx) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start a serving thread's runtime")?;
+        let thread = std::thread::Builder::new()
+            .name(format!("keygate-serve-{index}"))
+            .spawn(move || {
+                let result = runtime.block_on(async move {
+                    tokio::select! {
+                        r = serve => r,
+                        _ = kill_rx => Ok(()),
+                    }
+                });
+                // Closes the connections still open; a name lookup in flight gets a second.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+                let _ = done_tx.send(result);
+            })
+            .context("cannot start a serving thread")?;
+        Ok(Server {
+            done,
+            kill,
+            thread: Some(thread),
+        })
+    }
+
+    /// Ends the server if it still runs and waits for its thread.
+    async fn stop(self) {
+        let _ = self.kill.send(());
+        if let Some(thread) = self.thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -1028,6 +1028,100 @@ fn after_kill_9_every_upstream_call_has_exactly_one_usage_record_and_budgets_per
     server.stop();
 }
 
+/// The threads of `pid` whose name starts with `prefix` (Linux: /proc/PID/task/*/comm).
+fn threads_named(pid: u32, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.flatten()
+                .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|name| name.starts_with(prefix)))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn serving_threads_answer_many_connections_and_drain_a_stream_at_shutdown() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(keygate_testkit::MockUpstream::start_with(keygate_testkit::MockConfig {
+        stream_chunks: 20,
+        chunk_delay: Duration::from_millis(25),
+        ..Default::default()
+    }));
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mk = random_master_key();
+    let env = [("KEYGATE_MASTER_KEY", mk.as_str()), ("KEYGATE_SERVING_THREADS", "3")];
+    let server = Server::start(&data, &env);
+    assert!(server.stderr().contains("serving_threads=3"), "{}", server.stderr());
+    if std::path::Path::new("/proc/self/task").exists() {
+        assert_eq!(threads_named(server.child.id(), "keygate-serve-"), 3);
+    }
+    let admin = server.first_admin_key();
+    let url = server.url.clone();
+    let base = format!("{}/v1", mock.url());
+    let (status, _, _) = call(
+        "POST",
+        &format!("{url}/api/v1/provider_keys"),
+        &admin,
+        Some(json!({"name":"p","modelHub":"openai","apiKey":"sk-threads-0000000000","baseUrl":base})),
+    );
+    assert_eq!(status, 201);
+    let (status, _, _) = call(
+        "POST",
+        &format!("{url}/api/v1/virtual_keys"),
+        &admin,
+        Some(json!({"name":"t","slug":"t","providerKey":"p"})),
+    );
+    assert_eq!(status, 201);
+    let chat = |client: &reqwest::blocking::Client, stream: bool| {
+        client
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(&admin)
+            .header("x-keygate-virtual-key", "t")
+            .json(&json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":stream}))
+            .send()
+            .unwrap()
+    };
+    // Eight clients, each on connections of its own, at once: every request is answered.
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                let client = reqwest::blocking::Client::new();
+                for _ in 0..25 {
+                    let resp = chat(&client, false);
+                    assert_eq!(resp.status(), 200);
+                    let body: Value = resp.json().unwrap();
+                    assert_eq!(body["usage"]["total_tokens"].as_u64().map(|t| t > 0), Some(true));
+                }
+            });
+        }
+    });
+    assert_eq!(mock.calls(), 200);
+    // A stream in flight when SIGTERM comes is finished before keygate exits.
+    let mut resp = chat(&reqwest::blocking::Client::new(), true);
+    let mut first = [0u8; 16];
+    use std::io::Read;
+    resp.read_exact(&mut first).unwrap();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.child.id().to_string())
+        .status();
+    let mut rest = String::new();
+    resp.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("data: [DONE]"), "the stream was cut: {rest}");
+    server.stop();
+    // Every request is metered: the records are there after a restart.
+    let server = Server::start(&data, &env);
+    let (_, totals, _) = call(
+        "GET",
+        &format!("{}/api/v1/usage/records?limit=1", server.url),
+        &admin,
+        None,
+    );
+    assert_eq!(totals["total"], 201, "{totals}");
+    server.stop();
+}
+
 #[test]
 fn tls_terminates_with_the_given_certificate() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1047,6 +1141,7 @@ fn tls_terminates_with_the_given_certificate() {
         .arg("--tls-key")
         .arg(&key_path)
         .env("KEYGATE_MASTER_KEY", &mk)
+        .env("KEYGATE_SERVING_THREADS", "2")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
