@@ -63,6 +63,9 @@ pub struct Principal {
     pub last6: String,
     /// The parsed `ipAllowlist` (empty: any address).
     pub ip_nets: Vec<ipnet::IpNet>,
+    /// When this key's use was last noted for `last_used_at` (ms): uses less than a second
+    /// after it are not noted again, so most requests take no lock for it.
+    last_noted: std::sync::atomic::AtomicI64,
 }
 
 impl Principal {
@@ -89,8 +92,8 @@ keyed_by_str!(Keyed, principal.id);
 
 #[derive(Default)]
 struct Inner {
-    by_hash: HashMap<KeyHash, Entry>,
-    by_id: HashSet<Keyed>,
+    by_hash: HashMap<KeyHash, Entry, foldhash::fast::RandomState>,
+    by_id: HashSet<Keyed, foldhash::fast::RandomState>,
 }
 
 /// Why authentication failed. Each maps to 401 with its own message.
@@ -122,7 +125,7 @@ impl AuthFailure {
 pub struct AuthCache {
     inner: RwLock<Inner>,
     rev: AtomicI64,
-    last_used: Mutex<HashMap<String, i64>>,
+    last_used: Mutex<HashMap<String, i64, foldhash::fast::RandomState>>,
 }
 
 /// The one `KeySettings` of every key without settings.
@@ -163,6 +166,7 @@ fn principal_of(row: &PlatformKeyRow) -> Option<Principal> {
         expires_at: row.expires_at,
         settings,
         last6: row.last6.clone(),
+        last_noted: std::sync::atomic::AtomicI64::new(i64::MIN),
     })
 }
 
@@ -281,12 +285,20 @@ impl AuthCache {
     }
 
     /// Notes that a key was used (written to the store in batches).
-    pub fn note_use(&self, id: &str, now: i64) {
+    /// Notes that `principal` was used at `now` (ms), at most once a second per key: the
+    /// stored `last_used_at` is at most a second behind.
+    pub fn note_use(&self, principal: &Principal, now: i64) {
+        use std::sync::atomic::Ordering;
+        let noted = principal.last_noted.load(Ordering::Relaxed);
+        if (0..1_000).contains(&now.saturating_sub(noted)) {
+            return;
+        }
+        principal.last_noted.store(now, Ordering::Relaxed);
         let mut map = self.last_used.lock();
-        match map.get_mut(id) {
-            Some(t) => *t = now,
+        match map.get_mut(principal.id.as_str()) {
+            Some(t) => *t = (*t).max(now),
             None => {
-                map.insert(id.to_string(), now);
+                map.insert(principal.id.clone(), now);
             }
         }
     }
@@ -396,7 +408,46 @@ pub async fn require(State((state, role)): State<(AppState, Role)>, mut req: Req
         return ApiError::forbidden("this route needs an ADMIN key; INFERENCE keys may only use the gateway")
             .into_response();
     }
-    state.auth.note_use(&principal.id, now);
+    state.auth.note_use(&principal, now);
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(id: &str) -> Principal {
+        Principal {
+            id: id.into(),
+            workspace: "default".into(),
+            key_type: PlatformKeyType::Inference,
+            org_admin: false,
+            expires_at: None,
+            settings: no_settings(),
+            last6: "abcdef".into(),
+            ip_nets: Vec::new(),
+            last_noted: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
+    }
+
+    #[test]
+    fn a_key_use_is_noted_at_most_once_a_second() {
+        let cache = AuthCache::new();
+        let (a, b) = (principal("pk_a"), principal("pk_b"));
+        cache.note_use(&a, 10_000);
+        cache.note_use(&a, 10_400);
+        cache.note_use(&b, 10_500);
+        let mut uses = cache.take_uses();
+        uses.sort();
+        assert_eq!(uses, [("pk_a".to_string(), 10_000), ("pk_b".to_string(), 10_500)]);
+        // Within the second: nothing new; a second later: noted again.
+        cache.note_use(&a, 10_999);
+        assert!(cache.take_uses().is_empty());
+        cache.note_use(&a, 11_000);
+        assert_eq!(cache.take_uses(), [("pk_a".to_string(), 11_000)]);
+        // A clock that went back is noted, not ignored for a second.
+        cache.note_use(&a, 5_000);
+        assert_eq!(cache.take_uses(), [("pk_a".to_string(), 5_000)]);
+    }
 }

@@ -126,7 +126,8 @@ fn coalesce(batch: &mut Vec<UsageRow>) {
     if batch.len() < 2 {
         return;
     }
-    let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(batch.len());
+    let mut last: std::collections::HashMap<&str, usize, foldhash::fast::RandomState> =
+        std::collections::HashMap::with_capacity_and_hasher(batch.len(), Default::default());
     for (i, row) in batch.iter().enumerate() {
         last.insert(row.id.as_str(), i);
     }

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use keygate_store::{ChangesPage, ProviderKeyRow, Store, StoreError, VirtualKeyRow};
@@ -130,8 +130,8 @@ keyed_by_str!(ById, 0.id);
 
 #[derive(Default)]
 struct Vks {
-    by_slug: HashSet<BySlug>,
-    by_id: HashSet<ById>,
+    by_slug: HashSet<BySlug, foldhash::fast::RandomState>,
+    by_id: HashSet<ById, foldhash::fast::RandomState>,
     configs: ConfigInterner,
 }
 
@@ -180,8 +180,11 @@ pub const COOLDOWN_MS: i64 = 30_000;
 /// The in-memory state of the hot path.
 #[derive(Default)]
 pub struct Runtime {
-    health: parking_lot::Mutex<HashMap<String, Health>>,
-    providers: RwLock<HashMap<String, Arc<ProviderRuntime>>>,
+    health: parking_lot::Mutex<HashMap<String, Health, foldhash::fast::RandomState>>,
+    /// Entries in `health` (written under its lock): while it is 0, as it is while every
+    /// provider key answers, a request reads no lock for health.
+    unhealthy: AtomicUsize,
+    providers: RwLock<HashMap<String, Arc<ProviderRuntime>, foldhash::fast::RandomState>>,
     vks: RwLock<Vks>,
     rev: AtomicI64,
     refreshing: tokio::sync::Mutex<()>,
@@ -222,17 +225,25 @@ impl Runtime {
         if e.failures >= COOLDOWN_AFTER_FAILURES {
             e.cool_until = e.cool_until.max(now + COOLDOWN_MS);
         }
+        self.unhealthy.store(h.len(), Ordering::Relaxed);
     }
 
     pub fn note_success(&self, provider_id: &str) {
+        if self.unhealthy.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let mut h = self.health.lock();
         if h.get(provider_id).is_some_and(|e| e.failures > 0 || e.cool_until > 0) {
             h.remove(provider_id);
+            self.unhealthy.store(h.len(), Ordering::Relaxed);
         }
     }
 
     /// Whether a provider key is cooling down at `now`.
     pub fn cooling(&self, provider_id: &str, now: i64) -> bool {
+        if self.unhealthy.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
         self.health.lock().get(provider_id).is_some_and(|e| e.cool_until > now)
     }
 
@@ -359,5 +370,39 @@ impl Runtime {
         if let Err(e) = self.refresh(store, vault).await {
             tracing::warn!(error = %e, "cannot refresh the key cache");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_is_kept_per_provider_key_and_read_without_a_lock_while_all_are_well() {
+        let rt = Runtime::new();
+        assert!(!rt.cooling("pv_a", 0));
+        rt.note_success("pv_a");
+        // Two failures: still usable; the third cools the key down for 30 s.
+        rt.note_failure("pv_a", None, 1_000);
+        rt.note_failure("pv_a", None, 1_000);
+        assert!(!rt.cooling("pv_a", 1_000));
+        rt.note_failure("pv_a", None, 1_000);
+        assert!(rt.cooling("pv_a", 1_000));
+        assert!(!rt.cooling("pv_b", 1_000));
+        assert_eq!(rt.unhealthy.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            rt.order_by_health(vec!["pv_a".into(), "pv_b".into()], 2_000),
+            ["pv_b", "pv_a"]
+        );
+        assert!(!rt.cooling("pv_a", 1_000 + COOLDOWN_MS));
+        // A 429's Retry-After cools a key at once, for that long.
+        rt.note_failure("pv_b", Some(5_000), 1_000);
+        assert!(rt.cooling("pv_b", 5_999));
+        assert_eq!(rt.unhealthy.load(Ordering::Relaxed), 2);
+        // A success clears the key's record.
+        rt.note_success("pv_a");
+        rt.note_success("pv_b");
+        assert!(!rt.cooling("pv_a", 1_000) && !rt.cooling("pv_b", 1_000));
+        assert_eq!(rt.unhealthy.load(Ordering::Relaxed), 0);
     }
 }

@@ -25,7 +25,7 @@ enum Counter {
 
 #[derive(Default)]
 struct Inner {
-    counters: HashMap<String, Counter>,
+    counters: HashMap<String, Counter, foldhash::fast::RandomState>,
     ops: u64,
 }
 

@@ -609,7 +609,7 @@ async fn login_submit(
         );
     }
     session::clear_login_failures(&state, ip);
-    state.auth.note_use(&principal.id, now);
+    state.auth.note_use(&principal, now);
     let secure = session::is_secure(&headers);
     let cookie = session::issue(&state, &principal.id, now);
     let mut resp = redirect(&next);
