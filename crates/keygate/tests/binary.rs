@@ -927,8 +927,11 @@ fn after_kill_9_every_upstream_call_has_exactly_one_usage_record_and_budgets_per
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let mk = random_master_key();
-    let env = [("KEYGATE_MASTER_KEY", mk.as_str())];
+    // One serving thread: the server runs on the main runtime, and the usage writer takes
+    // records as they come (the other binary tests run with one thread per CPU).
+    let env = [("KEYGATE_MASTER_KEY", mk.as_str()), ("KEYGATE_SERVING_THREADS", "1")];
     let server = Server::start(&data, &env);
+    assert!(server.stderr().contains("serving_threads=1"), "{}", server.stderr());
     let admin = server.first_admin_key();
     let url = server.url.clone();
     let base = format!("{}/v1", mock.url());
