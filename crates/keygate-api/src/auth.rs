@@ -284,9 +284,8 @@ impl AuthCache {
         Ok(entry.principal.clone())
     }
 
-    /// Notes that a key was used (written to the store in batches).
-    /// Notes that `principal` was used at `now` (ms), at most once a second per key: the
-    /// stored `last_used_at` is at most a second behind.
+    /// Notes that `principal` was used at `now` (ms), written to the store in batches; at most
+    /// once a second per key, so the stored `last_used_at` is at most a second behind.
     pub fn note_use(&self, principal: &Principal, now: i64) {
         use std::sync::atomic::Ordering;
         let noted = principal.last_noted.load(Ordering::Relaxed);

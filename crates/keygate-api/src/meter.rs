@@ -223,7 +223,7 @@ async fn run(
     eager: Arc<AtomicBool>,
 ) {
     let mut t = Taken {
-        batch: Vec::with_capacity(512),
+        batch: Vec::with_capacity(BATCH),
         ..Taken::default()
     };
     loop {
