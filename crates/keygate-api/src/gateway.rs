@@ -8,6 +8,7 @@
 //! client; every request that reached an upstream leaves one usage record, also when the
 //! client goes away mid-stream.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use futures::StreamExt;
 use keygate_gateway::hubs::anthropic::{self, StreamTranslator};
 use keygate_gateway::hubs::vertex_auth::{TokenCache, VertexCredentials};
 use keygate_gateway::hubs::{self, Endpoint, Plan, Provider, Wire};
+use keygate_gateway::request::Head;
 use keygate_gateway::sse::{SseEvent, SseParser};
 use keygate_gateway::Usage;
 use keygate_store::UsageRow;
@@ -348,32 +350,6 @@ async fn credential(state: &AppState, p: &ProviderRuntime) -> Result<Zeroizing<S
     }
 }
 
-/// Rough local token count, used only when the upstream reports none (marked estimated).
-fn estimate_prompt_tokens(body: &Value) -> u64 {
-    fn text_len(v: &Value) -> u64 {
-        match v {
-            Value::String(s) => s.len() as u64,
-            Value::Array(a) => a.iter().map(text_len).sum(),
-            Value::Object(o) => o.get("text").or_else(|| o.get("content")).map(text_len).unwrap_or(0),
-            _ => 0,
-        }
-    }
-    let (bytes, messages) = match body.get("messages").and_then(Value::as_array) {
-        Some(msgs) => (
-            msgs.iter().map(|m| m.get("content").map(text_len).unwrap_or(0)).sum(),
-            msgs.len() as u64,
-        ),
-        None => (
-            body.get("input")
-                .or_else(|| body.get("prompt"))
-                .map(text_len)
-                .unwrap_or(0),
-            0,
-        ),
-    };
-    bytes.div_ceil(4) + 4 * messages + 3
-}
-
 /// Records a request's usage exactly once: when it ends, or when it is dropped (the client
 /// went away) with what the upstream produced until then.
 struct MeterGuard {
@@ -442,15 +418,42 @@ impl Drop for MeterGuard {
     }
 }
 
-/// What the client asked for, parsed once.
+/// What the client asked for, read once.
 struct Call {
     endpoint: Endpoint,
-    body: Option<Value>,
     /// The client's JSON body as it came, forwarded as it is when nothing in it changes.
     raw: Option<Bytes>,
+    /// The body as a tree, when one was built: the pass-through's (its model rewritten), or a
+    /// body that [`Head::read`] declined. Otherwise a rewrite parses `raw` when it needs one.
+    tree: Option<Value>,
+    /// What the body says (model, stream, token figures).
+    head: Head,
     stream: bool,
     client_wants_usage: bool,
     model: String,
+}
+
+impl Call {
+    fn has_body(&self) -> bool {
+        self.raw.is_some() || self.tree.is_some()
+    }
+
+    /// The body as a tree, for a rewrite.
+    fn tree(&self) -> Result<Cow<'_, Value>, ApiError> {
+        if let Some(t) = &self.tree {
+            return Ok(Cow::Borrowed(t));
+        }
+        let raw = self.raw.as_deref().unwrap_or(b"{}");
+        serde_json::from_slice(raw).map(Cow::Owned).map_err(|e| not_json(&e))
+    }
+}
+
+fn not_json(e: &serde_json::Error) -> ApiError {
+    ApiError::bad_request(format!(
+        "the body is not valid JSON (line {}, column {})",
+        e.line(),
+        e.column()
+    ))
 }
 
 fn error_response(e: ApiError) -> Response {
@@ -478,31 +481,24 @@ pub async fn handle_json(state: AppState, endpoint: Endpoint, req: Request) -> R
             )))
         }
     };
-    let body: Value = match serde_json::from_slice(&bytes) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return error_response(ApiError::bad_request("the body must be a JSON object")),
-        Err(e) => {
-            return error_response(ApiError::bad_request(format!(
-                "the body is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            )))
-        }
+    // The fields the gateway reads, borrowed from the bytes; a body that is not a plain JSON
+    // object goes through the tree, whose errors say where the JSON breaks.
+    let (head, tree) = match Head::read(&bytes, endpoint) {
+        Some(head) => (head, None),
+        None => match serde_json::from_slice(&bytes) {
+            Ok(v @ Value::Object(_)) => (Head::of_tree(&v, endpoint), Some(v)),
+            Ok(_) => return error_response(ApiError::bad_request("the body must be a JSON object")),
+            Err(e) => return error_response(not_json(&e)),
+        },
     };
-    let model = body.get("model").and_then(Value::as_str).unwrap_or("").to_string();
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false) && endpoint != Endpoint::Embeddings;
-    let client_wants_usage = body
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
     let call = Call {
         endpoint,
-        body: Some(body),
         raw: Some(bytes),
-        stream,
-        client_wants_usage,
-        model,
+        tree,
+        model: head.model.clone().unwrap_or_default(),
+        stream: head.stream && endpoint != Endpoint::Embeddings,
+        client_wants_usage: head.include_usage,
+        head,
     };
     dispatch(
         state,
@@ -571,8 +567,7 @@ async fn dispatch(
         &state.upstream.prices,
         hub,
         &call.model,
-        call.body.as_ref(),
-        call.endpoint,
+        call.has_body().then_some(&call.head.figures),
         engine.default_max_output_tokens,
     );
     let checks = engine.checks(&principal, &vk, &call.model, bounds, now);
@@ -757,7 +752,11 @@ async fn attempt(
         }),
         started: Instant::now(),
         usage: None,
-        estimated_prompt: call.body.as_ref().map(estimate_prompt_tokens).unwrap_or(0),
+        estimated_prompt: if call.has_body() {
+            call.head.figures.estimated_prompt
+        } else {
+            0
+        },
         completion_events: 0,
         reservation: None,
     };
@@ -948,14 +947,15 @@ async fn attempt(
 
 /// The body sent upstream, and whether keygate asked for a usage chunk the client did not.
 fn upstream_body(state: &AppState, call: &Call, plan: &Plan) -> Result<(Option<Bytes>, bool), ApiError> {
-    let Some(body) = &call.body else {
+    if !call.has_body() {
         return Ok((None, false));
-    };
+    }
     match plan.wire {
         Wire::Anthropic => {
             let model = plan.body_model.as_deref().unwrap_or(&call.model);
+            let body = call.tree()?;
             let translated =
-                anthropic::chat_to_messages(body, model, state.upstream.settings.anthropic_default_max_tokens)
+                anthropic::chat_to_messages(&body, model, state.upstream.settings.anthropic_default_max_tokens)
                     .map_err(|e| ApiError::bad_request(e.to_string()))?;
             let bytes = serde_json::to_vec(&translated).map_err(|_| ApiError::internal("cannot encode the request"))?;
             Ok((Some(Bytes::from(bytes)), false))
@@ -966,13 +966,13 @@ fn upstream_body(state: &AppState, call: &Call, plan: &Plan) -> Result<(Option<B
                 && !call.client_wants_usage;
             let model_kept = match &plan.body_model {
                 None => true,
-                Some(m) => body.get("model").and_then(Value::as_str) == Some(m.as_str()),
+                Some(m) => call.head.model.as_deref() == Some(m.as_str()),
             };
             if let (true, false, Some(raw)) = (model_kept, inject_wanted, &call.raw) {
                 // Nothing to rewrite: the client's bytes go as they came (no clone, no re-encoding).
                 return Ok((Some(raw.clone()), false));
             }
-            let mut body = body.clone();
+            let mut body = call.tree()?.into_owned();
             if let (Some(m), Some(obj)) = (&plan.body_model, body.as_object_mut()) {
                 obj.insert("model".into(), Value::String(m.clone()));
             }
@@ -1259,11 +1259,7 @@ fn json_as_stream(body: Bytes, wire: Wire, call: &Call, mut guard: MeterGuard) -
 }
 
 fn wants_base64(call: &Call) -> bool {
-    call.body
-        .as_ref()
-        .and_then(|b| b.get("encoding_format"))
-        .and_then(Value::as_str)
-        == Some("base64")
+    call.has_body() && call.head.base64
 }
 
 /// Float arrays to base64 of little-endian f32, for a client that asked for base64 from a hub
@@ -1589,14 +1585,18 @@ pub async fn passthrough(State(state): State<AppState>, req: Request) -> Respons
     };
     let call = Call {
         endpoint: Endpoint::Passthrough,
-        body,
         raw: None,
+        head: body
+            .as_ref()
+            .map(|b| Head::of_tree(b, Endpoint::Passthrough))
+            .unwrap_or_default(),
+        tree: body,
         stream,
         client_wants_usage: true,
         model,
     };
     // Non-JSON bodies (audio uploads…) are not supported through the pass-through yet.
-    if call.body.is_none() && !bytes.is_empty() {
+    if !call.has_body() && !bytes.is_empty() {
         return error_response(ApiError::bad_request("the pass-through forwards JSON bodies only"));
     }
     let _ = &vk;
@@ -1760,9 +1760,10 @@ mod tests {
 
     #[test]
     fn prompt_estimate_is_bytes_over_four_plus_framing() {
+        let estimate = |body: Value| Head::of_tree(&body, Endpoint::Chat).figures.estimated_prompt;
         let body = json!({"messages":[{"role":"user","content":"12345678"},{"role":"user","content":[{"type":"text","text":"abcd"}]}]});
-        assert_eq!(estimate_prompt_tokens(&body), 2 + 1 + 8 + 3);
-        assert_eq!(estimate_prompt_tokens(&json!({"input":["abcd","efgh"]})), 2 + 3);
+        assert_eq!(estimate(body), 2 + 1 + 8 + 3);
+        assert_eq!(estimate(json!({"input":["abcd","efgh"]})), 2 + 3);
     }
 
     #[test]

@@ -376,109 +376,19 @@ fn push_rate_limits(out: &mut Vec<Labeled>, prefix: &str, scope: &'static str, r
     );
 }
 
-/// A tight upper bound on the tokens a request can use (DESIGN §3): prompt tokens are at most
-/// the UTF-8 bytes of its text (a byte-level BPE token covers at least one byte) plus 4 per
-/// message and 3 for the reply's priming; an image counts at most 1,600 tokens; tool
-/// definitions their JSON's bytes; output tokens are the request's maximum, else the model's
-/// output cap, else `default_output`.
-pub fn token_bounds(
-    body: &Value,
-    endpoint: keygate_gateway::hubs::Endpoint,
-    model_cap: Option<u32>,
-    default_output: u64,
-) -> (u64, u64) {
-    use keygate_gateway::hubs::Endpoint;
-    fn text(v: &Value) -> u64 {
-        match v {
-            Value::String(s) => s.len() as u64,
-            Value::Array(parts) => parts.iter().map(part).sum(),
-            Value::Null => 0,
-            other => other.to_string().len() as u64,
-        }
-    }
-    fn part(p: &Value) -> u64 {
-        match p.get("type").and_then(Value::as_str) {
-            Some("text") => p.get("text").map(text).unwrap_or(0),
-            Some("image_url") | Some("image") => 1_600,
-            Some("input_audio") => p
-                .pointer("/input_audio/data")
-                .and_then(Value::as_str)
-                .map(|d| d.len() as u64)
-                .unwrap_or(0),
-            _ => match p {
-                Value::String(s) => s.len() as u64,
-                other => other.to_string().len() as u64,
-            },
-        }
-    }
-    let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).clamp(1, 128);
-    match endpoint {
-        Endpoint::Embeddings => {
-            let input = body.get("input").cloned().unwrap_or(Value::Null);
-            let prompt = match &input {
-                Value::String(s) => s.len() as u64,
-                Value::Array(items) => items
-                    .iter()
-                    .map(|i| match i {
-                        Value::String(s) => s.len() as u64,
-                        Value::Array(ids) => ids.len() as u64,
-                        Value::Number(_) => 1,
-                        _ => 0,
-                    })
-                    .sum(),
-                _ => 0,
-            };
-            (prompt + 1, 0)
-        }
-        Endpoint::Completions => {
-            let prompt = body.get("prompt").map(text).unwrap_or(0) + 3;
-            let out = body.get("max_tokens").and_then(Value::as_u64).unwrap_or(16);
-            (prompt, out.saturating_mul(n))
-        }
-        _ => {
-            let mut prompt = 3;
-            if let Some(msgs) = body.get("messages").and_then(Value::as_array) {
-                for m in msgs {
-                    prompt += 4 + m.get("content").map(text).unwrap_or(0);
-                    if let Some(name) = m.get("name").and_then(Value::as_str) {
-                        prompt += name.len() as u64;
-                    }
-                    if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
-                        for c in calls {
-                            prompt += c.pointer("/function/name").map(text).unwrap_or(0);
-                            prompt += c.pointer("/function/arguments").map(text).unwrap_or(0);
-                        }
-                    }
-                }
-            }
-            if let Some(tools) = body.get("tools") {
-                prompt += tools.to_string().len() as u64;
-            }
-            let out = body
-                .get("max_completion_tokens")
-                .or_else(|| body.get("max_tokens"))
-                .and_then(Value::as_u64)
-                .or(model_cap.map(u64::from))
-                .unwrap_or(default_output);
-            (prompt, out.saturating_mul(n))
-        }
-    }
-}
-
 /// Token and cost bounds of a request.
 pub fn bounds(
     prices: &PriceTable,
     hub: &str,
     model: &str,
-    body: Option<&Value>,
-    endpoint: keygate_gateway::hubs::Endpoint,
+    figures: Option<&keygate_gateway::request::Figures>,
     default_output: u64,
 ) -> Bounds {
-    let Some(body) = body else {
+    let Some(figures) = figures else {
         return Bounds::default();
     };
     let price = prices.lookup(hub, model);
-    let (prompt, output) = token_bounds(body, endpoint, price.and_then(|p| p.max_output_tokens), default_output);
+    let (prompt, output) = figures.bounds(price.and_then(|p| p.max_output_tokens), default_output);
     let cost = price.map(|p| max_cost(p, prompt, output).0).unwrap_or(0);
     Bounds {
         tokens: prompt.saturating_add(output),

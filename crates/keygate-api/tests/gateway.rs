@@ -909,3 +909,56 @@ async fn an_unchanged_body_reaches_the_upstream_byte_for_byte() {
         true
     );
 }
+
+#[tokio::test]
+async fn bodies_are_read_as_json_reads_them() {
+    let g = start().await;
+    let slug = g
+        .vk("odd", "openai", json!({}), json!({"aliases": {"fast": "gpt-4o-mini"}}))
+        .await;
+    let send = |body: &'static str| {
+        g.http
+            .post(format!("{}/v1/chat/completions", g.url))
+            .bearer_auth(&g.inference)
+            .header("x-keygate-virtual-key", &slug)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // Not JSON, or not an object: a 400 that says where, and nothing reaches the upstream.
+    for (body, says) in [
+        (
+            "{\"model\":\"fast\",\n \"messages\": }",
+            "the body is not valid JSON (line 2, column 14)",
+        ),
+        (
+            "{\"model\":\"fast\"} trailing",
+            "the body is not valid JSON (line 1, column 18)",
+        ),
+        ("[{\"model\":\"fast\"}]", "the body must be a JSON object"),
+        ("\"fast\"", "the body must be a JSON object"),
+    ] {
+        let resp = send(body).await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["message"], says, "{body}");
+    }
+    assert!(g.mock.requests().is_empty());
+    // A field given twice counts with its last value, an escaped key is its name: the alias is
+    // found and the model rewritten.
+    for body in [
+        r#"{"model":"gpt-4o","model":"fast","messages":[{"role":"user","content":"hi"}]}"#,
+        r#"{"mod\u0065l":"fast","messages":[{"role":"user","content":"hi"}]}"#,
+    ] {
+        let resp = send(body).await.unwrap();
+        let status = resp.status();
+        assert_eq!(status, 200, "{body}: {}", resp.text().await.unwrap());
+        assert_eq!(g.mock.last_request().unwrap().json()["model"], "gpt-4o-mini", "{body}");
+    }
+    // Fields of odd types count as absent: a non-boolean `stream` is no stream, so no usage
+    // chunk is asked for and the bytes go as they came (the upstream judges them).
+    let odd = r#"{"model":"gpt-4o-mini","stream":"yes","messages":[{"role":"user","content":"hi"}]}"#;
+    let resp = send(odd).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(g.mock.last_request().unwrap().text(), odd);
+}

@@ -14,12 +14,14 @@
 //! - `vault`: opening a sealed provider secret (two XChaCha20-Poly1305 decryptions). The hot path
 //!   does not do this per request (`runtime.rs` keeps secrets opened); it is what a refresh does
 //!   per changed key.
-//! - `request`: `gateway.rs::handle_json` (parse the body into a `serde_json::Value`, read
-//!   model/stream/stream_options), `estimate_prompt_tokens`, `credential` + `hubs::plan`
-//!   (URL, `Bearer` header), `netpolicy::check_upstream_url` (once per provider key since
-//!   `ProviderRuntime::url_allowed`; shown for its cost), `upstream_body` (the client's bytes
-//!   when nothing changes; a deep clone, model set, re-serialised when something does), and the
-//!   whole rewrite as a request does it.
+//! - `request`: `gateway.rs::handle_json`'s reading of the body (`request::Head::read`, the
+//!   fields borrowed from the bytes; `Head::of_tree`, the tree it replaced and still the path of
+//!   a declined body; `parse_body_value` and `estimate_prompt_tokens`, the tree and the fields
+//!   read from it before `Head`), `credential` + `hubs::plan` (URL, `Bearer` header),
+//!   `netpolicy::check_upstream_url` (once per provider key since `ProviderRuntime::url_allowed`;
+//!   shown for its cost), `upstream_body` (the client's bytes when nothing changes; a tree,
+//!   model set, re-serialised when something does), and the whole request side as a request
+//!   does it (`whole_request_head`: head, plan, the bytes forwarded).
 //! - `response`: `gateway.rs::json_response` (`AnswerHead`: `usage` and `model` read, the rest
 //!   only checked; the former whole-tree parse shown beside it), and the price lookup and cost of
 //!   `MeterGuard::finish`.
@@ -38,6 +40,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderValue};
 use keygate_gateway::hubs::{self, Endpoint, Provider};
+use keygate_gateway::request::Head;
 use keygate_gateway::sse::{SseEvent, SseParser};
 use keygate_gateway::Usage;
 use keygate_types::hubconfig::HubSettings;
@@ -300,6 +303,15 @@ fn request(c: &mut Criterion) {
     let stream_call = parse_call(STREAM_BODY);
     let p = plan(&settings, &secret, &call.model);
     let mut g = c.benchmark_group("request");
+    g.bench_function("head_read", |b| {
+        b.iter(|| Head::read(black_box(BODY), Endpoint::Chat).unwrap())
+    });
+    g.bench_function("head_of_tree", |b| {
+        b.iter(|| {
+            let v: Value = serde_json::from_slice(black_box(BODY)).unwrap();
+            Head::of_tree(&v, Endpoint::Chat)
+        })
+    });
     g.bench_function("parse_body_value", |b| b.iter(|| parse_call(black_box(BODY))));
     g.bench_function("estimate_prompt_tokens", |b| {
         b.iter(|| estimate_prompt_tokens(black_box(&call.body)))
@@ -325,6 +337,18 @@ fn request(c: &mut Criterion) {
             let est = estimate_prompt_tokens(&call.body);
             let p = plan(&settings, &secret, &call.model);
             (upstream_body(&call, &p), est)
+        })
+    });
+    let raw = bytes::Bytes::from_static(BODY);
+    g.bench_function("whole_request_head", |b| {
+        b.iter(|| {
+            let head = Head::read(black_box(&raw), Endpoint::Chat).unwrap();
+            let p = plan(&settings, &secret, head.model.as_deref().unwrap_or(""));
+            let forwarded = match &p.body_model {
+                Some(m) if head.model.as_deref() != Some(m.as_str()) => unreachable!("the bench body keeps its model"),
+                _ => raw.clone(),
+            };
+            (forwarded, head.figures.estimated_prompt)
         })
     });
     g.finish();
