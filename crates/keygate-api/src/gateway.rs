@@ -20,6 +20,7 @@ use futures::StreamExt;
 use keygate_gateway::hubs::anthropic::{self, StreamTranslator};
 use keygate_gateway::hubs::vertex_auth::{TokenCache, VertexCredentials};
 use keygate_gateway::hubs::{self, Endpoint, Plan, Provider, Wire};
+use keygate_gateway::raw;
 use keygate_gateway::request::Head;
 use keygate_gateway::sse::{SseEvent, SseParser};
 use keygate_gateway::Usage;
@@ -1099,16 +1100,6 @@ fn scrub_secrets(v: &mut Value, provider: &ProviderRuntime) {
     }
 }
 
-/// What keygate reads of an OpenAI-shaped answer it passes on unchanged: the rest of the
-/// document is checked for syntax but never built into a tree.
-#[derive(serde::Deserialize)]
-struct AnswerHead {
-    #[serde(default)]
-    model: Option<Value>,
-    #[serde(default)]
-    usage: Option<Value>,
-}
-
 fn json_response(status: StatusCode, body: Bytes, wire: Wire, call: &Call, mut guard: MeterGuard) -> Response {
     let out_body = match wire {
         Wire::Anthropic => match serde_json::from_slice::<Value>(&body) {
@@ -1129,11 +1120,13 @@ fn json_response(status: StatusCode, body: Bytes, wire: Wire, call: &Call, mut g
             Err(_) => body,
         },
         Wire::OpenAi => {
-            if let Ok(head) = serde_json::from_slice::<AnswerHead>(&body) {
-                guard.usage = head.usage.as_ref().and_then(Usage::from_openai);
-                if let (Some(Value::String(m)), Some(row)) = (head.model, guard.row.as_mut()) {
+            // What keygate reads of an answer it passes on unchanged, borrowed from its bytes:
+            // the rest of the document is checked for syntax but never built into a tree.
+            if let Some([model, usage]) = raw::fields(&body, ["model", "usage"]) {
+                guard.usage = usage.and_then(Usage::from_openai_raw);
+                if let (Some(m), Some(row)) = (model.and_then(raw::str), guard.row.as_mut()) {
                     if !m.is_empty() && m.len() < 256 {
-                        row.model = Some(m);
+                        row.model = Some(m.into_owned());
                     }
                 }
             }
@@ -1340,10 +1333,10 @@ impl StreamState {
         }
         if data != "[DONE]" {
             if data.contains("\"usage\"") {
-                if let Ok(v) = serde_json::from_str::<Value>(data) {
-                    if let Some(u) = v.get("usage").and_then(Usage::from_openai) {
+                if let Some([usage, choices]) = raw::fields(data.as_bytes(), ["usage", "choices"]) {
+                    if let Some(u) = usage.and_then(Usage::from_openai_raw) {
                         self.guard.usage = Some(u);
-                        let no_choices = v.get("choices").and_then(Value::as_array).is_some_and(|c| c.is_empty());
+                        let no_choices = choices.is_some_and(raw::is_empty_array);
                         drop_it = no_choices && matches!(self.mode, Mode::Strip);
                     }
                 }

@@ -5,7 +5,8 @@
 //! Where a piece is private to `keygate-api` (which depends on this crate), the benchmark does
 //! the same operations as the function it names, with the same crates; the public pieces
 //! (`keyfmt::check`, `KeyHasher::hash`, `envelope::open_string`, `hubs::plan`, `SseParser`,
-//! `Usage::from_openai`, `PriceTable::lookup`, `netpolicy::check_upstream_url`) are the real ones.
+//! `Usage::from_openai_raw`, `raw::fields`, `request::Head`, `PriceTable::lookup`,
+//! `netpolicy::check_upstream_url`) are the real ones.
 //!
 //! Groups:
 //! - `auth`: key parse (prefix, alphabet, CRC32 checksum), HMAC-SHA256, the in-memory lookup
@@ -22,9 +23,10 @@
 //!   shown for its cost), `upstream_body` (the client's bytes when nothing changes; a tree,
 //!   model set, re-serialised when something does), and the whole request side as a request
 //!   does it (`whole_request_head`: head, plan, the bytes forwarded).
-//! - `response`: `gateway.rs::json_response` (`AnswerHead`: `usage` and `model` read, the rest
-//!   only checked; the former whole-tree parse shown beside it), and the price lookup and cost of
-//!   `MeterGuard::finish`.
+//! - `response`: `gateway.rs::json_response` (`raw::fields` + `Usage::from_openai_raw`: `usage`
+//!   and `model` borrowed from the answer, the rest only checked; before it, `AnswerHead` with
+//!   `usage` and `model` as trees, and the whole-tree parse before that), and the price lookup
+//!   and cost of `MeterGuard::finish`.
 //! - `sse`: `gateway.rs::StreamState::feed` per upstream chunk: `SseParser::feed` into a
 //!   `Vec<SseEvent>`, then `on_openai_event` (substring tests; the usage chunk is parsed).
 //!
@@ -356,7 +358,7 @@ fn request(c: &mut Criterion) {
 
 // ---- response (keygate-api/src/gateway.rs::json_response, MeterGuard::finish) -------------
 
-/// `gateway.rs::AnswerHead`.
+/// `gateway.rs::AnswerHead` as it was before `raw::fields`.
 #[derive(serde::Deserialize)]
 struct AnswerHead {
     #[serde(default)]
@@ -369,6 +371,13 @@ fn response(c: &mut Criterion) {
     let prices = PriceTable::builtin();
     let mut g = c.benchmark_group("response");
     g.throughput(Throughput::Bytes(ANSWER.len() as u64));
+    g.bench_function("answer_fields_read_usage", |b| {
+        b.iter(|| {
+            let [model, usage] = keygate_gateway::raw::fields(black_box(ANSWER), ["model", "usage"]).unwrap();
+            let u = usage.and_then(Usage::from_openai_raw);
+            (u, model.and_then(keygate_gateway::raw::str).map(|m| m.into_owned()))
+        })
+    });
     g.bench_function("answer_head_read_usage", |b| {
         b.iter(|| {
             let head: AnswerHead = serde_json::from_slice(black_box(ANSWER)).unwrap();
@@ -415,8 +424,8 @@ fn feed(parser: &mut SseParser, scan: &mut Scan, chunk: &[u8]) {
             continue;
         }
         if data.contains("\"usage\"") {
-            if let Ok(v) = serde_json::from_str::<Value>(data) {
-                if let Some(u) = v.get("usage").and_then(Usage::from_openai) {
+            if let Some([usage]) = keygate_gateway::raw::fields(data.as_bytes(), ["usage"]) {
+                if let Some(u) = usage.and_then(Usage::from_openai_raw) {
                     scan.usage = Some(u);
                 }
             }

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod hubs;
+pub mod raw;
 pub mod request;
 pub mod sse;
 pub mod usage;

@@ -14,7 +14,6 @@
 //! errors carry the line and column. The tests hold the two readers to the same answers over a
 //! corpus of ordinary and odd bodies.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -23,6 +22,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::hubs::Endpoint;
+use crate::raw;
 
 /// What the gateway reads from a request body.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -127,7 +127,7 @@ impl Head {
             prompt,
             encoding_format,
         } = serde_json::from_slice::<Fields>(bytes).ok()?;
-        let n = n.and_then(raw_u64).unwrap_or(1).clamp(1, 128);
+        let n = n.and_then(raw::u64).unwrap_or(1).clamp(1, 128);
         let messages = messages.and_then(|m| m.0);
         let (text, count) = match &messages {
             Some(msgs) => {
@@ -149,7 +149,7 @@ impl Head {
             Endpoint::Embeddings => {
                 let bound = match input {
                     Some(v) if v.get().starts_with('[') => input_bound(Some(&tree(v)?)),
-                    Some(v) => raw_str(v).map(|s| s.len() as u64).unwrap_or(0),
+                    Some(v) => raw::str(v).map(|s| s.len() as u64).unwrap_or(0),
                     None => 0,
                 };
                 (bound + 1, Some(0))
@@ -159,7 +159,7 @@ impl Head {
                     Some(p) => Text::of(p)?.bound,
                     None => 0,
                 };
-                (bound + 3, Some(max_tokens.and_then(raw_u64).unwrap_or(16)))
+                (bound + 3, Some(max_tokens.and_then(raw::u64).unwrap_or(16)))
             }
             _ => {
                 let mut bound = 3;
@@ -168,7 +168,7 @@ impl Head {
                     if let Some(c) = m.content {
                         bound += Text::of(c)?.bound;
                     }
-                    if let Some(name) = m.name.and_then(raw_str) {
+                    if let Some(name) = m.name.and_then(raw::str) {
                         bound += name.len() as u64;
                     }
                     if let Some(calls) = m.tool_calls.filter(|c| c.get().starts_with('[')) {
@@ -178,7 +178,7 @@ impl Head {
                 if let Some(t) = tools {
                     bound += json_len(&tree(t)?);
                 }
-                (bound, max_completion_tokens.or(max_tokens).and_then(raw_u64))
+                (bound, max_completion_tokens.or(max_tokens).and_then(raw::u64))
             }
         };
         let include_usage = match stream_options {
@@ -186,10 +186,10 @@ impl Head {
             _ => false,
         };
         Some(Head {
-            model: model.and_then(raw_str).map(Cow::into_owned),
-            stream: stream.and_then(raw_bool).unwrap_or(false),
+            model: model.and_then(raw::str).map(std::borrow::Cow::into_owned),
+            stream: stream.and_then(raw::bool).unwrap_or(false),
             include_usage,
-            base64: encoding_format.and_then(raw_str).as_deref() == Some("base64"),
+            base64: encoding_format.and_then(raw::str).as_deref() == Some("base64"),
             figures: Figures {
                 prompt_bound,
                 max_output,
@@ -303,30 +303,6 @@ fn tree(raw: &RawValue) -> Option<Value> {
     serde_json::from_str(raw.get()).ok()
 }
 
-/// A raw JSON string's text, borrowed when it has no escapes.
-fn raw_str(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = raw.get();
-    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
-    if inner.contains('\\') {
-        serde_json::from_str::<String>(text).ok().map(Cow::Owned)
-    } else {
-        Some(Cow::Borrowed(inner))
-    }
-}
-
-/// `Value::as_u64` on raw text: only an integer in range (no sign, fraction or exponent).
-fn raw_u64(raw: &RawValue) -> Option<u64> {
-    raw.get().parse().ok()
-}
-
-fn raw_bool(raw: &RawValue) -> Option<bool> {
-    match raw.get() {
-        "true" => Some(true),
-        "false" => Some(false),
-        _ => None,
-    }
-}
-
 /// A content value's bytes for the bound and for the estimate.
 struct Text {
     bound: u64,
@@ -336,7 +312,7 @@ struct Text {
 impl Text {
     /// `None` only when the raw text does not parse as a tree (it was validated already).
     fn of(raw: &RawValue) -> Option<Text> {
-        if let Some(s) = raw_str(raw) {
+        if let Some(s) = raw::str(raw) {
             let len = s.len() as u64;
             return Some(Text {
                 bound: len,

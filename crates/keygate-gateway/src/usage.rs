@@ -1,6 +1,9 @@
 //! Token usage of one request, as the upstream reported it (or as estimated).
 
+use serde_json::value::RawValue;
 use serde_json::Value;
+
+use crate::raw;
 
 /// Tokens of one request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,6 +49,41 @@ impl Usage {
         })
     }
 
+    /// [`Usage::from_openai`] over the `usage` object's JSON text, without building its tree.
+    pub fn from_openai_raw(usage: &RawValue) -> Option<Usage> {
+        let num = |v: Option<&RawValue>| -> Option<u64> {
+            let n = raw::u64(v?)?;
+            (n <= 100_000_000).then_some(n)
+        };
+        let [prompt, input, completion, output, details] = raw::fields(
+            usage.get().as_bytes(),
+            [
+                "prompt_tokens",
+                "input_tokens",
+                "completion_tokens",
+                "output_tokens",
+                "prompt_tokens_details",
+            ],
+        )?;
+        let prompt = num(prompt).or_else(|| num(input));
+        let completion = num(completion).or_else(|| num(output));
+        if prompt.is_none() && completion.is_none() {
+            return None;
+        }
+        let prompt = prompt.unwrap_or(0);
+        let cached = details
+            .and_then(|d| raw::fields(d.get().as_bytes(), ["cached_tokens"]))
+            .and_then(|[c]| num(c))
+            .unwrap_or(0)
+            .min(prompt);
+        Some(Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion.unwrap_or(0),
+            cached_prompt_tokens: cached,
+            cache_write_tokens: 0,
+        })
+    }
+
     /// The OpenAI-shaped `usage` object.
     pub fn to_openai(&self) -> Value {
         let mut v = serde_json::json!({
@@ -79,5 +117,31 @@ mod tests {
         let u = Usage::from_openai(&json!({"prompt_tokens":2,"prompt_tokens_details":{"cached_tokens":99}})).unwrap();
         assert_eq!(u.cached_prompt_tokens, 2, "cached tokens never exceed the prompt");
         assert_eq!(Usage::from_openai(&u.to_openai()), Some(u));
+    }
+
+    #[test]
+    fn reads_raw_usage_as_it_reads_the_tree() {
+        for text in [
+            r#"{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}"#,
+            r#"{"prompt_tokens":9,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":4,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}"#,
+            r#"{"input_tokens":5,"output_tokens":6}"#,
+            r#"{"prompt_tokens":-1,"input_tokens":5,"completion_tokens":1.5,"output_tokens":2}"#,
+            r#"{"prompt_tokens":1e12}"#,
+            r#"{"prompt_tokens":100000001,"completion_tokens":100000000}"#,
+            r#"{"prompt_tokens":2,"prompt_tokens_details":{"cached_tokens":99}}"#,
+            r#"{"prompt_tokens":2,"prompt_tokens_details":[4]}"#,
+            r#"{"prompt_tokens":"9","completion_tokens":null}"#,
+            r#"{"prompt_tokens":1,"prompt_tokens":7,"prompt_tokens_details":{"cached_tokens":9,"cached_tokens":3}}"#,
+            r#"{"total_tokens":12}"#,
+            "{}",
+            "\"x\"",
+            "[1,2]",
+            "null",
+            "12",
+        ] {
+            let raw: &RawValue = serde_json::from_str(text).unwrap();
+            let tree: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(Usage::from_openai_raw(raw), Usage::from_openai(&tree), "{text}");
+        }
     }
 }
