@@ -690,6 +690,28 @@ mod tests {
     }
 
     #[test]
+    fn values_it_does_not_read_are_checked_for_syntax_only() {
+        // A strict parser refuses these for what is inside a value the gateway does not read;
+        // the borrowed read checks their syntax and leaves the rest to the hub (docs/gateway.md).
+        let deep = format!(r#"{{"model":"m","x":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        for body in [
+            deep.as_str(),
+            r#"{"model":"m","x":"\ud800"}"#,
+            r#"{"model":"m","x":1e400}"#,
+        ] {
+            assert!(serde_json::from_str::<Value>(body).is_err(), "{body}");
+            let head = Head::read(body.as_bytes(), Endpoint::Chat).expect(body);
+            assert_eq!(head.model.as_deref(), Some("m"));
+        }
+        // Where a reader needs such a value decoded (message text, tool definitions), the body
+        // goes through the tree and its error instead.
+        for body in [r#"{"messages":[{"content":"\udc00"}]}"#, r#"{"tools":[1e400]}"#] {
+            assert!(serde_json::from_str::<Value>(body).is_err(), "{body}");
+            assert_eq!(Head::read(body.as_bytes(), Endpoint::Chat), None, "{body}");
+        }
+    }
+
+    #[test]
     fn what_is_not_a_json_object_is_declined() {
         for body in [
             "[1,2]",
