@@ -26,35 +26,18 @@ impl Usage {
     /// refused rather than trusted.
     pub fn from_openai(usage: &Value) -> Option<Usage> {
         let obj = usage.as_object()?;
-        let num = |v: Option<&Value>| -> Option<u64> {
-            let n = v?.as_u64()?;
-            (n <= 100_000_000).then_some(n)
-        };
-        let prompt = num(obj.get("prompt_tokens")).or_else(|| num(obj.get("input_tokens")));
-        let completion = num(obj.get("completion_tokens")).or_else(|| num(obj.get("output_tokens")));
-        if prompt.is_none() && completion.is_none() {
-            return None;
-        }
-        let prompt = prompt.unwrap_or(0);
-        let cached = obj
-            .get("prompt_tokens_details")
-            .and_then(|d| num(d.get("cached_tokens")))
-            .unwrap_or(0)
-            .min(prompt);
-        Some(Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion.unwrap_or(0),
-            cached_prompt_tokens: cached,
-            cache_write_tokens: 0,
-        })
+        let num = |v: Option<&Value>| sane(v.and_then(Value::as_u64));
+        of_counts(
+            num(obj.get("prompt_tokens")).or_else(|| num(obj.get("input_tokens"))),
+            num(obj.get("completion_tokens")).or_else(|| num(obj.get("output_tokens"))),
+            obj.get("prompt_tokens_details")
+                .and_then(|d| num(d.get("cached_tokens"))),
+        )
     }
 
     /// [`Usage::from_openai`] over the `usage` object's JSON text, without building its tree.
     pub fn from_openai_raw(usage: &RawValue) -> Option<Usage> {
-        let num = |v: Option<&RawValue>| -> Option<u64> {
-            let n = raw::u64(v?)?;
-            (n <= 100_000_000).then_some(n)
-        };
+        let num = |v: Option<&RawValue>| sane(v.and_then(raw::u64));
         let [prompt, input, completion, output, details] = raw::fields(
             usage.get().as_bytes(),
             [
@@ -65,23 +48,13 @@ impl Usage {
                 "prompt_tokens_details",
             ],
         )?;
-        let prompt = num(prompt).or_else(|| num(input));
-        let completion = num(completion).or_else(|| num(output));
-        if prompt.is_none() && completion.is_none() {
-            return None;
-        }
-        let prompt = prompt.unwrap_or(0);
-        let cached = details
-            .and_then(|d| raw::fields(d.get().as_bytes(), ["cached_tokens"]))
-            .and_then(|[c]| num(c))
-            .unwrap_or(0)
-            .min(prompt);
-        Some(Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion.unwrap_or(0),
-            cached_prompt_tokens: cached,
-            cache_write_tokens: 0,
-        })
+        of_counts(
+            num(prompt).or_else(|| num(input)),
+            num(completion).or_else(|| num(output)),
+            details
+                .and_then(|d| raw::fields(d.get().as_bytes(), ["cached_tokens"]))
+                .and_then(|[c]| num(c)),
+        )
     }
 
     /// The OpenAI-shaped `usage` object.
@@ -96,6 +69,27 @@ impl Usage {
         }
         v
     }
+}
+
+/// A reported count, refused when it is over 100 million (the type already refused negative and
+/// fractional ones).
+fn sane(n: Option<u64>) -> Option<u64> {
+    n.filter(|n| *n <= 100_000_000)
+}
+
+/// The usage of a `usage` object's counts (each `None` when absent or bogus): `None` when it
+/// gives neither prompt nor completion tokens; cached tokens never exceed the prompt.
+fn of_counts(prompt: Option<u64>, completion: Option<u64>, cached: Option<u64>) -> Option<Usage> {
+    if prompt.is_none() && completion.is_none() {
+        return None;
+    }
+    let prompt = prompt.unwrap_or(0);
+    Some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion.unwrap_or(0),
+        cached_prompt_tokens: cached.unwrap_or(0).min(prompt),
+        cache_write_tokens: 0,
+    })
 }
 
 #[cfg(test)]
