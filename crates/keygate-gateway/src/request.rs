@@ -357,18 +357,18 @@ impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'a>, A::Error> {
                 let mut f = Fields::default();
                 while let Some(key) = map.next_key::<Key>()? {
-                    let slot = match key.0 {
-                        "model" => &mut f.model,
-                        "stream" => &mut f.stream,
-                        "stream_options" => &mut f.stream_options,
-                        "n" => &mut f.n,
-                        "max_tokens" => &mut f.max_tokens,
-                        "max_completion_tokens" => &mut f.max_completion_tokens,
-                        "tools" => &mut f.tools,
-                        "input" => &mut f.input,
-                        "prompt" => &mut f.prompt,
-                        "encoding_format" => &mut f.encoding_format,
-                        "messages" => {
+                    let slot = match key {
+                        Key::Model => &mut f.model,
+                        Key::Stream => &mut f.stream,
+                        Key::StreamOptions => &mut f.stream_options,
+                        Key::N => &mut f.n,
+                        Key::MaxTokens => &mut f.max_tokens,
+                        Key::MaxCompletionTokens => &mut f.max_completion_tokens,
+                        Key::Tools => &mut f.tools,
+                        Key::Input => &mut f.input,
+                        Key::Prompt => &mut f.prompt,
+                        Key::EncodingFormat => &mut f.encoding_format,
+                        Key::Messages => {
                             f.messages = Some(map.next_value()?);
                             continue;
                         }
@@ -386,8 +386,24 @@ impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
     }
 }
 
-/// An object key, matched against the names the readers know (escapes decoded).
-struct Key(&'static str);
+/// An object key the readers know (escapes decoded), or `Other`.
+enum Key {
+    Model,
+    Stream,
+    StreamOptions,
+    N,
+    MaxTokens,
+    MaxCompletionTokens,
+    Messages,
+    Tools,
+    Input,
+    Prompt,
+    EncodingFormat,
+    Content,
+    Name,
+    ToolCalls,
+    Other,
+}
 
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -398,23 +414,23 @@ impl<'de> Deserialize<'de> for Key {
                 f.write_str("an object key")
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Key, E> {
-                const KNOWN: [&str; 14] = [
-                    "model",
-                    "stream",
-                    "stream_options",
-                    "n",
-                    "max_tokens",
-                    "max_completion_tokens",
-                    "messages",
-                    "tools",
-                    "input",
-                    "prompt",
-                    "encoding_format",
-                    "content",
-                    "name",
-                    "tool_calls",
-                ];
-                Ok(Key(KNOWN.iter().find(|k| **k == s).copied().unwrap_or("")))
+                Ok(match s {
+                    "model" => Key::Model,
+                    "stream" => Key::Stream,
+                    "stream_options" => Key::StreamOptions,
+                    "n" => Key::N,
+                    "max_tokens" => Key::MaxTokens,
+                    "max_completion_tokens" => Key::MaxCompletionTokens,
+                    "messages" => Key::Messages,
+                    "tools" => Key::Tools,
+                    "input" => Key::Input,
+                    "prompt" => Key::Prompt,
+                    "encoding_format" => Key::EncodingFormat,
+                    "content" => Key::Content,
+                    "name" => Key::Name,
+                    "tool_calls" => Key::ToolCalls,
+                    _ => Key::Other,
+                })
             }
         }
         d.deserialize_str(V)
@@ -422,6 +438,7 @@ impl<'de> Deserialize<'de> for Key {
 }
 
 /// `messages`: `Some` when it is an array (the tree's `as_array`), `None` for any other value.
+#[derive(Default)]
 struct Messages<'a>(Option<Vec<Message<'a>>>);
 
 /// A message's fields; all `None` for an element that is not an object.
@@ -430,6 +447,31 @@ struct Message<'a> {
     content: Option<&'a RawValue>,
     name: Option<&'a RawValue>,
     tool_calls: Option<&'a RawValue>,
+}
+
+/// A visitor's methods for the scalar JSON values (what `deserialize_any` can meet besides an
+/// array or an object): each gives `<$ty>::default()`, as the tree's accessors read nothing there.
+macro_rules! scalars_give_default {
+    ($ty:ty) => {
+        fn visit_bool<E>(self, _: bool) -> Result<$ty, E> {
+            Ok(<$ty>::default())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<$ty, E> {
+            Ok(<$ty>::default())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<$ty, E> {
+            Ok(<$ty>::default())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<$ty, E> {
+            Ok(<$ty>::default())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<$ty, E> {
+            Ok(<$ty>::default())
+        }
+        fn visit_unit<E>(self) -> Result<$ty, E> {
+            Ok(<$ty>::default())
+        }
+    };
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Messages<'a> {
@@ -451,24 +493,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Messages<'a> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(Messages(None))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Messages<'a>, E> {
-                Ok(Messages(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Messages<'a>, E> {
-                Ok(Messages(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Messages<'a>, E> {
-                Ok(Messages(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Messages<'a>, E> {
-                Ok(Messages(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Messages<'a>, E> {
-                Ok(Messages(None))
-            }
-            fn visit_unit<E>(self) -> Result<Messages<'a>, E> {
-                Ok(Messages(None))
-            }
+            scalars_give_default!(Messages<'a>);
         }
         d.deserialize_any(V(std::marker::PhantomData))
     }
@@ -485,10 +510,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Message<'a> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message<'a>, A::Error> {
                 let mut m = Message::default();
                 while let Some(key) = map.next_key::<Key>()? {
-                    let slot = match key.0 {
-                        "content" => &mut m.content,
-                        "name" => &mut m.name,
-                        "tool_calls" => &mut m.tool_calls,
+                    let slot = match key {
+                        Key::Content => &mut m.content,
+                        Key::Name => &mut m.name,
+                        Key::ToolCalls => &mut m.tool_calls,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                             continue;
@@ -502,24 +527,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Message<'a> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Message::default())
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Message<'a>, E> {
-                Ok(Message::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Message<'a>, E> {
-                Ok(Message::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Message<'a>, E> {
-                Ok(Message::default())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Message<'a>, E> {
-                Ok(Message::default())
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Message<'a>, E> {
-                Ok(Message::default())
-            }
-            fn visit_unit<E>(self) -> Result<Message<'a>, E> {
-                Ok(Message::default())
-            }
+            scalars_give_default!(Message<'a>);
         }
         d.deserialize_any(V(std::marker::PhantomData))
     }
