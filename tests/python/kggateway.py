@@ -405,7 +405,7 @@ class Gateway:
         body = self._ok(r, f"usage records of {virtual_key}")
         return body["data"], body["total"]
 
-    def wait_records(self, virtual_key: str, n: int, timeout: float = 5.0) -> list[dict]:
+    def wait_records(self, virtual_key: str, n: int, timeout: float = 60.0) -> list[dict]:
         """The virtual key's usage records, newest first, once there are `n` of them.
 
         A stream's record is written when keygate sees the upstream end, which can be a moment

@@ -29,8 +29,8 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "keygate"
 ADMIN_KEY_RE = re.compile(r"kg_adm_[A-Za-z0-9]{38}")
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
 
 
 class KeygateError(RuntimeError):

@@ -602,7 +602,7 @@ def keygate_mock():
         pytest.fail(f"{binary} not found: build it with `cargo build -p keygate-testkit --bin keygate-mock`", pytrace=False)
     port = kgtest.free_port()
     proc = subprocess.Popen(
-        [str(binary), "--listen", f"127.0.0.1:{port}", "--stream-chunks", "12", "--chunk-delay-ms", "60"],
+        [str(binary), "--listen", f"127.0.0.1:{port}", "--stream-chunks", "12", "--chunk-delay-ms", "150"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )
     try:
@@ -619,7 +619,7 @@ def keygate_mock():
 
 
 def test_stream_is_not_buffered(keygate, gateway, keygate_mock, canaries, inference_key):
-    """Through keygate-mock (12 chunks, 60 ms apart) the first content chunk reaches the client
+    """Through keygate-mock (12 chunks, 150 ms apart) the first content chunk reaches the client
     long before the last one, the usage chunk arrives when asked for, and the record is 9/3."""
     secret = canaries.new("mock upstream", prefix="sk-mock-")
     gateway.create_provider_key("oa-mock", secret, f"{keygate_mock}/v1")

@@ -57,7 +57,7 @@ function startProcess(cmd, args, env, pattern, what) {
     state.procs.push(proc);
     let out = "";
     let err = "";
-    const timer = setTimeout(() => fail(new Error(`${what} did not start in 30 s.\n${out}\n${err}`)), 30_000);
+    const timer = setTimeout(() => fail(new Error(`${what} did not start in 60 s.\n${out}\n${err}`)), 60_000);
     proc.stdout.on("data", (d) => {
       out += d;
       const m = out.match(pattern);
@@ -78,7 +78,7 @@ function startProcess(cmd, args, env, pattern, what) {
 }
 
 async function waitHealthy(url) {
-  for (let i = 0; i < 150; i++) {
+  for (let i = 0; i < 600; i++) {
     try {
       const r = await fetch(`${url}/healthz`);
       if (r.ok) return;

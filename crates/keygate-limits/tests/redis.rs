@@ -60,7 +60,7 @@ impl RedisServer {
             .spawn()
             .map_err(|e| e.to_string())?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(mut c) = redis::Client::open(self.url())
                 .unwrap()
@@ -72,7 +72,7 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err("redis-server did not answer within 10 s".into())
+        Err("redis-server did not answer within 60 s".into())
     }
 
     /// Sends a signal to the server (`STOP`: it keeps its connections but answers nothing).
@@ -96,7 +96,7 @@ impl RedisServer {
     fn admin(&self) -> redis::Connection {
         redis::Client::open(self.url())
             .unwrap()
-            .get_connection_with_timeout(Duration::from_secs(2))
+            .get_connection_with_timeout(Duration::from_secs(10))
             .unwrap()
     }
 }
@@ -203,14 +203,26 @@ async fn two_replicas_sharing_one_redis_admit_exactly_the_limit() {
 
 #[tokio::test]
 async fn an_unreachable_redis_is_unavailable_quickly() {
-    for url in ["redis://127.0.0.1:1", "redis://10.255.255.1:6379"] {
+    // A closed port (refused at once) and a black hole on loopback: a listener that accepts
+    // connections and never answers, as a hung or firewalled Redis looks to the client.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = format!("redis://{}", hole.local_addr().unwrap());
+    let _hole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = hole.accept().await {
+            held.push(conn);
+        }
+    });
+    // Each call is bounded by its timeout (500 ms to connect, 250 ms a call); the bounds asserted
+    // are ten times those, so that only a call that waits past its timeout fails them.
+    for url in ["redis://127.0.0.1:1", hole_url.as_str()] {
         let started = Instant::now();
         let r = RedisCounters::builder(url, "x:")
             .connect_timeout(Duration::from_millis(500))
             .connect()
             .await;
         assert!(matches!(r, Err(LimitError::Unavailable(_))), "{url}: {r:?}");
-        assert!(started.elapsed() < Duration::from_secs(1), "{url}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{url}");
 
         // A client made while Redis is away answers every call within its timeout.
         let c = RedisCounters::builder(url, "x:")
@@ -236,7 +248,7 @@ async fn an_unreachable_redis_is_unavailable_quickly() {
                 .await;
             assert!(matches!(r, Err(LimitError::Unavailable(_))), "{r:?}");
             assert!(
-                started.elapsed() < Duration::from_secs(1),
+                started.elapsed() < Duration::from_millis(3 * 2_500),
                 "{url}: {:?}",
                 started.elapsed()
             );
@@ -258,8 +270,9 @@ async fn the_client_recovers_when_redis_comes_back() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
+    // 1 s a call: room for a loaded machine when Redis is up; the bound when it is down.
     let c = RedisCounters::builder(&server.url(), "kg:")
-        .timeout(Duration::from_millis(250))
+        .timeout(Duration::from_secs(1))
         .connect()
         .await
         .unwrap();
@@ -267,18 +280,19 @@ async fn the_client_recovers_when_redis_comes_back() {
     assert!(c.acquire(&check, T0).await.unwrap().admitted);
 
     server.kill();
+    // Bounded by the 1 s timeout; asserted with ten times that.
     let started = Instant::now();
     let r = c.acquire(&check, T0 + 1).await;
     assert!(matches!(r, Err(LimitError::Unavailable(_))), "{r:?}");
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(started.elapsed() < Duration::from_secs(10));
     // Still down: still quick.
     let started = Instant::now();
     assert!(c.acquire(&check, T0 + 2).await.is_err());
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(started.elapsed() < Duration::from_secs(10));
 
     server.spawn().unwrap();
     // Same client: it reconnects (and reloads its scripts into the empty server) by itself.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = None;
     while Instant::now() < deadline {
         match c.acquire(&check, T0 + 3).await {
@@ -293,7 +307,7 @@ async fn the_client_recovers_when_redis_comes_back() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(last, None, "no recovery within 15 s");
+    assert_eq!(last, None, "no recovery within 60 s");
     assert!(c.ping().await.is_ok());
 }
 
@@ -302,38 +316,36 @@ async fn a_redis_that_stops_answering_is_unavailable_within_the_timeout() {
     let Some(server) = RedisServer::start() else {
         return;
     };
+    // 1 s a call: room for a loaded machine when Redis answers; the bound when it does not.
     let c = RedisCounters::builder(&server.url(), "kg:")
-        .timeout(Duration::from_millis(200))
+        .timeout(Duration::from_secs(1))
         .connect()
         .await
         .unwrap();
     let check = [budget("usd", None, 100, 1)];
     assert!(c.acquire(&check, T0).await.unwrap().admitted);
 
-    // The connection stays open, nothing answers: every call ends at its timeout.
+    // The connection stays open, nothing answers: every call ends at its timeout (asserted with
+    // ten times that).
     server.signal("STOP");
     for i in 0..5 {
         let started = Instant::now();
         let r = c.acquire(&check, T0 + i).await;
         assert!(matches!(r, Err(LimitError::Unavailable(_))), "{r:?}");
-        assert!(
-            started.elapsed() < Duration::from_millis(600),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     }
     server.signal("CONT");
 
     // Answers again (on the old connection or a new one): the counters are all there, plus
     // whatever timed-out calls Redis still ran after they gave up (at most 5).
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match c.peek(&check, T0 + 10).await {
             Ok(s) => {
                 assert!((1..=6).contains(&s[0].used), "{s:?}");
                 break;
             }
-            Err(e) => assert!(Instant::now() < deadline, "no recovery within 15 s: {e:?}"),
+            Err(e) => assert!(Instant::now() < deadline, "no recovery within 60 s: {e:?}"),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

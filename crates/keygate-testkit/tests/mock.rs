@@ -699,8 +699,15 @@ async fn dropping_the_mock_stops_it() {
         200
     );
     drop(mock);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let err = client().get(format!("{url}/v1/models")).send().await.unwrap_err();
+    // The server stops once its task next runs: polled, with a minute's room.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let err = loop {
+        match client().get(format!("{url}/v1/models")).send().await {
+            Err(e) => break e,
+            Ok(_) => assert!(Instant::now() < deadline, "the mock still answers"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(err.is_connect(), "{err:?}");
 }
 
@@ -910,8 +917,8 @@ async fn fault_slow_first_byte() {
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.unwrap().ends_with("data: [DONE]\n\n"));
 
-    // A client with a shorter first-byte budget gives up.
-    mock.push_fault(Fault::SlowFirstByte(Duration::from_millis(500)));
+    // A client with a shorter first-byte budget gives up (100 ms against 10 s: no race).
+    mock.push_fault(Fault::SlowFirstByte(Duration::from_secs(10)));
     let c = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_millis(100))

@@ -891,7 +891,8 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
 
     #[tokio::test]
     async fn vertex_token_refreshed_in_real_time() {
-        let mock = MockEndpoint::start(Duration::ZERO, ok_tokens(Some("2"))).await;
+        // Cached for 4 - 1 = 3 s: the two calls below take milliseconds, far inside that.
+        let mock = MockEndpoint::start(Duration::ZERO, ok_tokens(Some("4"))).await;
         let cache = TokenCache::new(client(), Duration::from_secs(1));
         let creds = oauth();
         assert_eq!(
@@ -902,7 +903,7 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
             cache.token("k:1", &creds, Some(&mock.url)).await.unwrap().as_str(),
             "token-0"
         );
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        tokio::time::sleep(Duration::from_millis(3100)).await;
         assert_eq!(
             cache.token("k:1", &creds, Some(&mock.url)).await.unwrap().as_str(),
             "token-1"
@@ -1263,7 +1264,9 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
 
     #[tokio::test]
     async fn vertex_forget_during_a_request_does_not_resurrect_the_entry() {
-        let mock = MockEndpoint::start(Duration::from_millis(200), ok_tokens(Some("3600"))).await;
+        // The token endpoint answers after 3 s: the forget below lands while the request is in
+        // flight however slow the machine (it waits 50 ms).
+        let mock = MockEndpoint::start(Duration::from_secs(3), ok_tokens(Some("3600"))).await;
         let cache = Arc::new(TokenCache::new(client(), Duration::from_secs(300)));
         let pending = {
             let cache = Arc::clone(&cache);
@@ -1279,7 +1282,8 @@ dPdkMraG0W2EccxdDfoni+2mB7ftf6Nro+8RjSDV1kB2MVbUUNBaySVP
 
     #[tokio::test]
     async fn vertex_a_cancelled_caller_does_not_fail_the_others() {
-        let mock = MockEndpoint::start(Duration::from_millis(200), ok_tokens(Some("3600"))).await;
+        // The token endpoint answers after 3 s, the first caller gives up after 50 ms.
+        let mock = MockEndpoint::start(Duration::from_secs(3), ok_tokens(Some("3600"))).await;
         let cache = TokenCache::new(client(), Duration::from_secs(300));
         let creds = oauth();
         // The first caller starts the request and gives up half way.
