@@ -31,8 +31,9 @@ use crate::extract::QueryParams;
 use crate::extract::{ClientIp, Ctx, JsonBody};
 use crate::openapi::doc::{Data, ErrorBody, LimitState, List, Saved, Success};
 
-use crate::platform_keys::{create_platform_key, KeySettings, NewPlatformKey};
+use crate::platform_keys::{create_platform_key, KeySettings, LimitPeriod, ModelPrivacy, NewPlatformKey};
 use crate::state::AppState;
+use crate::virtual_keys::Period;
 
 /// Money currencies of a consumption limit, with their USD rate (nano-USD per unit).
 pub fn currency_rate(state: &AppState, currency: &str) -> Option<i64> {
@@ -179,22 +180,14 @@ fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Resu
     Option::<T>::deserialize(d).map(Some)
 }
 
-fn check_period(p: &str) -> ApiResult<String> {
-    match p {
-        "EPOCH" | "DAY" | "WEEK" | "MONTH" | "LIFETIME" => Ok(p.to_string()),
-        _ => Err(ApiError::bad_request(
-            "limitPeriod must be EPOCH, DAY, WEEK, MONTH or LIFETIME",
-        )),
-    }
+fn check_period(p: &str) -> ApiResult<LimitPeriod> {
+    LimitPeriod::parse(p)
+        .ok_or_else(|| ApiError::bad_request("limitPeriod must be EPOCH, DAY, WEEK, MONTH or LIFETIME"))
 }
 
-fn check_privacy(p: &str) -> ApiResult<String> {
-    match p {
-        "ALL" | "PRIVATE_ONLY" | "PRIVATE_TEXT" => Ok(p.to_string()),
-        _ => Err(ApiError::bad_request(
-            "modelPrivacy must be ALL, PRIVATE_ONLY or PRIVATE_TEXT",
-        )),
-    }
+fn check_privacy(p: &str) -> ApiResult<ModelPrivacy> {
+    ModelPrivacy::parse(p)
+        .ok_or_else(|| ApiError::bad_request("modelPrivacy must be ALL, PRIVATE_ONLY or PRIVATE_TEXT"))
 }
 
 /// Canonical CIDR form: `11.22.33.44` -> `11.22.33.44/32`, host bits cleared.
@@ -228,7 +221,7 @@ pub fn canonical_allowlist(entries: &[String]) -> ApiResult<Vec<String>> {
 }
 
 /// Period boundaries in UTC: the start of the current period and of the next one.
-pub fn period_bounds(period: &str, now: i64) -> (i64, Option<i64>) {
+pub fn period_bounds(period: Period, now: i64) -> (i64, Option<i64>) {
     use time::{Date, Duration, OffsetDateTime, Time};
     let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000) else {
         return (0, None);
@@ -236,12 +229,12 @@ pub fn period_bounds(period: &str, now: i64) -> (i64, Option<i64>) {
     let ms = |d: Date| (d.with_time(Time::MIDNIGHT).assume_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     let day = t.date();
     match period {
-        "EPOCH" | "DAY" => (ms(day), Some(ms(day + Duration::days(1)))),
-        "WEEK" => {
+        Period::Epoch => (ms(day), Some(ms(day + Duration::days(1)))),
+        Period::Week => {
             let monday = day - Duration::days(i64::from(day.weekday().number_days_from_monday()));
             (ms(monday), Some(ms(monday + Duration::days(7))))
         }
-        "MONTH" => {
+        Period::Month => {
             let first = day.replace_day(1).unwrap_or(day);
             let next = if first.month() == time::Month::December {
                 Date::from_calendar_date(first.year() + 1, time::Month::January, 1)
@@ -250,7 +243,7 @@ pub fn period_bounds(period: &str, now: i64) -> (i64, Option<i64>) {
             };
             (ms(first), next.ok().map(ms))
         }
-        _ => (0, None),
+        Period::Lifetime => (0, None),
     }
 }
 
@@ -277,8 +270,7 @@ pub fn check_not_above(
         }
     }
     if !mine.consumption_limit.is_empty() {
-        let same_period =
-            new.limit_period.as_deref().unwrap_or("LIFETIME") == mine.limit_period.as_deref().unwrap_or("LIFETIME");
+        let same_period = new.period() == mine.period();
         if !same_period {
             return refuse("limitPeriod");
         }
@@ -295,17 +287,8 @@ pub fn check_not_above(
             _ => return refuse("expiresAt"),
         }
     }
-    match mine.model_privacy.as_deref() {
-        Some("PRIVATE_ONLY") if new.model_privacy.as_deref() != Some("PRIVATE_ONLY") => return refuse("modelPrivacy"),
-        Some("PRIVATE_TEXT")
-            if !matches!(
-                new.model_privacy.as_deref(),
-                Some("PRIVATE_TEXT") | Some("PRIVATE_ONLY")
-            ) =>
-        {
-            return refuse("modelPrivacy")
-        }
-        _ => {}
+    if new.privacy().rank() < mine.privacy().rank() {
+        return refuse("modelPrivacy");
     }
     if !mine.ip_allowlist.is_empty() {
         let nets: Vec<IpNet> = mine.ip_allowlist.iter().filter_map(|s| s.parse().ok()).collect();
@@ -446,8 +429,10 @@ fn parse_expiry(s: &str) -> ApiResult<i64> {
     parse_ms(s).ok_or_else(|| ApiError::bad_request("expiresAt must be an ISO-8601 date or date-time"))
 }
 
-fn settings_of(row: &PlatformKeyRow) -> KeySettings {
-    serde_json::from_str(&row.settings).unwrap_or_default()
+/// A platform key's stored settings, read strictly: a 503 naming the key when they cannot be
+/// read (the key is refused by authentication too; it can be revoked, which reads nothing).
+fn settings_of(row: &PlatformKeyRow) -> ApiResult<KeySettings> {
+    KeySettings::from_stored(&row.settings).map_err(|e| crate::virtual_keys::unreadable_error("API key", &row.id, &e))
 }
 
 fn money_view(state: &AppState, map: &BTreeMap<String, i64>) -> Value {
@@ -487,7 +472,7 @@ fn spend_numbers(state: &AppState, cost_nano: i64) -> Value {
 
 /// An ApiKey object. Spend comes from the usage records.
 async fn view(state: &AppState, row: &PlatformKeyRow) -> ApiResult<Value> {
-    let s = settings_of(row);
+    let s = settings_of(row)?;
     let now = now_ms();
     let week = state
         .store
@@ -500,8 +485,7 @@ async fn view(state: &AppState, row: &PlatformKeyRow) -> ApiResult<Value> {
             },
         )
         .await?;
-    let period = s.limit_period.as_deref().unwrap_or("LIFETIME");
-    let (start, _) = period_bounds(period, now);
+    let (start, _) = period_bounds(s.period().period(), now);
     let current = state
         .store
         .usage_totals(
@@ -525,8 +509,8 @@ async fn view(state: &AppState, row: &PlatformKeyRow) -> ApiResult<Value> {
         "expiresAt": row.expires_at.map(format_ms),
         "lastUsedAt": row.last_used_at.map(format_ms),
         "consumptionLimits": money_view(state, &s.consumption_limit),
-        "modelPrivacy": s.model_privacy.clone().unwrap_or_else(|| "ALL".into()),
-        "limitPeriod": s.limit_period.clone().unwrap_or_else(|| "LIFETIME".into()),
+        "modelPrivacy": s.privacy(),
+        "limitPeriod": s.period(),
         "ipAllowlist": s.ip_allowlist,
         "usage": {"trailingSevenDays": spend_strings(state, week.cost_nano)},
         "currentPeriodUsage": current_view,
@@ -539,24 +523,24 @@ async fn view(state: &AppState, row: &PlatformKeyRow) -> ApiResult<Value> {
     }))
 }
 
-fn created_view(state: &AppState, row: &PlatformKeyRow, secret: &PlatformSecret) -> Value {
-    let s = settings_of(row);
-    json!({
+fn created_view(state: &AppState, row: &PlatformKeyRow, secret: &PlatformSecret) -> ApiResult<Value> {
+    let s = settings_of(row)?;
+    Ok(json!({
         "id": row.id,
         "apiKey": secret.expose(),
         "apiKeyType": row.key_type,
         "description": row.description,
         "expiresAt": row.expires_at.map(format_ms),
         "consumptionLimit": money_view(state, &s.consumption_limit),
-        "limitPeriod": s.limit_period.clone().unwrap_or_else(|| "LIFETIME".into()),
+        "limitPeriod": s.period(),
         "ipAllowlist": s.ip_allowlist,
-        "modelPrivacy": s.model_privacy.clone().unwrap_or_else(|| "ALL".into()),
+        "modelPrivacy": s.privacy(),
         "rateLimits": s.rate_limits,
         "defaultVirtualKey": s.default_virtual_key,
         "virtualKeys": s.virtual_keys,
         "last6Chars": row.last6,
         "workspace": row.workspace,
-    })
+    }))
 }
 
 /// `ADMIN` or `INFERENCE`.
@@ -565,26 +549,6 @@ fn created_view(state: &AppState, row: &PlatformKeyRow, secret: &PlatformSecret)
 pub enum ApiKeyType {
     Admin,
     Inference,
-}
-
-/// When consumption limits start again (UTC); `EPOCH` is the day.
-#[derive(ToSchema)]
-#[schema(rename_all = "UPPERCASE")]
-pub enum LimitPeriod {
-    Epoch,
-    Day,
-    Week,
-    Month,
-    Lifetime,
-}
-
-/// Which models the key may use: any, private ones for text, or private ones only.
-#[derive(ToSchema)]
-#[schema(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ModelPrivacy {
-    All,
-    PrivateText,
-    PrivateOnly,
 }
 
 /// An ApiKey object as [`view`] builds it (for the document).
@@ -814,7 +778,7 @@ pub async fn create(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"success": true, "data": created_view(&state, &row, &secret)})),
+        Json(json!({"success": true, "data": created_view(&state, &row, &secret)?})),
     ))
 }
 
@@ -868,7 +832,7 @@ pub async fn update(
     let current = find(&state, &ctx, &body.id).await?;
     check_may_edit(&ctx.principal, &current)?;
     let mut row = current.clone();
-    let mut s = settings_of(&current);
+    let mut s = settings_of(&current)?;
     let mut changed: Vec<&str> = Vec::new();
     if let Some(d) = &body.description {
         check_description(d)?;
@@ -1022,6 +986,8 @@ pub async fn rotate(
     let current = find(&state, &ctx, &id).await?;
     check_may_edit(&ctx.principal, &current)?;
     let key_type = parse_type(&current.key_type)?;
+    // A key whose settings cannot be read is not rotated (its answer could not show them).
+    settings_of(&current)?;
     let secret = PlatformSecret::generate(key_type, &mut rand::rngs::OsRng);
     let now = now_ms();
     let mut row = current.clone();
@@ -1044,7 +1010,7 @@ pub async fn rotate(
     let row = state.store.update_platform_key(&row, Some(&audit)).await?;
     state.refresh_caches().await;
     Ok(Json(
-        json!({"success": true, "data": created_view(&state, &row, &secret)}),
+        json!({"success": true, "data": created_view(&state, &row, &secret)?}),
     ))
 }
 
@@ -1117,8 +1083,7 @@ pub async fn rate_limits(State(state): State<AppState>, ctx: Ctx) -> ApiResult<J
     let p = &ctx.principal;
     let s = &p.settings;
     let now = state.limits.now();
-    let period = s.limit_period.as_deref().unwrap_or("LIFETIME");
-    let (start, next) = period_bounds(period, now);
+    let (start, next) = period_bounds(s.period().period(), now);
     let checks = crate::limits::key_checks(&state.limits, p, now);
     let states = state.limits.peek(&checks).await;
     let mut permitted = p.expires_at.is_none_or(|e| now < e);
@@ -1158,7 +1123,7 @@ pub async fn rate_limits(State(state): State<AppState>, ctx: Ctx) -> ApiResult<J
         let units = (i128::from(remaining_nano) * 1_000_000_000 / i128::from(rate.max(1))) as i64;
         balances.insert(c.to_uppercase(), json!(NanoUsd(units).to_usd_f64()));
     }
-    let next_epoch = next.or_else(|| period_bounds("EPOCH", now).1).unwrap_or(now);
+    let next_epoch = next.or_else(|| period_bounds(Period::Epoch, now).1).unwrap_or(now);
     Ok(Json(json!({"data": {
         "accessPermitted": permitted,
         "apiTier": {"id": "keygate", "isCharged": money_cap.is_some()},
@@ -1166,7 +1131,7 @@ pub async fn rate_limits(State(state): State<AppState>, ctx: Ctx) -> ApiResult<J
         "balancesLimited": money_cap.is_some(),
         "keyExpiration": p.expires_at.map(format_ms),
         "nextEpochBegins": format_ms(next_epoch),
-        "limitPeriod": period,
+        "limitPeriod": s.period(),
         "periodStart": format_ms(start),
         "rateLimits": [{"apiModelId": null, "rateLimits": limits}],
         "windows": windows,
@@ -1413,6 +1378,6 @@ pub async fn web3_create(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"success": true, "data": created_view(&state, &row, &secret)})),
+        Json(json!({"success": true, "data": created_view(&state, &row, &secret)?})),
     ))
 }

@@ -66,6 +66,9 @@ pub struct Principal {
     /// When this key's use was last noted for `last_used_at` (ms): uses less than a second
     /// after it are not noted again, so most requests take no lock for it.
     last_noted: std::sync::atomic::AtomicI64,
+    /// Why the key's stored record cannot be read, if it cannot: then `settings` are not its
+    /// own, and [`AuthCache::authenticate`] refuses the key (it never reaches a handler).
+    unreadable: Option<String>,
 }
 
 impl Principal {
@@ -104,6 +107,11 @@ pub enum AuthFailure {
     Unknown,
     Expired,
     RotatedOut,
+    /// The key's stored settings cannot be read: refused until repaired (key id, why).
+    Unreadable {
+        id: String,
+        reason: String,
+    },
 }
 
 impl AuthFailure {
@@ -116,6 +124,9 @@ impl AuthFailure {
             AuthFailure::Unknown => ApiError::unauthorized("invalid API key"),
             AuthFailure::Expired => ApiError::unauthorized("the API key has expired"),
             AuthFailure::RotatedOut => ApiError::unauthorized("the API key was rotated and its grace period has ended"),
+            AuthFailure::Unreadable { id, reason } => ApiError::unavailable(format!(
+                "API key {id} cannot be used: its stored {reason}; it is refused until an administrator repairs or replaces it"
+            )),
         }
     }
 }
@@ -134,40 +145,59 @@ fn no_settings() -> Arc<KeySettings> {
     NONE.get_or_init(|| Arc::new(KeySettings::default())).clone()
 }
 
-fn settings_of(row: &PlatformKeyRow) -> Arc<KeySettings> {
+/// The key's settings with its parsed address allow-list, or why they cannot be read: an
+/// allow-list entry that does not parse is an error too (skipping it would widen the list, and
+/// an emptied list allows every address).
+fn settings_of(row: &PlatformKeyRow) -> Result<(Arc<KeySettings>, Vec<ipnet::IpNet>), String> {
     if row.settings == "{}" {
-        return no_settings();
+        return Ok((no_settings(), Vec::new()));
     }
-    let settings: KeySettings = serde_json::from_str(&row.settings).unwrap_or_else(|e| {
-        tracing::warn!(key_id = %row.id, error = %e, "unreadable key settings; using none");
-        KeySettings::default()
-    });
-    if settings == KeySettings::default() {
+    let settings = KeySettings::from_stored(&row.settings).map_err(|e| e.to_string())?;
+    let mut ip_nets = Vec::with_capacity(settings.ip_allowlist.len());
+    for (i, entry) in settings.ip_allowlist.iter().enumerate() {
+        let net = entry
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| format!("settings cannot be read: ipAllowlist[{i}] is not an address or CIDR block"))?;
+        ip_nets.push(net);
+    }
+    let settings = if settings == KeySettings::default() {
         no_settings()
     } else {
         Arc::new(settings)
-    }
+    };
+    Ok((settings, ip_nets))
 }
 
-fn principal_of(row: &PlatformKeyRow) -> Option<Principal> {
-    let key_type = PlatformKeyType::parse(&row.key_type)?;
-    let settings = settings_of(row);
-    let ip_nets = settings
-        .ip_allowlist
-        .iter()
-        .filter_map(|s: &String| s.parse().ok())
-        .collect();
-    Some(Principal {
+/// The principal of a stored key. A key whose type or settings cannot be read becomes a
+/// principal that [`AuthCache::authenticate`] refuses (logged here, once per change of the
+/// record: the cache loads only what changed).
+fn principal_of(row: &PlatformKeyRow) -> Principal {
+    let key_type = PlatformKeyType::parse(&row.key_type);
+    let read = match key_type {
+        Some(_) => settings_of(row),
+        None => Err(format!("key type `{}` is unknown", row.key_type)),
+    };
+    let (settings, ip_nets, unreadable) = match read {
+        Ok((settings, nets)) => (settings, nets, None),
+        Err(reason) => {
+            tracing::error!(key_id = %row.id, error = %reason,
+                "a platform key's stored record cannot be read; the key is refused until it is repaired");
+            (no_settings(), Vec::new(), Some(reason))
+        }
+    };
+    Principal {
         ip_nets,
         id: row.id.clone(),
         workspace: row.workspace.clone(),
-        key_type,
+        key_type: key_type.unwrap_or(PlatformKeyType::Inference),
         org_admin: row.org_admin,
         expires_at: row.expires_at,
         settings,
         last6: row.last6.clone(),
         last_noted: std::sync::atomic::AtomicI64::new(i64::MIN),
-    })
+        unreadable,
+    }
 }
 
 impl AuthCache {
@@ -187,11 +217,7 @@ impl AuthCache {
             if row.deleted_at.is_some() {
                 continue;
             }
-            let Some(principal) = principal_of(row) else {
-                tracing::warn!(key_id = %row.id, "platform key of unknown type ignored");
-                continue;
-            };
-            let principal = Arc::new(principal);
+            let principal = Arc::new(principal_of(row));
             let mut hashes = [None, None];
             if let Some(h) = KeyHash::from_slice(&row.key_hash) {
                 inner.by_hash.insert(
@@ -223,14 +249,36 @@ impl AuthCache {
         self.inner.read().by_id.len()
     }
 
-    /// The live principal with this id.
+    /// The live principal with this id (none for a key whose record cannot be read).
     pub fn principal(&self, id: &str) -> Option<Arc<Principal>> {
-        self.inner.read().by_id.get(id).map(|k| k.principal.clone())
+        self.inner
+            .read()
+            .by_id
+            .get(id)
+            .filter(|k| k.principal.unreadable.is_none())
+            .map(|k| k.principal.clone())
     }
 
-    /// Every live principal (for start-up work such as seeding budget counters).
+    /// Every live principal (for start-up work such as seeding budget counters), without the
+    /// keys whose record cannot be read.
     pub fn principals(&self) -> Vec<Arc<Principal>> {
-        self.inner.read().by_id.iter().map(|k| k.principal.clone()).collect()
+        self.inner
+            .read()
+            .by_id
+            .iter()
+            .filter(|k| k.principal.unreadable.is_none())
+            .map(|k| k.principal.clone())
+            .collect()
+    }
+
+    /// The keys refused because their stored record cannot be read: (id, why).
+    pub fn unreadable(&self) -> Vec<(String, String)> {
+        self.inner
+            .read()
+            .by_id
+            .iter()
+            .filter_map(|k| Some((k.principal.id.clone(), k.principal.unreadable.clone()?)))
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -280,6 +328,12 @@ impl AuthCache {
             if now >= exp {
                 return Err(AuthFailure::Expired);
             }
+        }
+        if let Some(reason) = &entry.principal.unreadable {
+            return Err(AuthFailure::Unreadable {
+                id: entry.principal.id.clone(),
+                reason: reason.clone(),
+            });
         }
         Ok(entry.principal.clone())
     }
@@ -427,6 +481,7 @@ mod tests {
             last6: "abcdef".into(),
             ip_nets: Vec::new(),
             last_noted: std::sync::atomic::AtomicI64::new(i64::MIN),
+            unreadable: None,
         }
     }
 

@@ -36,6 +36,7 @@ use zeroize::Zeroizing;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::meter::Meter;
+use crate::platform_keys::ModelPrivacy;
 use crate::runtime::{ProviderRuntime, VkRuntime};
 use crate::state::AppState;
 use crate::virtual_keys::Strategy;
@@ -230,9 +231,34 @@ fn choose_vk(
     } else {
         return Err(ApiError::bad_request(NO_VK));
     };
-    let vk = state.runtime.virtual_key(&name).ok_or_else(vk_forbidden)?;
+    let Some(vk) = state.runtime.virtual_key(&name) else {
+        return Err(unreadable_vk(state, principal, &name).unwrap_or_else(vk_forbidden));
+    };
     check_vk(principal, &vk, now_ms())?;
     Ok((vk, model))
+}
+
+/// A 503 naming the virtual key when its stored configuration cannot be read and the caller
+/// could use it otherwise (same workspace, listed); `None` when it is simply not usable.
+fn unreadable_vk(state: &AppState, principal: &Principal, name: &str) -> Option<ApiError> {
+    let u = state.runtime.unreadable_virtual_key(name)?;
+    let same_workspace = u.workspace == principal.workspace || principal.org_admin;
+    let listed = principal.settings.virtual_keys.is_empty()
+        || principal
+            .settings
+            .virtual_keys
+            .iter()
+            .any(|v| v == &u.slug || v == &u.id);
+    (same_workspace && listed).then(|| {
+        gw_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!(
+                "virtual key {} cannot be used: its stored {}; it is refused until an administrator repairs or replaces it",
+                u.id, u.reason
+            ),
+        )
+    })
 }
 
 fn check_vk(principal: &Principal, vk: &VkRuntime, now: i64) -> Result<(), ApiError> {
@@ -603,11 +629,21 @@ async fn dispatch(
     let attempts = order.len();
     for (i, provider_id) in order.iter().enumerate() {
         let Some(provider) = state.runtime.provider(provider_id) else {
-            last_error = Some(gw_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upstream_error",
-                "the virtual key's provider key no longer exists",
-            ));
+            last_error = Some(match state.runtime.unreadable_provider(provider_id) {
+                Some(u) if u.workspace == vk.workspace => gw_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!(
+                        "provider key {} cannot be used: {}; it is refused until an administrator repairs or replaces it",
+                        u.id, u.reason
+                    ),
+                ),
+                _ => gw_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream_error",
+                    "the virtual key's provider key no longer exists",
+                ),
+            });
             continue;
         };
         if provider.workspace != vk.workspace {
@@ -656,10 +692,10 @@ async fn dispatch(
 /// `modelPrivacy`: `PRIVATE_ONLY` uses only provider keys marked private; `PRIVATE_TEXT` does
 /// so for text (chat, completions, embeddings) and lets other paths through.
 fn privacy_allows(principal: &Principal, provider: &ProviderRuntime, endpoint: Endpoint) -> bool {
-    match principal.settings.model_privacy.as_deref() {
-        Some("PRIVATE_ONLY") => provider.private,
-        Some("PRIVATE_TEXT") => provider.private || endpoint == Endpoint::Passthrough,
-        _ => true,
+    match principal.settings.privacy() {
+        ModelPrivacy::PrivateOnly => provider.private,
+        ModelPrivacy::PrivateText => provider.private || endpoint == Endpoint::Passthrough,
+        ModelPrivacy::All => true,
     }
 }
 

@@ -23,7 +23,7 @@ use crate::api_keys::period_bounds;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::runtime::{ProviderRuntime, VkRuntime};
-use crate::virtual_keys::{Budget, RateLimits};
+use crate::virtual_keys::{Budget, Period, RateLimits};
 
 /// What to do when the shared counters cannot be reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,7 +161,7 @@ impl LimitEngine {
         prefix: &str,
         scope: &'static str,
         budget: &Budget,
-        period: &str,
+        period: Period,
         bounds: Bounds,
         now: i64,
     ) {
@@ -239,8 +239,15 @@ impl LimitEngine {
                 tokens: s.consumption_limit.get("tokens").and_then(|v| u64::try_from(*v).ok()),
                 requests: s.consumption_limit.get("requests").and_then(|v| u64::try_from(*v).ok()),
             };
-            let period = s.limit_period.as_deref().unwrap_or("LIFETIME");
-            self.budget_checks(&mut out, &pk_prefix, "api_key", &budget, period, bounds, now);
+            self.budget_checks(
+                &mut out,
+                &pk_prefix,
+                "api_key",
+                &budget,
+                s.period().period(),
+                bounds,
+                now,
+            );
         }
         let cfg = &vk.config;
         let vk_prefix = if cfg.rate_limits.is_empty() && cfg.budget.is_empty() {
@@ -255,7 +262,7 @@ impl LimitEngine {
                 &vk_prefix,
                 "virtual_key",
                 &cfg.budget,
-                cfg.budget_period.as_str(),
+                cfg.budget_period,
                 bounds,
                 now,
             );
@@ -264,15 +271,7 @@ impl LimitEngine {
             let prefix = format!("vk:{}:m:{}", vk.id, model);
             push_rate_limits(&mut out, &prefix, "model", &ml.rate_limits, bounds.tokens);
             if !ml.budget.is_empty() {
-                self.budget_checks(
-                    &mut out,
-                    &prefix,
-                    "model",
-                    &ml.budget,
-                    cfg.budget_period.as_str(),
-                    bounds,
-                    now,
-                );
+                self.budget_checks(&mut out, &prefix, "model", &ml.budget, cfg.budget_period, bounds, now);
             }
         }
         out
@@ -632,7 +631,7 @@ pub fn vk_checks(engine: &LimitEngine, vk: &VkRuntime, now: i64) -> Vec<Labeled>
             &prefix,
             "virtual_key",
             &cfg.budget,
-            cfg.budget_period.as_str(),
+            cfg.budget_period,
             Bounds::default(),
             now,
         );
@@ -646,7 +645,7 @@ pub fn vk_checks(engine: &LimitEngine, vk: &VkRuntime, now: i64) -> Vec<Labeled>
                 &p,
                 "model",
                 &ml.budget,
-                cfg.budget_period.as_str(),
+                cfg.budget_period,
                 Bounds::default(),
                 now,
             );
@@ -697,8 +696,7 @@ pub async fn seed_budgets(state: &crate::state::AppState) -> Result<usize, keyga
         if cfg.budget.is_empty() && cfg.model_limits.values().all(|ml| ml.budget.is_empty()) {
             continue;
         }
-        let period = vk.config.budget_period.as_str();
-        let (start, _) = period_bounds(period, now);
+        let (start, _) = period_bounds(vk.config.budget_period, now);
         for l in vk_checks(engine, &vk, now).into_iter().filter(|l| l.is_budget) {
             let model = l
                 .check
@@ -720,8 +718,7 @@ pub async fn seed_budgets(state: &crate::state::AppState) -> Result<usize, keyga
         if p.settings.consumption_limit.is_empty() {
             continue;
         }
-        let period = p.settings.limit_period.as_deref().unwrap_or("LIFETIME");
-        let (start, _) = period_bounds(period, now);
+        let (start, _) = period_bounds(p.settings.period().period(), now);
         for l in key_checks(engine, &p, now).into_iter().filter(|l| l.is_budget) {
             let filter = UsageFilter {
                 platform_key_id: Some(p.id.clone()),

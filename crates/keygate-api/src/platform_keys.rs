@@ -1,37 +1,14 @@
 //! Platform API keys: creation (used by the first start, `keygate admin-key` and the API)
 //! and the policy each key carries.
 
-use std::collections::BTreeMap;
-
 use keygate_store::{new_id, AuditEvent, PlatformKeyRow, Store};
 use keygate_types::timefmt::now_ms;
 use keygate_types::{PlatformKeyType, PlatformSecret};
-use serde::{Deserialize, Serialize};
 
 use crate::error::ApiResult;
 use crate::vault::VaultService;
 
-/// The policy of a platform key, stored as JSON beside it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct KeySettings {
-    /// Consumption limits by currency (`usd`, `diem`, `vcu`) in nano-units, and `tokens`, `requests`.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub consumption_limit: BTreeMap<String, i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit_period: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model_privacy: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub ip_allowlist: Vec<String>,
-    /// Rate limits by window name (`rpm`, `rph`, `rpd`, `tpm`, `tph`, `tpd`).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub rate_limits: BTreeMap<String, u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub default_virtual_key: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub virtual_keys: Vec<String>,
-}
+pub use keygate_types::policy::{KeySettings, LimitPeriod, ModelPrivacy};
 
 /// What a new platform key is.
 pub struct NewPlatformKey<'a> {

@@ -197,15 +197,15 @@ fn usage_limits_view(cfg: &VkConfig) -> Value {
 }
 
 /// A virtual key in Portkey's shape. Never the key.
-pub fn view(state: &AppState, row: &VirtualKeyRow) -> Value {
-    let cfg = config_of(row);
+pub fn view(state: &AppState, row: &VirtualKeyRow) -> ApiResult<Value> {
+    let cfg = config_of(row)?;
     let provider = cfg
         .targets
         .first()
         .and_then(|t| state.runtime.provider(&t.provider_key_id))
         .map(|p| provider_of(p.hub))
         .unwrap_or("openai");
-    json!({
+    Ok(json!({
         "id": row.id,
         "slug": row.slug,
         "name": row.name,
@@ -218,7 +218,7 @@ pub fn view(state: &AppState, row: &VirtualKeyRow) -> Value {
         "created_at": format_ms(row.created_at),
         "model_config": {},
         "object": "virtual-key",
-    })
+    }))
 }
 
 async fn scoped(state: &AppState, ctx: Ctx, workspace_id: Option<&str>) -> ApiResult<Ctx> {
@@ -253,7 +253,9 @@ pub async fn list(State(state): State<AppState>, ctx: Ctx, q: axum::extract::Raw
             .store
             .list_virtual_keys(&ctx.workspace, keygate_store::Page { page, limit: 500 })
             .await?;
-        data.extend(rows.iter().map(|r| view(&state, r)));
+        for r in &rows {
+            data.push(view(&state, r)?);
+        }
         if data.len() as i64 >= total || rows.is_empty() {
             break;
         }
@@ -357,7 +359,7 @@ pub async fn create(
 
 pub async fn retrieve(State(state): State<AppState>, ctx: Ctx, Path(slug): Path<String>) -> ApiResult<Json<Value>> {
     let row = virtual_keys::find(&state, &ctx, &slug).await?;
-    Ok(Json(view(&state, &row)))
+    Ok(Json(view(&state, &row)?))
 }
 
 pub async fn update(
@@ -367,7 +369,7 @@ pub async fn update(
     JsonBody(body): JsonBody<PortkeyUpdate>,
 ) -> ApiResult<Json<Value>> {
     let row = virtual_keys::find(&state, &ctx, &slug).await?;
-    let cfg = config_of(&row);
+    let cfg = config_of(&row)?;
     let outer = ctx;
     let ctx = outer.quiet();
     let mut changed: Vec<&str> = Vec::new();
@@ -414,7 +416,7 @@ pub async fn update(
     if body.usage_limits.is_some() || body.rate_limits.is_some() || patch.name.is_some() || patch.note.is_some() {
         row = virtual_keys::update(&state, &ctx, row, patch).await?;
         if body.usage_limits.is_some() || body.rate_limits.is_some() {
-            let mut cfg = config_of(&row);
+            let mut cfg = config_of(&row)?;
             if let Some(u) = &body.usage_limits {
                 let (budget, period, alert) = usage_limits(u)?;
                 // Portkey sends only what changes: a credit limit alone keeps the reset period.

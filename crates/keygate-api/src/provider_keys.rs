@@ -157,8 +157,21 @@ pub struct ProviderKeyView {
     pub last_used_at: Option<String>,
 }
 
-pub fn settings_of(row: &ProviderKeyRow) -> HubSettings {
-    serde_json::from_str(&row.hub_settings).unwrap_or_default()
+/// A provider key's stored hub settings, read strictly: a 503 naming the key when they cannot
+/// be read (the gateway refuses the key too; it can be deleted, which reads nothing of them).
+pub fn settings_of(row: &ProviderKeyRow) -> ApiResult<HubSettings> {
+    HubSettings::from_stored(&row.hub_settings)
+        .map_err(|e| crate::virtual_keys::unreadable_error("provider key", &row.id, &e))
+}
+
+/// A provider key's hub, read strictly like its settings.
+fn hub_of(row: &ProviderKeyRow) -> ApiResult<ModelHub> {
+    ModelHub::parse(&row.hub).ok_or_else(|| {
+        ApiError::unavailable(format!(
+            "provider key {} cannot be used: its stored hub `{}` is unknown; delete it and create it again (or repair the record)",
+            row.id, row.hub
+        ))
+    })
 }
 
 /// The rate limit that applies: the key's own or its hub's default tier.
@@ -174,11 +187,11 @@ pub fn rate_limit_of(row: &ProviderKeyRow) -> (i64, i64, bool) {
     }
 }
 
-pub fn view(row: &ProviderKeyRow) -> ProviderKeyView {
-    let settings = settings_of(row);
-    let hub = ModelHub::parse(&row.hub).unwrap_or(ModelHub::Custom);
+pub fn view(row: &ProviderKeyRow) -> ApiResult<ProviderKeyView> {
+    let settings = settings_of(row)?;
+    let hub = hub_of(row)?;
     let (per, interval, explicit) = rate_limit_of(row);
-    ProviderKeyView {
+    Ok(ProviderKeyView {
         id: row.id.clone(),
         name: row.name.clone(),
         model_hub: row.hub.clone(),
@@ -195,7 +208,7 @@ pub fn view(row: &ProviderKeyRow) -> ProviderKeyView {
         created_at: format_ms(row.created_at),
         updated_at: format_ms(row.updated_at),
         last_used_at: row.last_used_at.map(format_ms),
-    }
+    })
 }
 
 /// The last 4 characters of a secret, shown only when the secret is long enough that they
@@ -419,7 +432,7 @@ pub async fn update(
         Some(Some(u)) if u.trim().is_empty() => None,
         Some(Some(u)) => Some(check_base_url(u, state.settings.allow_private_upstreams).await?),
     };
-    let old_settings = settings_of(&current);
+    let old_settings = settings_of(&current)?;
     let stored_secrets = state.store.secrets_of(&current.workspace, &current.id).await?;
     let live: Vec<&SecretRow> = stored_secrets
         .iter()
@@ -682,7 +695,8 @@ pub async fn list_handler(
 ) -> ApiResult<Json<Value>> {
     let page = q.page()?;
     let (rows, total) = state.store.list_provider_keys(&ctx.workspace, page).await?;
-    Ok(Json(list_body(rows.iter().map(view).collect(), page, total)))
+    let views = rows.iter().map(view).collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(list_body(views, page, total)))
 }
 
 /// Create a provider key.
@@ -712,7 +726,7 @@ pub async fn create_handler(
 ) -> ApiResult<impl IntoResponse> {
     let row = create(&state, &ctx, input).await?;
     state.refresh_caches().await;
-    Ok((StatusCode::CREATED, Json(json!({"success": true, "data": view(&row)}))))
+    Ok((StatusCode::CREATED, Json(json!({"success": true, "data": view(&row)?}))))
 }
 
 /// Get a provider key by name.
@@ -727,7 +741,7 @@ pub async fn create_handler(
     security(("bearer" = [])))]
 pub async fn get_handler(State(state): State<AppState>, ctx: Ctx, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     let row = by_name(&state, &ctx, &name).await?;
-    Ok(Json(json!({"data": view(&row)})))
+    Ok(Json(json!({"data": view(&row)?})))
 }
 
 /// Change a provider key (anything but its name). A new `apiKey` is a rotation.
@@ -753,7 +767,7 @@ pub async fn update_handler(
     let current = by_name(&state, &ctx, &name).await?;
     let row = update(&state, &ctx, current, patch).await?;
     state.refresh_caches().await;
-    Ok(Json(json!({"success": true, "data": view(&row)})))
+    Ok(Json(json!({"success": true, "data": view(&row)?})))
 }
 
 /// Rename a provider key.
@@ -780,7 +794,7 @@ pub async fn rename_handler(
     let current = by_name(&state, &ctx, &name).await?;
     let row = rename(&state, &ctx, current, &body.new_name).await?;
     state.refresh_caches().await;
-    Ok(Json(json!({"success": true, "data": view(&row)})))
+    Ok(Json(json!({"success": true, "data": view(&row)?})))
 }
 
 /// Delete a provider key (its secrets are destroyed).

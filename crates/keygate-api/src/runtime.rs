@@ -18,9 +18,9 @@ use keygate_vault::SecretPlace;
 use parking_lot::RwLock;
 use zeroize::Zeroizing;
 
-use crate::provider_keys::{rate_limit_of, settings_of};
+use crate::provider_keys::rate_limit_of;
 use crate::vault::VaultService;
-use crate::virtual_keys::{config_of_text, VkConfig};
+use crate::virtual_keys::VkConfig;
 
 /// A provider key ready for use: its hub, where to send, and its opened secrets.
 pub struct ProviderRuntime {
@@ -73,20 +73,26 @@ impl ProviderRuntime {
     }
 
     /// A runtime for tests and benchmarks, built without a store.
+    ///
+    /// # Panics
+    /// When the row's hub or hub settings cannot be read (a test's own mistake).
+    #[allow(clippy::expect_used)]
     pub fn for_test(row: &ProviderKeyRow, secrets: &[(&str, &str)]) -> ProviderRuntime {
         let mut map = HashMap::new();
         for (k, v) in secrets {
             map.insert((*k).to_string(), Zeroizing::new((*v).to_string()));
         }
-        build(row, map)
+        build(row, map).expect("a readable provider key")
     }
 }
 
-fn build(row: &ProviderKeyRow, secrets: HashMap<String, Zeroizing<String>>) -> ProviderRuntime {
-    let settings = settings_of(row);
-    let hub = ModelHub::parse(&row.hub).unwrap_or(ModelHub::Custom);
+/// A provider key ready for use, or why its stored record cannot be used: an unknown hub or
+/// hub settings that do not read as [`HubSettings`] make the key refuse, never a default.
+fn build(row: &ProviderKeyRow, secrets: HashMap<String, Zeroizing<String>>) -> Result<ProviderRuntime, String> {
+    let settings = HubSettings::from_stored(&row.hub_settings).map_err(|e| e.to_string())?;
+    let hub = ModelHub::parse(&row.hub).ok_or_else(|| format!("unknown hub `{}`", row.hub))?;
     let (per, interval, _) = rate_limit_of(row);
-    ProviderRuntime {
+    Ok(ProviderRuntime {
         id: row.id.clone(),
         workspace: row.workspace.clone(),
         name: row.name.clone(),
@@ -98,7 +104,7 @@ fn build(row: &ProviderKeyRow, secrets: HashMap<String, Zeroizing<String>>) -> P
         rate_limit: (per, interval),
         secrets,
         url_verdict: std::sync::OnceLock::new(),
-    }
+    })
 }
 
 fn netpolicy_check(url: &str, allow_private: bool) -> Result<(), String> {
@@ -133,6 +139,21 @@ struct Vks {
     by_slug: HashSet<BySlug, foldhash::fast::RandomState>,
     by_id: HashSet<ById, foldhash::fast::RandomState>,
     configs: ConfigInterner,
+    /// Virtual keys whose stored configuration cannot be read, by id: refused, never served
+    /// without their limits.
+    unreadable: HashMap<String, Unreadable, foldhash::fast::RandomState>,
+}
+
+/// A key whose stored record cannot be read: it refuses every request (503 naming its id)
+/// until the record is repaired or the key re-created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    pub id: String,
+    pub workspace: String,
+    /// The virtual key's slug (empty for a provider key).
+    pub slug: String,
+    /// What cannot be read, and why (no stored value, no secret).
+    pub reason: String,
 }
 
 /// Shares one parsed [`VkConfig`] among virtual keys whose stored configuration is the same
@@ -146,14 +167,14 @@ struct ConfigInterner {
 }
 
 impl ConfigInterner {
-    fn intern(&mut self, text: &str, live: usize) -> Arc<VkConfig> {
-        let parsed = config_of_text(text);
+    fn intern(&mut self, text: &str, live: usize) -> Result<Arc<VkConfig>, String> {
+        let parsed = VkConfig::from_stored(text).map_err(|e| e.to_string())?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         text.hash(&mut h);
         let key = h.finish();
         if let Some(shared) = self.by_text.get(&key).and_then(std::sync::Weak::upgrade) {
             if *shared == parsed {
-                return shared;
+                return Ok(shared);
             }
         }
         if self.by_text.len() > 2 * live + 64 {
@@ -161,7 +182,7 @@ impl ConfigInterner {
         }
         let config = Arc::new(parsed);
         self.by_text.insert(key, Arc::downgrade(&config));
-        config
+        Ok(config)
     }
 }
 
@@ -185,6 +206,8 @@ pub struct Runtime {
     /// provider key answers, a request reads no lock for health.
     unhealthy: AtomicUsize,
     providers: RwLock<HashMap<String, Arc<ProviderRuntime>, foldhash::fast::RandomState>>,
+    /// Provider keys whose stored record cannot be read or whose secret cannot be opened.
+    unreadable_providers: RwLock<HashMap<String, Unreadable, foldhash::fast::RandomState>>,
     vks: RwLock<Vks>,
     rev: AtomicI64,
     refreshing: tokio::sync::Mutex<()>,
@@ -211,6 +234,29 @@ impl Runtime {
             .map(|k| &k.0)
             .or_else(|| vks.by_id.get(slug_or_id).map(|k| &k.0))
             .cloned()
+    }
+
+    /// The virtual key named by `slug_or_id` when its stored configuration cannot be read
+    /// (looked up only after [`virtual_key`](Self::virtual_key) found nothing).
+    pub fn unreadable_virtual_key(&self, slug_or_id: &str) -> Option<Unreadable> {
+        let vks = self.vks.read();
+        vks.unreadable
+            .get(slug_or_id)
+            .cloned()
+            .or_else(|| vks.unreadable.values().find(|u| u.slug == slug_or_id).cloned())
+    }
+
+    /// The provider key `id` when its stored record cannot be used.
+    pub fn unreadable_provider(&self, id: &str) -> Option<Unreadable> {
+        self.unreadable_providers.read().get(id).cloned()
+    }
+
+    /// Every key that refuses because its stored record cannot be read: provider keys, then
+    /// virtual keys.
+    pub fn unreadable(&self) -> Vec<Unreadable> {
+        let mut out: Vec<Unreadable> = self.unreadable_providers.read().values().cloned().collect();
+        out.extend(self.vks.read().unreadable.values().cloned());
+        out
     }
 
     /// Notes an upstream failure before the first byte. `retry_after_ms` (a 429's
@@ -285,10 +331,29 @@ impl Runtime {
             if let Some(old) = vks.by_id.take(row.id.as_str()) {
                 vks.by_slug.remove(old.0.slug.as_str());
             }
+            vks.unreadable.remove(row.id.as_str());
             if row.deleted_at.is_some() {
                 continue;
             }
             let live = vks.by_id.len();
+            let config = match vks.configs.intern(&row.config, live) {
+                Ok(c) => c,
+                Err(reason) => {
+                    // Once per change of the record: the refresh loads only what changed.
+                    tracing::error!(virtual_key = %row.id, slug = %row.slug, error = %reason,
+                        "a virtual key's stored configuration cannot be read; the key refuses every request until it is repaired");
+                    vks.unreadable.insert(
+                        row.id.clone(),
+                        Unreadable {
+                            id: row.id.clone(),
+                            workspace: row.workspace.clone(),
+                            slug: row.slug.clone(),
+                            reason,
+                        },
+                    );
+                    continue;
+                }
+            };
             let vk = Arc::new(VkRuntime {
                 id: row.id.clone(),
                 workspace: row.workspace.clone(),
@@ -296,7 +361,7 @@ impl Runtime {
                 name: row.name.clone(),
                 disabled: row.status == "disabled",
                 expires_at: row.expires_at,
-                config: vks.configs.intern(&row.config, live),
+                config,
             });
             vks.by_slug.insert(BySlug(vk.clone()));
             vks.by_id.insert(ById(vk));
@@ -309,12 +374,14 @@ impl Runtime {
         vault: &VaultService,
         row: &ProviderKeyRow,
     ) -> Result<(), StoreError> {
+        self.unreadable_providers.write().remove(&row.id);
         if row.deleted_at.is_some() {
             self.providers.write().remove(&row.id);
             return Ok(());
         }
         let stored = store.secrets_of(&row.workspace, &row.id).await?;
         let mut secrets = HashMap::new();
+        let mut unopened = None;
         for s in stored.iter().filter(|s| s.version == row.secret_version) {
             let place = SecretPlace {
                 workspace: &row.workspace,
@@ -327,13 +394,34 @@ impl Runtime {
                     secrets.insert(s.field.clone(), text);
                 }
                 Err(e) => {
-                    tracing::error!(provider_key = %row.id, field = %s.field, error = %e, "cannot open a provider secret");
+                    unopened = Some(format!("its secret `{}` cannot be opened: {e}", s.field));
                 }
             }
         }
-        self.providers
-            .write()
-            .insert(row.id.clone(), Arc::new(build(row, secrets)));
+        let built = match unopened {
+            Some(reason) => Err(reason),
+            None => build(row, secrets),
+        };
+        match built {
+            Ok(p) => {
+                self.providers.write().insert(row.id.clone(), Arc::new(p));
+            }
+            Err(reason) => {
+                // Once per change of the record: the refresh loads only what changed.
+                tracing::error!(provider_key = %row.id, error = %reason,
+                    "a provider key's stored record cannot be used; the key refuses every request until it is repaired");
+                self.providers.write().remove(&row.id);
+                self.unreadable_providers.write().insert(
+                    row.id.clone(),
+                    Unreadable {
+                        id: row.id.clone(),
+                        workspace: row.workspace.clone(),
+                        slug: String::new(),
+                        reason,
+                    },
+                );
+            }
+        }
         Ok(())
     }
 

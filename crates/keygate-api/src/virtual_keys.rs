@@ -27,164 +27,25 @@ use crate::openapi::doc::{Data, ErrorBody, LimitState, Paged, Saved, Success};
 use crate::provider_keys::{list_body, PageQuery};
 use crate::state::AppState;
 
-/// How a virtual key spreads requests over its targets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    #[default]
-    Single,
-    Loadbalance,
-    Fallback,
+pub use keygate_types::policy::{Budget, ModelLimit, Period, RateLimits, Strategy, Target, Unreadable, VkConfig};
+
+/// A virtual key's stored configuration, read strictly (see [`VkConfig::from_stored`]): a 503
+/// naming the key when it cannot be read. Such a key refuses gateway requests too; it can be
+/// deleted (which reads nothing of it) and created again.
+pub fn config_of(row: &VirtualKeyRow) -> ApiResult<VkConfig> {
+    VkConfig::from_stored(&row.config).map_err(|e| unreadable_error("virtual key", &row.id, &e))
 }
 
-/// When a budget starts again (UTC boundaries).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Period {
-    /// The UTC day (also `DAY`).
-    #[serde(alias = "DAY")]
-    Epoch,
-    Week,
-    Month,
-    #[default]
-    Lifetime,
+/// The error for a key whose stored record cannot be read (503, naming the key and the field).
+pub fn unreadable_error(kind: &str, id: &str, e: &Unreadable) -> ApiError {
+    ApiError::unavailable(format!(
+        "{kind} {id} cannot be used: its stored {e}; delete it and create it again (or repair the record)"
+    ))
 }
 
-impl Period {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Period::Epoch => "EPOCH",
-            Period::Week => "WEEK",
-            Period::Month => "MONTH",
-            Period::Lifetime => "LIFETIME",
-        }
-    }
-}
-
-/// One provider key behind a virtual key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Target {
-    pub provider_key_id: String,
-    pub weight: u32,
-}
-
-/// A budget: any of USD (nano-USD inside), tokens, requests.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Budget {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usd_nano: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokens: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requests: Option<u64>,
-}
-
-impl Budget {
-    pub fn is_empty(&self) -> bool {
-        self.usd_nano.is_none() && self.tokens.is_none() && self.requests.is_none()
-    }
-}
-
-/// Rate limits per window.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RateLimits {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
-    pub rpm: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
-    pub rph: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
-    pub rpd: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
-    pub tpm: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
-    pub tph: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
-    pub tpd: Option<u64>,
-}
-
-impl RateLimits {
-    pub fn is_empty(&self) -> bool {
-        self == &RateLimits::default()
-    }
-
-    fn validate(&self, at: &str) -> ApiResult<()> {
-        for (name, v) in [
-            ("rpm", self.rpm),
-            ("rph", self.rph),
-            ("rpd", self.rpd),
-            ("tpm", self.tpm),
-            ("tph", self.tph),
-            ("tpd", self.tpd),
-        ] {
-            if v == Some(0) {
-                return Err(ApiError::bad_request(format!("{at}.{name} must be at least 1")));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Overrides for one model.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ModelLimit {
-    #[serde(default, skip_serializing_if = "Budget::is_empty")]
-    pub budget: Budget,
-    #[serde(default, skip_serializing_if = "RateLimits::is_empty")]
-    pub rate_limits: RateLimits,
-}
-
-/// What a virtual key is, stored as JSON beside it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct VkConfig {
-    pub targets: Vec<Target>,
-    pub strategy: Strategy,
-    /// Allowed models (after alias resolution); empty allows every model.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub models: Vec<String>,
-    /// Alias -> upstream model (or Azure deployment alias).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub aliases: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub default_model: Option<String>,
-    #[serde(skip_serializing_if = "Budget::is_empty")]
-    pub budget: Budget,
-    pub budget_period: Period,
-    #[serde(skip_serializing_if = "RateLimits::is_empty")]
-    pub rate_limits: RateLimits,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub model_limits: BTreeMap<String, ModelLimit>,
-    /// The provider key was created with this virtual key (Portkey's inline `key`); it is
-    /// deleted with it when nothing else uses it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inline_provider_key: Option<String>,
-    /// Portkey's alert threshold (percent), kept to show it back.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub alert_threshold: Option<u32>,
-}
-
-pub fn config_of(row: &VirtualKeyRow) -> VkConfig {
-    config_of_text(&row.config)
-}
-
-/// A stored configuration, parsed (the default when unreadable). Its lists are trimmed to their
-/// length: a parsed list keeps the spare room of its growth (room for four targets when there is
-/// one), and the gateway holds one configuration per distinct virtual key for as long as it runs.
-pub fn config_of_text(text: &str) -> VkConfig {
-    let mut config: VkConfig = serde_json::from_str(text).unwrap_or_default();
-    config.targets.shrink_to_fit();
-    config.models.shrink_to_fit();
-    config
+/// Every limit given is at least 1 (a 400 naming the window under `at`).
+fn validate_rate_limits(limits: &RateLimits, at: &str) -> ApiResult<()> {
+    limits.check(at).map_err(ApiError::bad_request)
 }
 
 /// The status a client sees: stored `active`/`disabled`, or derived `expired`.
@@ -467,7 +328,7 @@ fn model_limits_from(input: &BTreeMap<String, ModelLimitInput>) -> ApiResult<BTr
             None => Budget::default(),
         };
         let rate_limits = l.rate_limits.clone().unwrap_or_default();
-        rate_limits.validate(&format!("modelLimits.{model}.rateLimits"))?;
+        validate_rate_limits(&rate_limits, &format!("modelLimits.{model}.rateLimits"))?;
         out.insert(model.clone(), ModelLimit { budget, rate_limits });
     }
     Ok(out)
@@ -492,7 +353,7 @@ fn check_config(cfg: &VkConfig) -> ApiResult<()> {
     if let Some(d) = &cfg.default_model {
         validate_model_name("defaultModel", d)?;
     }
-    cfg.rate_limits.validate("rateLimits")?;
+    validate_rate_limits(&cfg.rate_limits, "rateLimits")?;
     Ok(())
 }
 
@@ -590,7 +451,7 @@ pub async fn update(
     patch: UpdateVirtualKey,
 ) -> ApiResult<VirtualKeyRow> {
     let mut row = current.clone();
-    let mut cfg = config_of(&current);
+    let mut cfg = config_of(&current)?;
     let mut changed: Vec<&str> = Vec::new();
     if let Some(n) = &patch.name {
         validate_vk_name(n)?;
@@ -690,7 +551,9 @@ pub async fn delete(state: &AppState, ctx: &Ctx, current: &VirtualKeyRow) -> Api
         .store
         .delete_virtual_key(&current.workspace, &current.id, now_ms(), ctx.keep(&audit))
         .await?;
-    if let Some(pk) = config_of(current).inline_provider_key {
+    // An unreadable configuration names no inline provider key to clean up: the provider key
+    // stays (deleting a key must work whatever its record holds).
+    if let Some(pk) = config_of(current).ok().and_then(|c| c.inline_provider_key) {
         if !provider_key_in_use(state, &current.workspace, &pk).await? {
             if let Ok(row) = state.store.get_provider_key(&current.workspace, &pk).await {
                 // Part of this deletion: audited by the virtual key's own event.
@@ -708,12 +571,11 @@ async fn provider_key_in_use(state: &AppState, workspace: &str, provider_key_id:
             .store
             .list_virtual_keys(workspace, keygate_store::Page { page, limit: 500 })
             .await?;
-        if rows.iter().any(|r| {
-            config_of(r)
-                .targets
-                .iter()
-                .any(|t| t.provider_key_id == provider_key_id)
-        }) {
+        // A configuration that cannot be read may use it: counted as in use.
+        if rows
+            .iter()
+            .any(|r| config_of(r).map_or(true, |c| c.targets.iter().any(|t| t.provider_key_id == provider_key_id)))
+        {
             return Ok(true);
         }
         if i64::from(page) * 500 >= total || rows.is_empty() {
@@ -735,8 +597,8 @@ pub async fn find(state: &AppState, ctx: &Ctx, id_or_slug: &str) -> ApiResult<Vi
 }
 
 /// The native view of a virtual key. Provider keys are named from memory.
-pub fn view(state: &AppState, row: &VirtualKeyRow) -> Value {
-    let cfg = config_of(row);
+pub fn view(state: &AppState, row: &VirtualKeyRow) -> ApiResult<Value> {
+    let cfg = config_of(row)?;
     let targets: Vec<Value> = cfg
         .targets
         .iter()
@@ -755,7 +617,7 @@ pub fn view(state: &AppState, row: &VirtualKeyRow) -> Value {
             )
         })
         .collect();
-    json!({
+    Ok(json!({
         "id": row.id,
         "slug": row.slug,
         "name": row.name,
@@ -774,7 +636,7 @@ pub fn view(state: &AppState, row: &VirtualKeyRow) -> Value {
         "workspace": row.workspace,
         "createdAt": format_ms(row.created_at),
         "updatedAt": format_ms(row.updated_at),
-    })
+    }))
 }
 
 /// A virtual key as [`view`] shows it (for the document).
@@ -873,7 +735,7 @@ pub async fn list_handler(
     let (rows, total) = state.store.list_virtual_keys(&ctx.workspace, page).await?;
     let mut items = Vec::with_capacity(rows.len());
     for r in &rows {
-        let mut v = view(&state, r);
+        let mut v = view(&state, r)?;
         v["status"] = Value::from(live_status(&state, r).await);
         items.push(v);
     }
@@ -907,7 +769,7 @@ pub async fn create_handler(
     state.refresh_caches().await;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"success": true, "data": view(&state, &row)})),
+        Json(json!({"success": true, "data": view(&state, &row)?})),
     ))
 }
 
@@ -923,7 +785,7 @@ pub async fn create_handler(
     security(("bearer" = [])))]
 pub async fn get_handler(State(state): State<AppState>, ctx: Ctx, Path(slug): Path<String>) -> ApiResult<Json<Value>> {
     let row = find(&state, &ctx, &slug).await?;
-    let mut v = view(&state, &row);
+    let mut v = view(&state, &row)?;
     v["status"] = Value::from(live_status(&state, &row).await);
     Ok(Json(json!({"data": v})))
 }
@@ -952,7 +814,7 @@ pub async fn update_handler(
     let current = find(&state, &ctx, &slug).await?;
     let row = update(&state, &ctx, current, patch).await?;
     state.refresh_caches().await;
-    Ok(Json(json!({"success": true, "data": view(&state, &row)})))
+    Ok(Json(json!({"success": true, "data": view(&state, &row)?})))
 }
 
 /// Delete a virtual key.
@@ -1030,22 +892,5 @@ pub async fn live_status(state: &AppState, row: &VirtualKeyRow) -> &'static str 
         "exhausted"
     } else {
         base
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_parsed_configuration_holds_no_spare_room() {
-        let text = r#"{"targets":[{"providerKeyId":"pk_1","weight":1}],"strategy":"single","models":["a","b","c"],"defaultModel":"a"}"#;
-        let config = config_of_text(text);
-        assert_eq!(config.targets.len(), 1);
-        assert_eq!(config.targets.capacity(), 1);
-        assert_eq!(config.models.capacity(), 3);
-        assert_eq!(config.default_model.as_deref(), Some("a"));
-        // Unreadable text is the default configuration, as before.
-        assert_eq!(config_of_text("not json"), VkConfig::default());
     }
 }

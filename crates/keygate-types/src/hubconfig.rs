@@ -14,7 +14,7 @@ use crate::ModelHub;
 /// The public part of a hub config. Every field is optional; which ones a hub needs is
 /// checked by [`validate`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HubSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
@@ -52,6 +52,12 @@ pub struct HubSettings {
 }
 
 impl HubSettings {
+    /// Reads stored settings: an error for anything that is not exactly this type (unknown
+    /// fields included), never a default.
+    pub fn from_stored(text: &str) -> Result<HubSettings, crate::policy::Unreadable> {
+        crate::policy::read_stored("hub settings", text)
+    }
+
     /// The settings as the snake_case map a hub config is given in (secret fields excluded).
     pub fn to_input_map(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut out = serde_json::Map::new();

@@ -1,5 +1,6 @@
 //! Domain types of keygate that do no I/O: workspaces and names, money, model hubs,
-//! platform-key formats and timestamps. Every other crate builds on these.
+//! platform-key formats, the stored policies of keys and timestamps. Every other crate builds
+//! on these.
 #![forbid(unsafe_code)]
 
 pub mod hub;
@@ -8,6 +9,7 @@ pub mod keyfmt;
 pub mod money;
 pub mod names;
 pub mod netpolicy;
+pub mod policy;
 pub mod pricing;
 pub mod timefmt;
 

@@ -207,12 +207,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(counters = seeded, "budget counters rebuilt from the usage records");
     }
     let (providers, vks) = state.runtime.counts();
+    let unreadable_platform = state.auth.unreadable();
+    let unreadable_keys = state.runtime.unreadable();
+    let unreadable = unreadable_platform.len() + unreadable_keys.len();
     tracing::info!(
         platform_keys = state.auth.len(),
         provider_keys = providers,
         virtual_keys = vks,
+        unreadable,
         "keys loaded"
     );
+    if unreadable > 0 {
+        // Each was logged with its reason as it loaded; this is the count an operator looks for.
+        let ids: Vec<&str> = unreadable_platform
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .chain(unreadable_keys.iter().map(|u| u.id.as_str()))
+            .collect();
+        tracing::error!(
+            count = unreadable,
+            keys = %ids.join(", "),
+            "keys whose stored record cannot be read are refused (503) until repaired or re-created"
+        );
+    }
     let (app, _) = keygate_api::app(state.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_keygate");
 
 fn free_port() -> u16 {
@@ -1474,4 +1476,147 @@ fn oversized_headers_are_refused_and_the_server_stays_up() {
     // The server still answers.
     assert_eq!(reqwest::blocking::get(format!("{url}/healthz")).unwrap().status(), 200);
     server.stop();
+}
+
+/// A platform key, a virtual key and a provider key whose stored record cannot be read (a
+/// misspelt field, an unknown one) are refused with a 503 naming them, never served without
+/// their limits; `keygate serve` reports the count at start; every other key keeps working.
+#[test]
+fn unreadable_stored_records_make_their_keys_refuse_on_sqlite() {
+    unreadable_records_refuse(None);
+}
+
+/// The same on PostgreSQL (when `KEYGATE_TEST_DATABASE_URL` is set).
+#[test]
+fn unreadable_stored_records_make_their_keys_refuse_on_postgres() {
+    let Some(base) = common::test_database_url("the unreadable-record test") else {
+        return;
+    };
+    let db = common::TempDb::new(&base);
+    unreadable_records_refuse(Some(&db.url));
+}
+
+fn unreadable_records_refuse(database_url: Option<&str>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(keygate_testkit::MockUpstream::start());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut env = vec![];
+    if let Some(u) = database_url {
+        env.push(("KEYGATE_DATABASE_URL", u));
+    }
+    let server = Server::start(&data, &env);
+    let admin = server.first_admin_key();
+    let url = server.url.clone();
+    let created = |path: &str, body: Value| {
+        let (s, v, _) = call("POST", &format!("{url}{path}"), &admin, Some(body));
+        assert_eq!(s, 201, "{path}: {v}");
+        v["data"]["id"].as_str().unwrap().to_string()
+    };
+    let base = format!("{}/v1", mock.url());
+    created(
+        "/api/v1/provider_keys",
+        json!({"name":"pgood","modelHub":"openai","apiKey":"sk-good-0000000000","baseUrl":base}),
+    );
+    let pbad = created(
+        "/api/v1/provider_keys",
+        json!({"name":"pbad","modelHub":"openai","apiKey":"sk-bad-00000000000","baseUrl":base}),
+    );
+    created(
+        "/api/v1/virtual_keys",
+        json!({"name":"good","slug":"good","providerKey":"pgood"}),
+    );
+    let vbad = created(
+        "/api/v1/virtual_keys",
+        json!({"name":"bad","slug":"bad","providerKey":"pgood","budget":{"usd":1}}),
+    );
+    created(
+        "/api/v1/virtual_keys",
+        json!({"name":"onbad","slug":"onbad","providerKey":"pbad"}),
+    );
+    let (s, v, _) = call(
+        "POST",
+        &format!("{url}/api/v1/api_keys"),
+        &admin,
+        Some(json!({"apiKeyType":"INFERENCE","description":"limited","rateLimits":{"rpm":2}})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (kbad, limited) = (
+        v["data"]["id"].as_str().unwrap().to_string(),
+        v["data"]["apiKey"].as_str().unwrap().to_string(),
+    );
+    let chat = |url: &str, key: &str, slug: &str| {
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("x-keygate-virtual-key", slug)
+            .json(&json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}))
+            .send()
+            .unwrap();
+        (resp.status().as_u16(), resp.text().unwrap())
+    };
+    for slug in ["good", "bad", "onbad"] {
+        assert_eq!(chat(&url, &admin, slug).0, 200, "{slug} before");
+    }
+    assert_eq!(chat(&url, &limited, "good").0, 200);
+    server.stop();
+
+    // Each record gets a field its type does not have: a misspelt limit, a misspelt budget, a
+    // misspelt hub setting. Read with defaults, each would be served with no limit at all.
+    let sql = [
+        format!(r#"UPDATE platform_keys SET settings = '{{"rateLimit":{{"rpm":2}}}}' WHERE id = '{kbad}'"#),
+        format!("UPDATE virtual_keys SET config = REPLACE(config, '\"budget\"', '\"budjet\"') WHERE id = '{vbad}'"),
+        format!(r#"UPDATE provider_keys SET hub_settings = '{{"regoin":"us"}}' WHERE id = '{pbad}'"#),
+    ];
+    let db = database_url.map_or_else(
+        || format!("sqlite://{}", data.join("keygate.db").display()),
+        str::to_string,
+    );
+    rt.block_on(execute_sql(&db, &sql));
+
+    let server = Server::start(&data, &env);
+    let url = server.url.clone();
+    let log = server.stderr();
+    assert!(log.contains("unreadable=3"), "the start reports the count: {log}");
+    for id in [&kbad, &vbad, &pbad] {
+        assert!(log.contains(id.as_str()), "the start names {id}: {log}");
+    }
+    let calls = mock.calls();
+    let (s, body) = chat(&url, &limited, "good");
+    assert_eq!((s, body.contains(&kbad)), (503, true), "the platform key: {body}");
+    let (s, body) = chat(&url, &admin, "bad");
+    assert_eq!((s, body.contains(&vbad)), (503, true), "the virtual key: {body}");
+    assert!(body.contains("budjet"), "the reason names the field: {body}");
+    let (s, body) = chat(&url, &admin, "onbad");
+    assert_eq!((s, body.contains(&pbad)), (503, true), "the provider key: {body}");
+    assert_eq!(mock.calls(), calls, "none of them reached the upstream");
+    // The other keys are untouched.
+    assert_eq!(chat(&url, &admin, "good").0, 200);
+    // The API names the unreadable virtual key too, and it can still be deleted.
+    let (s, v, _) = call("GET", &format!("{url}/api/v1/virtual_keys/bad"), &admin, None);
+    assert_eq!(s, 503, "{v}");
+    assert!(v.to_string().contains(&vbad), "{v}");
+    let (s, v, _) = call("DELETE", &format!("{url}/api/v1/virtual_keys/bad"), &admin, None);
+    assert_eq!(s, 200, "{v}");
+    let (s, _, _) = call("DELETE", &format!("{url}/api/v1/api_keys?id={kbad}"), &admin, None);
+    assert_eq!(s, 200);
+    server.stop();
+}
+
+/// Runs `statements` on the store at `url` (SQLite file or PostgreSQL) while no server runs.
+async fn execute_sql(url: &str, statements: &[String]) {
+    use sqlx::Connection;
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        for s in statements {
+            let done = sqlx::query(s).execute(&mut c).await.unwrap();
+            assert_eq!(done.rows_affected(), 1, "{s}");
+        }
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        for s in statements {
+            let done = sqlx::query(s).execute(&mut c).await.unwrap();
+            assert_eq!(done.rows_affected(), 1, "{s}");
+        }
+    }
 }

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
+mod common;
+use common::TempDb as Db;
+
 const BIN: &str = env!("CARGO_BIN_EXE_keygate");
 
 fn free_port() -> u16 {
@@ -30,50 +33,6 @@ fn env_urls() -> Option<(String, String)> {
             eprintln!("KEYGATE_TEST_DATABASE_URL or KEYGATE_TEST_REDIS_URL is not set: the replica tests are skipped");
             None
         }
-    }
-}
-
-/// A fresh database for one test, dropped at the end.
-struct Db {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl Db {
-    fn new(base: &str) -> Db {
-        let name = format!("kg_replicas_{}", uuid::Uuid::new_v4().simple());
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            use sqlx::Connection;
-            let mut c = sqlx::PgConnection::connect(base).await.unwrap();
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut c)
-                .await
-                .unwrap();
-        });
-        let mut u = url::Url::parse(base).unwrap();
-        u.set_path(&format!("/{name}"));
-        Db {
-            admin_url: base.to_string(),
-            name,
-            url: u.to_string(),
-        }
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let (admin, name) = (self.admin_url.clone(), self.name.clone());
-        rt.block_on(async move {
-            use sqlx::Connection;
-            if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut c)
-                    .await;
-            }
-        });
     }
 }
 

@@ -17,7 +17,7 @@ use super::{matches, page_of, Form, Params, PostForm, Ui};
 use crate::api_keys::{self as ak, ConsumptionInput, CreateApiKey, DeleteQuery, KeyRateLimits};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Ctx, JsonBody};
-use crate::platform_keys::KeySettings;
+use crate::platform_keys::{KeySettings, LimitPeriod};
 use crate::state::AppState;
 
 const PER_PAGE: u32 = 25;
@@ -47,22 +47,23 @@ async fn all_keys(state: &AppState, workspace: &str) -> ApiResult<Vec<PlatformKe
     Ok(out)
 }
 
-fn settings_of(row: &PlatformKeyRow) -> KeySettings {
-    serde_json::from_str(&row.settings).unwrap_or_default()
+/// A key's stored settings, read strictly (an error page names the key when they cannot be).
+fn settings_of(row: &PlatformKeyRow) -> ApiResult<KeySettings> {
+    KeySettings::from_stored(&row.settings).map_err(|e| crate::virtual_keys::unreadable_error("API key", &row.id, &e))
 }
 
-fn period_text(p: Option<&str>) -> &'static str {
+fn period_text(p: LimitPeriod) -> &'static str {
     match p {
-        Some("EPOCH") | Some("DAY") => " per day",
-        Some("WEEK") => " per week",
-        Some("MONTH") => " per month",
-        _ => "",
+        LimitPeriod::Epoch | LimitPeriod::Day => " per day",
+        LimitPeriod::Week => " per week",
+        LimitPeriod::Month => " per month",
+        LimitPeriod::Lifetime => "",
     }
 }
 
 fn limits_text(s: &KeySettings) -> String {
     let mut parts = Vec::new();
-    let period = period_text(s.limit_period.as_deref());
+    let period = period_text(s.period());
     for (k, v) in &s.consumption_limit {
         let text = match k.as_str() {
             "usd" => format!("{}{period}", html::usd(*v)),
@@ -122,7 +123,10 @@ pub async fn list(State(state): State<AppState>, ui: Ui, q: Params) -> Response 
     } else {
         body.push_str(r#"<div class="table-wrap"><table class="list" id="api-keys-table"><thead><tr><th>Description</th><th>Type</th><th>Key</th><th>Limits</th><th>Expires</th><th>Last used</th><th>Created</th><th class="actions">Actions</th></tr></thead><tbody>"#);
         for r in &rows {
-            let s = settings_of(r);
+            let s = match settings_of(r) {
+                Ok(s) => s,
+                Err(e) => return ui.error_page(Nav::ApiKeys, "API keys", &e, ""),
+            };
             let kind = if r.key_type == "ADMIN" { "admin" } else { "info" };
             let mut type_html = html::badge(&r.key_type, kind);
             if r.org_admin {

@@ -529,8 +529,10 @@ pub(super) fn readable(mut e: ApiError) -> ApiError {
 }
 
 async fn edit_html(state: &AppState, ui: &Ui, row: &ProviderKeyRow) -> String {
-    let v = pk::view(row);
-    let settings = pk::settings_of(row);
+    let (v, settings) = match pk::view(row).and_then(|v| Ok((v, pk::settings_of(row)?))) {
+        Ok(x) => x,
+        Err(e) => return format!(r#"<div class="flash flash-error">{}</div>"#, E(&readable(e).message)),
+    };
     let mut values = BTreeMap::new();
     for (k, val) in settings.to_input_map() {
         let text = match val {
@@ -724,7 +726,7 @@ pub async fn update(
             patch.private = Some(form.checked("private"));
         }
         // Hub settings: public fields that changed (blank removes), secret fields given.
-        let settings = pk::settings_of(&current);
+        let settings = pk::settings_of(&current)?;
         let old = settings.to_input_map();
         let given = hub_config_of(&form, &current.hub, false)?.unwrap_or_default();
         let mut hc = Map::new();

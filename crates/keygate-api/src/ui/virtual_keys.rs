@@ -45,7 +45,8 @@ pub(super) async fn using_provider(state: &AppState, workspace: &str, provider_i
         .await
         .unwrap_or_default()
         .into_iter()
-        .filter(|r| config_of(r).targets.iter().any(|t| t.provider_key_id == provider_id))
+        // A configuration that cannot be read may point at it: counted.
+        .filter(|r| config_of(r).map_or(true, |c| c.targets.iter().any(|t| t.provider_key_id == provider_id)))
         .map(|r| (r.id, r.slug))
         .collect()
 }
@@ -81,7 +82,9 @@ fn status_badge(status: &str) -> String {
 
 /// Budget bars (used vs limit, read live from the counters) of a virtual key.
 async fn budget_bars(state: &AppState, row: &VirtualKeyRow) -> String {
-    let cfg = config_of(row);
+    let Ok(cfg) = config_of(row) else {
+        return r#"<span class="muted">unreadable</span>"#.into();
+    };
     if cfg.budget.is_empty() {
         return r#"<span class="muted">no budget</span>"#.into();
     }
@@ -126,7 +129,10 @@ pub async fn list(State(state): State<AppState>, ui: Ui, q: Params) -> Response 
     let want_status = q.text("status");
     let mut shown = Vec::new();
     for r in rows {
-        let cfg = config_of(&r);
+        let cfg = match config_of(&r) {
+            Ok(c) => c,
+            Err(e) => return ui.error_page(Nav::VirtualKeys, "Virtual keys", &e, ""),
+        };
         let target_names: Vec<&str> = cfg
             .targets
             .iter()
@@ -170,7 +176,10 @@ pub async fn list(State(state): State<AppState>, ui: Ui, q: Params) -> Response 
     } else {
         body.push_str(r#"<div class="table-wrap"><table class="list" id="vk-table"><thead><tr><th>Name</th><th>Targets</th><th>Budget</th><th>Rate limits</th><th>Status</th><th>Expires</th><th class="actions">Actions</th></tr></thead><tbody>"#);
         for r in &shown {
-            let cfg = config_of(r);
+            let cfg = match config_of(r) {
+                Ok(c) => c,
+                Err(e) => return ui.error_page(Nav::VirtualKeys, "Virtual keys", &e, ""),
+            };
             let status = vk::live_status(&state, r).await;
             let targets: Vec<String> = cfg
                 .targets
@@ -260,8 +269,8 @@ fn usd_text(nano: i64) -> String {
 }
 
 impl Draft {
-    fn from_row(row: &VirtualKeyRow) -> Draft {
-        let cfg = config_of(row);
+    fn from_row(row: &VirtualKeyRow) -> ApiResult<Draft> {
+        let cfg = config_of(row)?;
         let rl = &cfg.rate_limits;
         let mut windows = BTreeMap::new();
         for (k, v) in [
@@ -276,7 +285,7 @@ impl Draft {
                 windows.insert(k, v.to_string());
             }
         }
-        Draft {
+        Ok(Draft {
             name: row.name.clone(),
             slug: row.slug.clone(),
             note: row.note.clone().unwrap_or_default(),
@@ -300,7 +309,7 @@ impl Draft {
             period: cfg.budget_period.as_str().into(),
             windows,
             expires: row.expires_at.map(html::date_of).unwrap_or_default(),
-        }
+        })
     }
 
     fn from_form(form: &Form) -> Draft {
@@ -699,7 +708,10 @@ async fn edit_page(state: &AppState, ui: &Ui, row: &VirtualKeyRow, d: &Draft, er
 /// `GET /ui/virtual-keys/{id}`.
 pub async fn edit_form(State(state): State<AppState>, ui: Ui, Path(id): Path<String>) -> Response {
     match find(&state, &ui, &id).await {
-        Ok(row) => edit_page(&state, &ui, &row, &Draft::from_row(&row), None).await,
+        Ok(row) => match Draft::from_row(&row) {
+            Ok(draft) => edit_page(&state, &ui, &row, &draft, None).await,
+            Err(e) => not_found(&ui, &e),
+        },
         Err(e) => not_found(&ui, &e),
     }
 }
@@ -779,7 +791,7 @@ pub async fn update(
     let d = Draft::from_form(&form);
     let result = async {
         let p = d.parse()?;
-        let patch = patch_of(&row, &config_of(&row), &d, p);
+        let patch = patch_of(&row, &config_of(&row)?, &d, p);
         vk::update(&state, &ui.ctx, row.clone(), patch).await
     }
     .await;
