@@ -222,29 +222,7 @@ pub fn canonical_allowlist(entries: &[String]) -> ApiResult<Vec<String>> {
 
 /// Period boundaries in UTC: the start of the current period and of the next one.
 pub fn period_bounds(period: Period, now: i64) -> (i64, Option<i64>) {
-    use time::{Date, Duration, OffsetDateTime, Time};
-    let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000) else {
-        return (0, None);
-    };
-    let ms = |d: Date| (d.with_time(Time::MIDNIGHT).assume_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-    let day = t.date();
-    match period {
-        Period::Epoch => (ms(day), Some(ms(day + Duration::days(1)))),
-        Period::Week => {
-            let monday = day - Duration::days(i64::from(day.weekday().number_days_from_monday()));
-            (ms(monday), Some(ms(monday + Duration::days(7))))
-        }
-        Period::Month => {
-            let first = day.replace_day(1).unwrap_or(day);
-            let next = if first.month() == time::Month::December {
-                Date::from_calendar_date(first.year() + 1, time::Month::January, 1)
-            } else {
-                Date::from_calendar_date(first.year(), first.month().next(), 1)
-            };
-            (ms(first), next.ok().map(ms))
-        }
-        Period::Lifetime => (0, None),
-    }
+    period.bounds(now)
 }
 
 /// Privilege rule: `new` must not give more rights or higher limits than `creator` has.

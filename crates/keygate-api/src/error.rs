@@ -4,6 +4,7 @@
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use keygate_core::CoreError;
 use keygate_store::StoreError;
 
 /// An error answered to a client.
@@ -119,6 +120,33 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %other, "store error");
                 ApiError::unavailable("the store is unavailable; try again")
             }
+        }
+    }
+}
+
+/// The one mapping of the core's errors to HTTP.
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::Invalid(m) => ApiError::bad_request(m),
+            CoreError::Forbidden(m) => ApiError::forbidden(m),
+            CoreError::NotFound(m) => ApiError::not_found(m),
+            CoreError::Conflict(m) => ApiError::conflict(m),
+            CoreError::Limited {
+                budget,
+                message,
+                retry_after,
+            } => {
+                let mut e = if budget {
+                    ApiError::new(StatusCode::PAYMENT_REQUIRED, "budget_exceeded", message)
+                } else {
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", message)
+                };
+                e.retry_after = retry_after;
+                e
+            }
+            CoreError::Unavailable(m) => ApiError::unavailable(m),
+            CoreError::Internal(m) => ApiError::internal(m),
         }
     }
 }

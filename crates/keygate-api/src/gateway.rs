@@ -26,7 +26,7 @@ use keygate_gateway::sse::{SseEvent, SseParser};
 use keygate_gateway::Usage;
 use keygate_store::UsageRow;
 use keygate_types::netpolicy;
-use keygate_types::pricing::{cost, PriceTable};
+use keygate_types::pricing::{cost, max_cost, PriceTable};
 use keygate_types::timefmt::now_ms;
 use keygate_types::ModelHub;
 use rand::Rng;
@@ -590,7 +590,7 @@ async fn dispatch(
         .find_map(|id| state.runtime.provider(id))
         .map(|p| p.hub.as_str())
         .unwrap_or("");
-    let bounds = crate::limits::bounds(
+    let bounds = request_bounds(
         &state.upstream.prices,
         hub,
         &call.model,
@@ -600,13 +600,13 @@ async fn dispatch(
     let checks = engine.checks(&principal, &vk, &call.model, bounds, now);
     let (acquired, local) = match engine.acquire(&checks, now).await {
         Ok(a) => a,
-        Err(e) => return error_response(e),
+        Err(e) => return error_response(e.into()),
     };
     if !acquired.admitted {
         if let Some(ev) = crate::limits::refusal_event(&checks, &acquired, &principal, &vk, None, &call.model, now) {
             state.meter.record_event(ev);
         }
-        let mut resp = error_response(crate::limits::refusal(&checks, &acquired));
+        let mut resp = error_response(crate::limits::refusal(&checks, &acquired).into());
         crate::limits::rate_headers(resp.headers_mut(), &checks, &acquired.states);
         return resp;
     }
@@ -806,7 +806,7 @@ async fn attempt(
         Ok(a) => a,
         Err(e) => {
             guard.row = None;
-            return Attempt::Done(error_response(e));
+            return Attempt::Done(error_response(e.into()));
         }
     };
     if !acquired.admitted {
@@ -816,7 +816,7 @@ async fn attempt(
         {
             state.meter.record_event(ev);
         }
-        let refusal = crate::limits::refusal(&pcheck, &acquired);
+        let refusal = ApiError::from(crate::limits::refusal(&pcheck, &acquired));
         if !is_last {
             return Attempt::Retry(refusal);
         }
@@ -1773,6 +1773,26 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Token and cost bounds of a request.
+fn request_bounds(
+    prices: &PriceTable,
+    hub: &str,
+    model: &str,
+    figures: Option<&keygate_gateway::request::Figures>,
+    default_output: u64,
+) -> crate::limits::Bounds {
+    let Some(figures) = figures else {
+        return crate::limits::Bounds::default();
+    };
+    let price = prices.lookup(hub, model);
+    let (prompt, output) = figures.bounds(price.and_then(|p| p.max_output_tokens), default_output);
+    let cost = price.map(|p| max_cost(p, prompt, output).0).unwrap_or(0);
+    crate::limits::Bounds {
+        tokens: prompt.saturating_add(output),
+        cost_nano: cost,
+    }
 }
 
 #[cfg(test)]

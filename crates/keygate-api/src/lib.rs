@@ -5,30 +5,6 @@
 //! (parse, call the service, map the error); every error leaves through [`error::ApiError`].
 #![forbid(unsafe_code)]
 
-/// Makes `$t` findable in a `HashSet` by a `&str` field of what it wraps (`keyed_by_str!(T,
-/// 0.slug)`), so a cache keyed by an id or slug borrows the value's own string instead of holding
-/// a copy. Hash and equality are those of that `str`, as `Borrow<str>` requires.
-macro_rules! keyed_by_str {
-    ($t:ident, $($field:tt).+) => {
-        impl std::borrow::Borrow<str> for $t {
-            fn borrow(&self) -> &str {
-                &self.$($field).+
-            }
-        }
-        impl std::hash::Hash for $t {
-            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-                self.$($field).+.as_str().hash(state);
-            }
-        }
-        impl PartialEq for $t {
-            fn eq(&self, other: &Self) -> bool {
-                self.$($field).+ == other.$($field).+
-            }
-        }
-        impl Eq for $t {}
-    };
-}
-
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -36,22 +12,20 @@ pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod health;
-pub mod limits;
-pub mod meter;
 pub mod metrics;
 pub mod openapi;
-pub mod platform_keys;
 pub mod portkey;
 pub mod provider_keys;
-pub mod runtime;
 pub mod state;
 pub mod ui;
 pub mod usage;
-pub mod vault;
 pub mod vijil;
 pub mod virtual_keys;
 pub mod wallets;
 pub mod workspaces;
+
+// The core services, under the names the handlers have always used.
+pub use keygate_core::{limits, meter, platform_keys, runtime, vault};
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{Method, Uri};

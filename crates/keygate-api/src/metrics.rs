@@ -20,25 +20,7 @@ pub fn install() {
     });
 }
 
-/// Counts one gateway request by endpoint and outcome class (`2xx`, `4xx`, `5xx`).
-pub fn gateway_request(endpoint: &'static str, status: u16) {
-    let class = match status {
-        200..=299 => "2xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    metrics::counter!("keygate_gateway_requests_total", "endpoint" => endpoint, "class" => class).increment(1);
-}
-
-/// Counts a limit decision taken on local counters because the shared ones were unreachable.
-pub fn fail_open_decision() {
-    metrics::counter!("keygate_limits_fail_open_decisions_total").increment(1);
-}
-
-/// Counts a refusal by kind (`rate`, `budget`).
-pub fn refusal(kind: &'static str) {
-    metrics::counter!("keygate_limit_refusals_total", "kind" => kind).increment(1);
-}
+pub use keygate_core::metrics::{fail_open_decision, gateway_request, refusal};
 
 /// `GET /metrics`.
 pub async fn render() -> Response {

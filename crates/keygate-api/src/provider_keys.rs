@@ -174,18 +174,7 @@ fn hub_of(row: &ProviderKeyRow) -> ApiResult<ModelHub> {
     })
 }
 
-/// The rate limit that applies: the key's own or its hub's default tier.
-pub fn rate_limit_of(row: &ProviderKeyRow) -> (i64, i64, bool) {
-    match (row.rate_limit_per_interval, row.rate_limit_interval) {
-        (Some(n), Some(i)) => (n, i, true),
-        _ => {
-            let d = ModelHub::parse(&row.hub)
-                .unwrap_or(ModelHub::Custom)
-                .default_rate_limit();
-            (i64::from(d.per_interval), i64::from(d.interval_secs), false)
-        }
-    }
-}
+pub use keygate_core::runtime::rate_limit_of;
 
 pub fn view(row: &ProviderKeyRow) -> ApiResult<ProviderKeyView> {
     let settings = settings_of(row)?;

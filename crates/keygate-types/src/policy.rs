@@ -259,6 +259,34 @@ impl Period {
             Period::Lifetime => "LIFETIME",
         }
     }
+
+    /// The period around `now` (Unix ms) in UTC: the start of the current one and of the next
+    /// (`None` for `LIFETIME`, which starts at 0 and never ends). Weeks start on Monday.
+    pub fn bounds(self, now: i64) -> (i64, Option<i64>) {
+        use time::{Date, Duration, OffsetDateTime, Time};
+        let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000) else {
+            return (0, None);
+        };
+        let ms = |d: Date| (d.with_time(Time::MIDNIGHT).assume_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let day = t.date();
+        match self {
+            Period::Epoch => (ms(day), Some(ms(day + Duration::days(1)))),
+            Period::Week => {
+                let monday = day - Duration::days(i64::from(day.weekday().number_days_from_monday()));
+                (ms(monday), Some(ms(monday + Duration::days(7))))
+            }
+            Period::Month => {
+                let first = day.replace_day(1).unwrap_or(day);
+                let next = if first.month() == time::Month::December {
+                    Date::from_calendar_date(first.year() + 1, time::Month::January, 1)
+                } else {
+                    Date::from_calendar_date(first.year(), first.month().next(), 1)
+                };
+                (ms(first), next.ok().map(ms))
+            }
+            Period::Lifetime => (0, None),
+        }
+    }
 }
 
 /// One provider key behind a virtual key.
@@ -487,6 +515,22 @@ mod tests {
         assert_eq!(config.default_model.as_deref(), Some("a"));
         // Unreadable text is an error, not the default configuration (which has no limits).
         assert!(VkConfig::from_stored("not json").is_err());
+    }
+
+    #[test]
+    fn period_bounds_are_utc_days_weeks_from_monday_and_months() {
+        // Monday 2026-12-07 12:00 UTC.
+        let now = 1_796_644_800_000;
+        let day = 86_400_000;
+        let midnight = now - day / 2;
+        assert_eq!(Period::Epoch.bounds(now), (midnight, Some(midnight + day)));
+        assert_eq!(Period::Week.bounds(now), (midnight, Some(midnight + 7 * day)));
+        // December 2026 starts on a Tuesday, six days before; January 2027 follows.
+        let dec1 = midnight - 6 * day;
+        assert_eq!(Period::Month.bounds(now), (dec1, Some(dec1 + 31 * day)));
+        assert_eq!(Period::Lifetime.bounds(now), (0, None));
+        // Sunday belongs to the week that started on the Monday before.
+        assert_eq!(Period::Week.bounds(now - day).0, midnight - 7 * day);
     }
 
     #[test]

@@ -135,7 +135,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Some(system_audit(DEFAULT_WORKSPACE, "system", "api_key.create", "api_key")),
         )
         .await
-        .map_err(|e| anyhow::anyhow!("cannot create the first ADMIN key: {}", e.message))?;
+        .map_err(|e| anyhow::anyhow!("cannot create the first ADMIN key: {e}"))?;
         // Printed, not logged: it is shown once and must not reach log collectors.
         println!(
             "\nkeygate: this is a new store. Its first ADMIN key (shown only now; keep it safe):\n\n    {}\n\n\
@@ -202,7 +202,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "usage records of requests interrupted by a previous stop were reconciled"
         );
     }
-    let seeded = keygate_api::limits::seed_budgets(&state).await?;
+    let seeded =
+        keygate_api::limits::seed_budgets(&state.limits, state.store.as_ref(), &state.auth, &state.runtime).await?;
     if seeded > 0 {
         tracing::info!(counters = seeded, "budget counters rebuilt from the usage records");
     }

@@ -118,7 +118,7 @@ pub async fn admin_key(args: AdminKeyArgs) -> anyhow::Result<()> {
         )),
     )
     .await
-    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(key_id = %row.id, "ADMIN key created by keygate admin-key");
     println!("{}", secret.expose());
     store.close().await;

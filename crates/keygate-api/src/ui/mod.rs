@@ -593,7 +593,10 @@ async fn login_submit(
     let principal = match state.auth.authenticate(key, |k| state.vault.hash(k), now) {
         Ok(p) => p,
         Err(f) => {
-            return refused(StatusCode::UNAUTHORIZED, &sentence(&f.to_error().message));
+            return refused(
+                StatusCode::UNAUTHORIZED,
+                &sentence(&crate::auth::auth_error(&f).message),
+            );
         }
     };
     if !principal.is_admin() {

@@ -18,9 +18,9 @@ use keygate_vault::SecretPlace;
 use parking_lot::RwLock;
 use zeroize::Zeroizing;
 
-use crate::provider_keys::rate_limit_of;
+use keygate_types::policy::VkConfig;
+
 use crate::vault::VaultService;
-use crate::virtual_keys::VkConfig;
 
 /// A provider key ready for use: its hub, where to send, and its opened secrets.
 pub struct ProviderRuntime {
@@ -105,6 +105,20 @@ fn build(row: &ProviderKeyRow, secrets: HashMap<String, Zeroizing<String>>) -> R
         secrets,
         url_verdict: std::sync::OnceLock::new(),
     })
+}
+
+/// The rate limit that applies to a provider key: its own or its hub's default tier, as
+/// (requests, interval in seconds, whether the key sets its own).
+pub fn rate_limit_of(row: &ProviderKeyRow) -> (i64, i64, bool) {
+    match (row.rate_limit_per_interval, row.rate_limit_interval) {
+        (Some(n), Some(i)) => (n, i, true),
+        _ => {
+            let d = ModelHub::parse(&row.hub)
+                .unwrap_or(ModelHub::Custom)
+                .default_rate_limit();
+            (i64::from(d.per_interval), i64::from(d.interval_secs), false)
+        }
+    }
 }
 
 fn netpolicy_check(url: &str, allow_private: bool) -> Result<(), String> {

@@ -5,7 +5,7 @@ use keygate_store::{new_id, AuditEvent, PlatformKeyRow, Store};
 use keygate_types::timefmt::now_ms;
 use keygate_types::{PlatformKeyType, PlatformSecret};
 
-use crate::error::ApiResult;
+use crate::error::CoreResult;
 use crate::vault::VaultService;
 
 pub use keygate_types::policy::{KeySettings, LimitPeriod, ModelPrivacy};
@@ -27,7 +27,7 @@ pub async fn create_platform_key(
     vault: &VaultService,
     new: NewPlatformKey<'_>,
     audit: Option<AuditEvent>,
-) -> ApiResult<(PlatformKeyRow, PlatformSecret)> {
+) -> CoreResult<(PlatformKeyRow, PlatformSecret)> {
     let secret = PlatformSecret::generate(new.key_type, &mut rand::rngs::OsRng);
     let now = now_ms();
     let id = uuid::Uuid::new_v4().to_string();

@@ -126,13 +126,13 @@ impl VaultService {
     /// Refuses to seal when this process's master key was retired by a rotation made
     /// elsewhere: what it sealed would not open after a restart with the new key. One store
     /// read, on the management path only.
-    pub async fn ensure_current(&self, store: &dyn Store) -> Result<(), crate::error::ApiError> {
+    pub async fn ensure_current(&self, store: &dyn Store) -> Result<(), crate::error::CoreError> {
         let version = i64::from(self.master_version());
         let rows = store.master_keys().await?;
         match rows.iter().find(|r| r.version == version) {
             Some(r) if r.retired_at.is_none() => Ok(()),
-            _ => Err(crate::error::ApiError::unavailable(
-                "the master key of this server was rotated; restart keygate with the new master key",
+            _ => Err(crate::error::CoreError::Unavailable(
+                "the master key of this server was rotated; restart keygate with the new master key".into(),
             )),
         }
     }

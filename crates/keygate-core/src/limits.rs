@@ -1,4 +1,4 @@
-//! The limits layer of the gateway (DESIGN §3): which counters a request meets, the one
+//! The limits decision of the gateway: which counters a request meets, the one
 //! atomic decision over all of them, the reservation that is settled to the real tokens and
 //! cost afterwards (or released on every exit path), refusal events, and the OpenAI-style
 //! `x-ratelimit-*` headers.
@@ -12,18 +12,17 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue};
 use keygate_limits::memory::MemoryCounters;
 use keygate_limits::{Acquired, Adjustment, Check, Clock, Counters, Kind, LimitError, WindowState};
 use keygate_store::RateLimitEventRow;
-use keygate_types::pricing::{max_cost, PriceTable};
 use serde_json::{json, Value};
 
-use crate::api_keys::period_bounds;
+use keygate_types::policy::{Budget, Period, RateLimits};
+
 use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::error::CoreError;
 use crate::runtime::{ProviderRuntime, VkRuntime};
-use crate::virtual_keys::{Budget, Period, RateLimits};
 
 /// What to do when the shared counters cannot be reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,7 +164,7 @@ impl LimitEngine {
         bounds: Bounds,
         now: i64,
     ) {
-        let (start, next) = period_bounds(period, now);
+        let (start, next) = period.bounds(now);
         let expires = next.map(|n| n + 86_400_000);
         let strict = self.budget_mode == BudgetMode::Strict;
         let mut push = |what: &str, limit: i64, amount: i64, measure: Measure| {
@@ -301,7 +300,7 @@ impl LimitEngine {
     }
 
     /// One decision over `checks`. On a backend failure, fail closed (503) or open (local counters).
-    pub async fn acquire(&self, checks: &[Labeled], now: i64) -> Result<(Acquired, bool), ApiError> {
+    pub async fn acquire(&self, checks: &[Labeled], now: i64) -> Result<(Acquired, bool), CoreError> {
         let plain: Vec<Check> = checks.iter().map(|l| l.check.clone()).collect();
         match self.counters.acquire(&plain, now).await {
             Ok(a) => Ok((a, false)),
@@ -309,12 +308,12 @@ impl LimitEngine {
         }
     }
 
-    async fn fallback(&self, plain: &[Check], now: i64, e: LimitError) -> Result<Acquired, ApiError> {
+    async fn fallback(&self, plain: &[Check], now: i64, e: LimitError) -> Result<Acquired, CoreError> {
         match self.fail_mode {
             FailMode::Closed => {
                 tracing::warn!(error = %e, "limit counters unreachable: refusing (fail_mode = closed)");
-                Err(ApiError::unavailable(
-                    "the limit counters are unreachable; try again shortly",
+                Err(CoreError::Unavailable(
+                    "the limit counters are unreachable; try again shortly".into(),
                 ))
             }
             FailMode::Open => {
@@ -326,7 +325,7 @@ impl LimitEngine {
                 self.local
                     .acquire(plain, now)
                     .await
-                    .map_err(|e| ApiError::internal(e.to_string()))
+                    .map_err(|e| CoreError::Internal(e.to_string()))
             }
         }
     }
@@ -373,26 +372,6 @@ fn push_rate_limits(out: &mut Vec<Labeled>, prefix: &str, scope: &'static str, r
         ],
         tokens,
     );
-}
-
-/// Token and cost bounds of a request.
-pub fn bounds(
-    prices: &PriceTable,
-    hub: &str,
-    model: &str,
-    figures: Option<&keygate_gateway::request::Figures>,
-    default_output: u64,
-) -> Bounds {
-    let Some(figures) = figures else {
-        return Bounds::default();
-    };
-    let price = prices.lookup(hub, model);
-    let (prompt, output) = figures.bounds(price.and_then(|p| p.max_output_tokens), default_output);
-    let cost = price.map(|p| max_cost(p, prompt, output).0).unwrap_or(0);
-    Bounds {
-        tokens: prompt.saturating_add(output),
-        cost_nano: cost,
-    }
 }
 
 /// A reservation held while a request runs. Settled to the real figures when it ends;
@@ -492,7 +471,7 @@ fn duration_text(ms: i64) -> String {
 
 /// The OpenAI-style headers of the tightest request limit and the tightest token limit.
 pub fn rate_headers(headers: &mut HeaderMap, checks: &[Labeled], states: &[WindowState]) {
-    use axum::http::HeaderName;
+    use http::HeaderName;
     const NAMES: [(Measure, [HeaderName; 3]); 2] = [
         (
             Measure::Requests,
@@ -527,10 +506,10 @@ pub fn rate_headers(headers: &mut HeaderMap, checks: &[Labeled], states: &[Windo
     }
 }
 
-/// The answer to a refused request: 429 for a rate limit, 402 for a budget.
-pub fn refusal(checks: &[Labeled], acquired: &Acquired) -> ApiError {
+/// The answer to a refused request: a rate limit (429) or a budget (402), with when to retry.
+pub fn refusal(checks: &[Labeled], acquired: &Acquired) -> CoreError {
     let Some(i) = acquired.refused else {
-        return ApiError::internal("refused without a reason");
+        return CoreError::Internal("refused without a reason".into());
     };
     let l = &checks[i];
     crate::metrics::refusal(if l.is_budget { "budget" } else { "rate" });
@@ -546,31 +525,28 @@ pub fn refusal(checks: &[Labeled], acquired: &Acquired) -> ApiError {
             Measure::Tokens => "token",
             Measure::Requests => "request",
         };
-        let mut e = ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "budget_exceeded",
-            format!("{scope} {what} budget would be exceeded by this request"),
-        );
-        if acquired.retry_after_ms > 0 {
-            e.retry_after = Some(((acquired.retry_after_ms + 999) / 1000) as u64);
-        }
-        return e;
+        return CoreError::Limited {
+            budget: true,
+            message: format!("{scope} {what} budget would be exceeded by this request"),
+            retry_after: (acquired.retry_after_ms > 0).then(|| ((acquired.retry_after_ms + 999) / 1000) as u64),
+        };
     }
-    let mut e = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limit_exceeded",
-        format!("{scope} rate limit {} of {} is reached", l.limit_type, l.check.limit),
-    );
-    e.retry_after = Some(((acquired.retry_after_ms.max(1) + 999) / 1000) as u64);
     if acquired.retry_after_ms == 0 {
         // More than the limit in one request: it will never fit.
-        e.message = format!(
-            "{scope} rate limit {} of {} is smaller than this request",
-            l.limit_type, l.check.limit
-        );
-        e.retry_after = None;
+        return CoreError::Limited {
+            budget: false,
+            message: format!(
+                "{scope} rate limit {} of {} is smaller than this request",
+                l.limit_type, l.check.limit
+            ),
+            retry_after: None,
+        };
     }
-    e
+    CoreError::Limited {
+        budget: false,
+        message: format!("{scope} rate limit {} of {} is reached", l.limit_type, l.check.limit),
+        retry_after: Some(((acquired.retry_after_ms.max(1) + 999) / 1000) as u64),
+    }
 }
 
 /// The event a refusal writes.
@@ -681,22 +657,26 @@ pub fn key_checks(engine: &LimitEngine, principal: &Principal, now: i64) -> Vec<
 
 /// Rebuilds in-process budget counters from the usage records at start, so spend is not
 /// forgotten by a restart. (Shared counters on Redis outlive restarts and need no seeding.)
-pub async fn seed_budgets(state: &crate::state::AppState) -> Result<usize, keygate_store::StoreError> {
+pub async fn seed_budgets(
+    engine: &LimitEngine,
+    store: &dyn keygate_store::Store,
+    auth: &crate::auth::AuthCache,
+    runtime: &crate::runtime::Runtime,
+) -> Result<usize, keygate_store::StoreError> {
     use keygate_store::UsageFilter;
-    let engine = &state.limits;
     if engine.counters.backend() != "memory" {
         return Ok(0);
     }
     let now = engine.now();
     let mut seeded = 0;
     let mut jobs: Vec<(Labeled, UsageFilter, String)> = Vec::new();
-    for vk in state.runtime.all_virtual_keys() {
+    for vk in runtime.all_virtual_keys() {
         // Most keys have no budget: skip them before building their checks.
         let cfg = &vk.config;
         if cfg.budget.is_empty() && cfg.model_limits.values().all(|ml| ml.budget.is_empty()) {
             continue;
         }
-        let (start, _) = period_bounds(vk.config.budget_period, now);
+        let (start, _) = vk.config.budget_period.bounds(now);
         for l in vk_checks(engine, &vk, now).into_iter().filter(|l| l.is_budget) {
             let model = l
                 .check
@@ -713,12 +693,12 @@ pub async fn seed_budgets(state: &crate::state::AppState) -> Result<usize, keyga
             jobs.push((l, filter, vk.workspace.clone()));
         }
     }
-    for p in state.auth.principals() {
+    for p in auth.principals() {
         // A platform key's budget is its consumption limit (see `LimitEngine::checks`).
         if p.settings.consumption_limit.is_empty() {
             continue;
         }
-        let (start, _) = period_bounds(p.settings.period().period(), now);
+        let (start, _) = p.settings.period().period().bounds(now);
         for l in key_checks(engine, &p, now).into_iter().filter(|l| l.is_budget) {
             let filter = UsageFilter {
                 platform_key_id: Some(p.id.clone()),
@@ -729,7 +709,7 @@ pub async fn seed_budgets(state: &crate::state::AppState) -> Result<usize, keyga
         }
     }
     for (mut l, filter, workspace) in jobs {
-        let t = state.store.usage_totals(&workspace, &filter).await?;
+        let t = store.usage_totals(&workspace, &filter).await?;
         let used = match l.measure {
             Measure::Usd => t.cost_nano,
             Measure::Tokens => t.prompt_tokens + t.completion_tokens,
