@@ -20,10 +20,11 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+use crate::prelude::*;
 use crate::{
     AuditEvent, AuditFilter, Backend, ChangesPage, MasterKeyRow, Page, PlatformKeyRow, ProviderKeyRow,
-    RateLimitEventRow, Result, SecretRow, Store, StoreError, UsageFilter, UsageGroup, UsageRow, UsageTotals,
-    VirtualKeyRow, WalletRow, Web3TokenState, WorkspaceRow,
+    RateLimitEventRow, Result, SecretRow, StoreError, UsageFilter, UsageGroup, UsageRow, UsageTotals, VirtualKeyRow,
+    WalletRow, Web3TokenState, WorkspaceRow,
 };
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -624,7 +625,7 @@ fn bool_i(b: bool) -> i64 {
 }
 
 #[async_trait]
-impl Store for SqlStore {
+impl StoreMeta for SqlStore {
     fn backend(&self) -> Backend {
         self.backend
     }
@@ -637,6 +638,18 @@ impl Store for SqlStore {
         row.try_get::<i64, _>(0).map_err(db)
     }
 
+    async fn close(&self) {
+        match &self.bulk {
+            Bulk::Sqlite(pool) => pool.close().await,
+            Bulk::Postgres(pool) => pool.close().await,
+            Bulk::None => {}
+        }
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl SecretStore for SqlStore {
     async fn master_keys(&self) -> Result<Vec<MasterKeyRow>> {
         let rows = sqlx::query(
             &self.q("SELECT version, check_value, created_at, retired_at FROM master_keys ORDER BY version"),
@@ -779,7 +792,10 @@ impl Store for SqlStore {
             .map_err(db)?;
         Ok(done.rows_affected())
     }
+}
 
+#[async_trait]
+impl WorkspaceStore for SqlStore {
     async fn create_workspace(&self, row: &WorkspaceRow, audit_event: Option<&AuditEvent>) -> Result<()> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
@@ -885,7 +901,10 @@ impl Store for SqlStore {
         self.audit_in(&mut tx, audit_event).await?;
         tx.commit().await.map_err(db)
     }
+}
 
+#[async_trait]
+impl ProviderKeyStore for SqlStore {
     async fn create_provider_key(
         &self,
         row: &ProviderKeyRow,
@@ -1092,7 +1111,10 @@ impl Store for SqlStore {
         self.changes_page(&format!("SELECT {PK_COLS} FROM provider_keys"), page, conv)
             .await
     }
+}
 
+#[async_trait]
+impl PlatformKeyStore for SqlStore {
     async fn create_platform_key(
         &self,
         row: &PlatformKeyRow,
@@ -1174,6 +1196,19 @@ impl Store for SqlStore {
         platform_key(&row)
     }
 
+    async fn get_platform_key_any(&self, workspace: &str, id: &str) -> Result<PlatformKeyRow> {
+        let row = sqlx::query(&self.q(&format!(
+            "SELECT {PLK_COLS} FROM platform_keys WHERE workspace = $1 AND id = $2"
+        )))
+        .bind(workspace)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .ok_or(StoreError::NotFound)?;
+        platform_key(&row)
+    }
+
     async fn list_platform_keys(&self, workspace: &str, page: Page) -> Result<(Vec<PlatformKeyRow>, i64)> {
         let rows = sqlx::query(&self.q(&format!(
             "SELECT {PLK_COLS} FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL
@@ -1198,6 +1233,16 @@ impl Store for SqlStore {
 
     async fn count_platform_keys(&self) -> Result<i64> {
         sqlx::query(&self.q("SELECT COUNT(*) FROM platform_keys"))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?
+            .try_get::<i64, _>(0)
+            .map_err(db)
+    }
+
+    async fn count_live_platform_keys(&self, workspace: &str) -> Result<i64> {
+        sqlx::query(&self.q("SELECT COUNT(*) FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL"))
+            .bind(workspace)
             .fetch_one(&self.pool)
             .await
             .map_err(db)?
@@ -1261,7 +1306,10 @@ impl Store for SqlStore {
         }
         tx.commit().await.map_err(db)
     }
+}
 
+#[async_trait]
+impl VirtualKeyStore for SqlStore {
     async fn create_virtual_key(&self, row: &VirtualKeyRow, audit_event: Option<&AuditEvent>) -> Result<VirtualKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
@@ -1388,7 +1436,10 @@ impl Store for SqlStore {
         self.changes_page(&format!("SELECT {VK_COLS} FROM virtual_keys"), page, conv)
             .await
     }
+}
 
+#[async_trait]
+impl UsageStore for SqlStore {
     async fn insert_usage(&self, rows: &[UsageRow]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
@@ -1525,7 +1576,10 @@ impl Store for SqlStore {
             .map_err(db)?;
         Ok((rows.iter().map(usage_row).collect::<Result<_>>()?, count))
     }
+}
 
+#[async_trait]
+impl WalletStore for SqlStore {
     async fn create_wallet(&self, row: &WalletRow, audit_event: Option<&AuditEvent>) -> Result<WalletRow> {
         let mut tx = self.begin().await?;
         self.next_rev(&mut tx).await?;
@@ -1631,7 +1685,10 @@ impl Store for SqlStore {
             }
         })
     }
+}
 
+#[async_trait]
+impl RateLimitEventStore for SqlStore {
     async fn insert_rate_limit_events(&self, rows: &[RateLimitEventRow]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
@@ -1686,30 +1743,10 @@ impl Store for SqlStore {
         };
         rows.iter().map(rl_event).collect()
     }
+}
 
-    async fn count_live_platform_keys(&self, workspace: &str) -> Result<i64> {
-        sqlx::query(&self.q("SELECT COUNT(*) FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL"))
-            .bind(workspace)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?
-            .try_get::<i64, _>(0)
-            .map_err(db)
-    }
-
-    async fn get_platform_key_any(&self, workspace: &str, id: &str) -> Result<PlatformKeyRow> {
-        let row = sqlx::query(&self.q(&format!(
-            "SELECT {PLK_COLS} FROM platform_keys WHERE workspace = $1 AND id = $2"
-        )))
-        .bind(workspace)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?
-        .ok_or(StoreError::NotFound)?;
-        platform_key(&row)
-    }
-
+#[async_trait]
+impl AuditStore for SqlStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<()> {
         let mut tx = self.begin().await?;
         self.audit_in(&mut tx, Some(event)).await?;
@@ -1759,15 +1796,6 @@ impl Store for SqlStore {
             .try_get::<i64, _>(0)
             .map_err(db)?;
         Ok((rows.iter().map(audit).collect::<Result<_>>()?, total))
-    }
-
-    async fn close(&self) {
-        match &self.bulk {
-            Bulk::Sqlite(pool) => pool.close().await,
-            Bulk::Postgres(pool) => pool.close().await,
-            Bulk::None => {}
-        }
-        self.pool.close().await;
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use keygate_store::prelude::*;
 use keygate_store::{
     new_id, AuditEvent, AuditFilter, ChangesPage, Page, PlatformKeyRow, ProviderKeyRow, SecretRow, SqlStore, Store,
     StoreError, WorkspaceRow,
