@@ -1,5 +1,6 @@
-//! The vault's records: master-key versions (with the check value that proves a key is the
-//! registered one) and sealed secrets, with the feed that re-wraps them under a new master key.
+//! The vault's records: master-key versions (each with the check value by which the vault
+//! recognises its key) and sealed secrets, with the feed that re-wraps them under a new master
+//! key.
 //!
 //! What must stay true: a secret is stored only sealed, and never appears in `Debug` output or
 //! an error; a re-wrap replaces a sealed value only if it is still the one read (compare and
