@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use crate::{Page, Result};
 
 /// One change made through the API, CLI or UI. Never carries a secret.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditEvent {
     pub id: String,
     pub workspace: String,

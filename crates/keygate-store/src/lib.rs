@@ -100,6 +100,18 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A 0/1 flag column (both backends store flags as integers), read into a `bool` field of a
+/// row through `#[sqlx(try_from = "Flag")]`. Any value but 0 is true, as it always was.
+#[derive(sqlx::Type)]
+#[sqlx(transparent)]
+struct Flag(i64);
+
+impl From<Flag> for bool {
+    fn from(flag: Flag) -> bool {
+        flag.0 != 0
+    }
+}
+
 /// A page request: 1-based page, items per page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Page {

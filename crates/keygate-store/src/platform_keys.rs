@@ -6,14 +6,15 @@
 
 use async_trait::async_trait;
 
-use crate::{AuditEvent, ChangesPage, Page, Result};
+use crate::{AuditEvent, ChangesPage, Flag, Page, Result};
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PlatformKeyRow {
     pub id: String,
     pub workspace: String,
     pub key_type: String,
     /// May act on every workspace.
+    #[sqlx(try_from = "Flag")]
     pub org_admin: bool,
     pub description: String,
     pub key_hash: Vec<u8>,

@@ -7,9 +7,9 @@
 
 use async_trait::async_trait;
 
-use crate::{AuditEvent, ChangesPage, Page, Result, SecretRow};
+use crate::{AuditEvent, ChangesPage, Flag, Page, Result, SecretRow};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct ProviderKeyRow {
     pub id: String,
     pub workspace: String,
@@ -20,6 +20,7 @@ pub struct ProviderKeyRow {
     pub hub_settings: String,
     pub rate_limit_per_interval: Option<i64>,
     pub rate_limit_interval: Option<i64>,
+    #[sqlx(try_from = "Flag")]
     pub private: bool,
     pub secret_version: i64,
     pub secret_hint: Option<String>,

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use crate::Result;
 
 /// One refused request.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct RateLimitEventRow {
     pub id: String,
     pub workspace: String,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use crate::Result;
 
 /// A registered master-key version.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct MasterKeyRow {
     pub version: i64,
     pub check_value: Vec<u8>,
@@ -20,7 +20,7 @@ pub struct MasterKeyRow {
 }
 
 /// A sealed secret: one field of one record at one secret version.
-#[derive(Clone)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct SecretRow {
     pub workspace: String,
     pub owner_id: String,

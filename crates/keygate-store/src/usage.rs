@@ -6,10 +6,10 @@
 
 use async_trait::async_trait;
 
-use crate::{Page, Result};
+use crate::{Flag, Page, Result};
 
 /// One gateway request, metered.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct UsageRow {
     pub id: String,
     pub workspace: String,
@@ -29,7 +29,9 @@ pub struct UsageRow {
     pub cost_nano: i64,
     pub latency_ms: i64,
     /// Tokens counted locally because the upstream reported none.
+    #[sqlx(try_from = "Flag")]
     pub estimated: bool,
+    #[sqlx(try_from = "Flag")]
     pub stream: bool,
     pub error_kind: Option<String>,
 }
@@ -57,9 +59,11 @@ pub enum UsageGroup {
 }
 
 /// Sums over usage records.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct UsageTotals {
     /// The group's key (a day number since the epoch, a model, a key id…); empty for the total.
+    /// Read from a `grp` column; the totals of a query without one have no group.
+    #[sqlx(rename = "grp", default)]
     pub group: String,
     pub requests: i64,
     pub errors: i64,

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::{AuditEvent, ChangesPage, Page, Result};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct VirtualKeyRow {
     /// `vk_…`.
     pub id: String,

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 
-use crate::{AuditEvent, Result};
+use crate::{AuditEvent, Flag, Result};
 
 /// What using a wallet sign-in token found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,12 +18,13 @@ pub enum Web3TokenState {
 }
 
 /// An Ethereum address registered for wallet sign-in.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct WalletRow {
     /// Lower-case `0x…`.
     pub address: String,
     pub workspace: String,
     /// Whether the wallet may mint ADMIN keys (INFERENCE only otherwise).
+    #[sqlx(try_from = "Flag")]
     pub allow_admin: bool,
     pub created_at: i64,
     pub created_by: Option<String>,

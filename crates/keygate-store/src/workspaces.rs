@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::{AuditEvent, Page, Result};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct WorkspaceRow {
     pub id: String,
     pub name: String,

@@ -4,8 +4,6 @@
 //! change and its event commit or fail together.
 
 use async_trait::async_trait;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
 use super::{db, SqlStore};
 use crate::{AuditEvent, AuditFilter, AuditStore, Backend, Page, Result};
@@ -39,21 +37,6 @@ impl SqlStore {
     }
 }
 
-fn audit(row: &AnyRow) -> Result<AuditEvent> {
-    Ok(AuditEvent {
-        id: row.try_get("id").map_err(db)?,
-        workspace: row.try_get("workspace").map_err(db)?,
-        at: row.try_get("at").map_err(db)?,
-        actor_key_id: row.try_get("actor_key_id").map_err(db)?,
-        actor: row.try_get("actor").map_err(db)?,
-        action: row.try_get("action").map_err(db)?,
-        target_type: row.try_get("target_type").map_err(db)?,
-        target_id: row.try_get("target_id").map_err(db)?,
-        request_id: row.try_get("request_id").map_err(db)?,
-        details: row.try_get("details").map_err(db)?,
-    })
-}
-
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<()> {
@@ -79,7 +62,7 @@ impl AuditStore for SqlStore {
             "SELECT id, workspace, at, actor_key_id, actor, action, target_type, target_id, request_id, details
              FROM audit_events WHERE {cond} ORDER BY at DESC, id DESC LIMIT $7 OFFSET $8"
         );
-        let rows = sqlx::query(&self.q(&list_sql))
+        let rows = sqlx::query_as::<_, AuditEvent>(&self.q(&list_sql))
             .bind(workspace)
             .bind(&filter.action)
             .bind(&filter.target_id)
@@ -92,7 +75,7 @@ impl AuditStore for SqlStore {
             .await
             .map_err(db)?;
         let count_sql = format!("SELECT COUNT(*) FROM audit_events WHERE {cond}");
-        let total = sqlx::query(&self.q(&count_sql))
+        let total = sqlx::query_scalar::<_, i64>(&self.q(&count_sql))
             .bind(workspace)
             .bind(&filter.action)
             .bind(&filter.target_id)
@@ -101,9 +84,7 @@ impl AuditStore for SqlStore {
             .bind(filter.to)
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?
-            .try_get::<i64, _>(0)
             .map_err(db)?;
-        Ok((rows.iter().map(audit).collect::<Result<_>>()?, total))
+        Ok((rows, total))
     }
 }

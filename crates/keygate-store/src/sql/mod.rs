@@ -32,10 +32,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AnyPool, FromRow};
 
 use crate::StoreMeta;
-use crate::{Backend, ChangesPage, PlatformKeyRow, ProviderKeyRow, Result, StoreError, VirtualKeyRow};
+use crate::{Backend, ChangesPage, Result, StoreError};
 use usage::UsageWriter;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -184,19 +186,22 @@ impl SqlStore {
     }
 
     async fn next_rev(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<i64> {
-        let row = sqlx::query(&self.q("UPDATE kg_meta SET ivalue = ivalue + 1 WHERE key = 'rev' RETURNING ivalue"))
+        sqlx::query_scalar(&self.q("UPDATE kg_meta SET ivalue = ivalue + 1 WHERE key = 'rev' RETURNING ivalue"))
             .fetch_one(&mut **tx)
             .await
-            .map_err(db)?;
-        row.try_get::<i64, _>(0).map_err(db)
+            .map_err(db)
     }
 
     /// One page of `select` (a `SELECT … FROM table` of a table with `rev` and `id`) in
     /// `(rev, id)` order: the rows after `page.since`, after `page.after`, at most `page.limit`,
-    /// read through the typed pool and decoded by the converter of its driver.
+    /// read through the typed pool and decoded by `T`'s `FromRow` for its driver.
     /// Both forms are one range read of the table's `(rev, id)` index (a row after `after` has
     /// a revision above `since` already); an `OR` of the two conditions would not be.
-    async fn changes_page<T>(&self, select: &str, page: &ChangesPage, conv: Converters<T>) -> Result<Vec<T>> {
+    async fn changes_page<T>(&self, select: &str, page: &ChangesPage) -> Result<Vec<T>>
+    where
+        T: Send + Unpin,
+        T: for<'r> FromRow<'r, AnyRow> + for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow>,
+    {
         let limit = i64::from(page.limit.max(1));
         let (sql, after) = match &page.after {
             None => (format!("{select} WHERE rev > $1 ORDER BY rev, id LIMIT $2"), None),
@@ -209,18 +214,18 @@ impl SqlStore {
         // The same binds on whichever pool.
         macro_rules! fetch {
             ($pool:expr) => {{
-                let q = sqlx::query(&sql);
+                let q = sqlx::query_as(&sql);
                 let q = match after {
                     None => q.bind(page.since),
                     Some((rev, id)) => q.bind(rev).bind(id),
                 };
-                q.bind(limit).fetch_all($pool).await.map_err(db)?
+                q.bind(limit).fetch_all($pool).await.map_err(db)
             }};
         }
         match &self.bulk {
-            Bulk::Sqlite(pool) => fetch!(pool).iter().map(conv.sqlite).collect(),
-            Bulk::Postgres(pool) => fetch!(pool).iter().map(conv.pg).collect(),
-            Bulk::None => fetch!(&self.pool).iter().map(conv.any).collect(),
+            Bulk::Sqlite(pool) => fetch!(pool),
+            Bulk::Postgres(pool) => fetch!(pool),
+            Bulk::None => fetch!(&self.pool),
         }
     }
 
@@ -276,98 +281,6 @@ async fn open_bulk(backend: Backend, url: &str) -> std::result::Result<Bulk, sql
     }
 }
 
-fn flag(row: &AnyRow, col: &str) -> Result<bool> {
-    Ok(row.try_get::<i64, _>(col).map_err(db)? != 0)
-}
-
-/// The key rows, read from a row of any of the three drivers (the same columns and types).
-macro_rules! key_rows {
-    ($row:ty) => {
-        pub(super) fn provider_key(row: &$row) -> Result<ProviderKeyRow> {
-            Ok(ProviderKeyRow {
-                id: row.try_get("id").map_err(db)?,
-                workspace: row.try_get("workspace").map_err(db)?,
-                name: row.try_get("name").map_err(db)?,
-                hub: row.try_get("hub").map_err(db)?,
-                base_url: row.try_get("base_url").map_err(db)?,
-                hub_settings: row.try_get("hub_settings").map_err(db)?,
-                rate_limit_per_interval: row.try_get("rate_limit_per_interval").map_err(db)?,
-                rate_limit_interval: row.try_get("rate_limit_interval").map_err(db)?,
-                private: (row.try_get::<i64, _>("private").map_err(db)? != 0),
-                secret_version: row.try_get("secret_version").map_err(db)?,
-                secret_hint: row.try_get("secret_hint").map_err(db)?,
-                created_at: row.try_get("created_at").map_err(db)?,
-                updated_at: row.try_get("updated_at").map_err(db)?,
-                last_used_at: row.try_get("last_used_at").map_err(db)?,
-                created_by: row.try_get("created_by").map_err(db)?,
-                rev: row.try_get("rev").map_err(db)?,
-                deleted_at: row.try_get("deleted_at").map_err(db)?,
-            })
-        }
-
-        pub(super) fn platform_key(row: &$row) -> Result<PlatformKeyRow> {
-            Ok(PlatformKeyRow {
-                id: row.try_get("id").map_err(db)?,
-                workspace: row.try_get("workspace").map_err(db)?,
-                key_type: row.try_get("key_type").map_err(db)?,
-                org_admin: (row.try_get::<i64, _>("org_admin").map_err(db)? != 0),
-                description: row.try_get("description").map_err(db)?,
-                key_hash: row.try_get("key_hash").map_err(db)?,
-                last6: row.try_get("last6").map_err(db)?,
-                prev_key_hash: row.try_get("prev_key_hash").map_err(db)?,
-                prev_valid_until: row.try_get("prev_valid_until").map_err(db)?,
-                settings: row.try_get("settings").map_err(db)?,
-                expires_at: row.try_get("expires_at").map_err(db)?,
-                created_at: row.try_get("created_at").map_err(db)?,
-                updated_at: row.try_get("updated_at").map_err(db)?,
-                last_used_at: row.try_get("last_used_at").map_err(db)?,
-                created_by: row.try_get("created_by").map_err(db)?,
-                rev: row.try_get("rev").map_err(db)?,
-                deleted_at: row.try_get("deleted_at").map_err(db)?,
-            })
-        }
-
-        pub(super) fn virtual_key(row: &$row) -> Result<VirtualKeyRow> {
-            Ok(VirtualKeyRow {
-                id: row.try_get("id").map_err(db)?,
-                workspace: row.try_get("workspace").map_err(db)?,
-                slug: row.try_get("slug").map_err(db)?,
-                name: row.try_get("name").map_err(db)?,
-                note: row.try_get("note").map_err(db)?,
-                config: row.try_get("config").map_err(db)?,
-                status: row.try_get("status").map_err(db)?,
-                expires_at: row.try_get("expires_at").map_err(db)?,
-                created_at: row.try_get("created_at").map_err(db)?,
-                updated_at: row.try_get("updated_at").map_err(db)?,
-                created_by: row.try_get("created_by").map_err(db)?,
-                rev: row.try_get("rev").map_err(db)?,
-                deleted_at: row.try_get("deleted_at").map_err(db)?,
-            })
-        }
-    };
-}
-
-mod any_rows {
-    use super::*;
-    key_rows!(AnyRow);
-}
-mod sqlite_rows {
-    use super::*;
-    key_rows!(sqlx::sqlite::SqliteRow);
-}
-mod pg_rows {
-    use super::*;
-    key_rows!(sqlx::postgres::PgRow);
-}
-use any_rows::{platform_key, provider_key, virtual_key};
-
-/// The converters of one row type, one per driver.
-struct Converters<T> {
-    any: fn(&AnyRow) -> Result<T>,
-    sqlite: fn(&sqlx::sqlite::SqliteRow) -> Result<T>,
-    pg: fn(&sqlx::postgres::PgRow) -> Result<T>,
-}
-
 fn bool_i(b: bool) -> i64 {
     i64::from(b)
 }
@@ -379,11 +292,10 @@ impl StoreMeta for SqlStore {
     }
 
     async fn revision(&self) -> Result<i64> {
-        let row = sqlx::query(&self.q("SELECT ivalue FROM kg_meta WHERE key = 'rev'"))
+        sqlx::query_scalar(&self.q("SELECT ivalue FROM kg_meta WHERE key = 'rev'"))
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?;
-        row.try_get::<i64, _>(0).map_err(db)
+            .map_err(db)
     }
 
     async fn close(&self) {

@@ -5,9 +5,8 @@
 //! a change and bumps no revision.
 
 use async_trait::async_trait;
-use sqlx::Row;
 
-use super::{any_rows, bool_i, db, pg_rows, platform_key, sqlite_rows, Converters, SqlStore};
+use super::{bool_i, db, SqlStore};
 use crate::{AuditEvent, ChangesPage, Page, PlatformKeyRow, PlatformKeyStore, Result, StoreError};
 
 const PLK_COLS: &str = "id, workspace, key_type, org_admin, description, key_hash, last6, prev_key_hash, prev_valid_until, settings, expires_at, created_at, updated_at, last_used_at, created_by, rev, deleted_at";
@@ -21,7 +20,7 @@ impl PlatformKeyStore for SqlStore {
     ) -> Result<PlatformKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
-        let stored = sqlx::query(&self.q(&format!(
+        let stored = sqlx::query_as::<_, PlatformKeyRow>(&self.q(&format!(
             "INSERT INTO platform_keys ({PLK_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL) RETURNING {PLK_COLS}"
         )))
         .bind(&row.id)
@@ -45,7 +44,7 @@ impl PlatformKeyStore for SqlStore {
         .map_err(db)?;
         self.audit_in(&mut tx, audit_event).await?;
         tx.commit().await.map_err(db)?;
-        platform_key(&stored)
+        Ok(stored)
     }
 
     async fn update_platform_key(
@@ -55,7 +54,7 @@ impl PlatformKeyStore for SqlStore {
     ) -> Result<PlatformKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
-        let stored = sqlx::query(&self.q(&format!(
+        let stored = sqlx::query_as::<_, PlatformKeyRow>(&self.q(&format!(
             "UPDATE platform_keys SET key_type = $1, org_admin = $2, description = $3, key_hash = $4, last6 = $5,
                 prev_key_hash = $6, prev_valid_until = $7, settings = $8, expires_at = $9, updated_at = $10, rev = $11
              WHERE workspace = $12 AND id = $13 AND deleted_at IS NULL RETURNING {PLK_COLS}"
@@ -79,11 +78,11 @@ impl PlatformKeyStore for SqlStore {
         .ok_or(StoreError::NotFound)?;
         self.audit_in(&mut tx, audit_event).await?;
         tx.commit().await.map_err(db)?;
-        platform_key(&stored)
+        Ok(stored)
     }
 
     async fn get_platform_key(&self, workspace: &str, id: &str) -> Result<PlatformKeyRow> {
-        let row = sqlx::query(&self.q(&format!(
+        let row = sqlx::query_as::<_, PlatformKeyRow>(&self.q(&format!(
             "SELECT {PLK_COLS} FROM platform_keys WHERE workspace = $1 AND id = $2 AND deleted_at IS NULL"
         )))
         .bind(workspace)
@@ -92,11 +91,11 @@ impl PlatformKeyStore for SqlStore {
         .await
         .map_err(db)?
         .ok_or(StoreError::NotFound)?;
-        platform_key(&row)
+        Ok(row)
     }
 
     async fn get_platform_key_any(&self, workspace: &str, id: &str) -> Result<PlatformKeyRow> {
-        let row = sqlx::query(&self.q(&format!(
+        let row = sqlx::query_as::<_, PlatformKeyRow>(&self.q(&format!(
             "SELECT {PLK_COLS} FROM platform_keys WHERE workspace = $1 AND id = $2"
         )))
         .bind(workspace)
@@ -105,11 +104,11 @@ impl PlatformKeyStore for SqlStore {
         .await
         .map_err(db)?
         .ok_or(StoreError::NotFound)?;
-        platform_key(&row)
+        Ok(row)
     }
 
     async fn list_platform_keys(&self, workspace: &str, page: Page) -> Result<(Vec<PlatformKeyRow>, i64)> {
-        let rows = sqlx::query(&self.q(&format!(
+        let rows = sqlx::query_as::<_, PlatformKeyRow>(&self.q(&format!(
             "SELECT {PLK_COLS} FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL
              ORDER BY created_at, id LIMIT $2 OFFSET $3"
         )))
@@ -119,34 +118,31 @@ impl PlatformKeyStore for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let total =
-            sqlx::query(&self.q("SELECT COUNT(*) FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL"))
-                .bind(workspace)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db)?
-                .try_get::<i64, _>(0)
-                .map_err(db)?;
-        Ok((rows.iter().map(platform_key).collect::<Result<_>>()?, total))
+        let total = sqlx::query_scalar::<_, i64>(
+            &self.q("SELECT COUNT(*) FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL"),
+        )
+        .bind(workspace)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok((rows, total))
     }
 
     async fn count_platform_keys(&self) -> Result<i64> {
-        sqlx::query(&self.q("SELECT COUNT(*) FROM platform_keys"))
+        sqlx::query_scalar::<_, i64>(&self.q("SELECT COUNT(*) FROM platform_keys"))
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?
-            .try_get::<i64, _>(0)
             .map_err(db)
     }
 
     async fn count_live_platform_keys(&self, workspace: &str) -> Result<i64> {
-        sqlx::query(&self.q("SELECT COUNT(*) FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL"))
-            .bind(workspace)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?
-            .try_get::<i64, _>(0)
-            .map_err(db)
+        sqlx::query_scalar::<_, i64>(
+            &self.q("SELECT COUNT(*) FROM platform_keys WHERE workspace = $1 AND deleted_at IS NULL"),
+        )
+        .bind(workspace)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)
     }
 
     async fn delete_platform_key(
@@ -158,7 +154,7 @@ impl PlatformKeyStore for SqlStore {
     ) -> Result<PlatformKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
-        let row = sqlx::query(&self.q(&format!(
+        let row = sqlx::query_as::<_, PlatformKeyRow>(&self.q(&format!(
             "UPDATE platform_keys SET deleted_at = $1, updated_at = $2, rev = $3
              WHERE workspace = $4 AND id = $5 AND deleted_at IS NULL RETURNING {PLK_COLS}"
         )))
@@ -173,16 +169,11 @@ impl PlatformKeyStore for SqlStore {
         .ok_or(StoreError::NotFound)?;
         self.audit_in(&mut tx, audit_event).await?;
         tx.commit().await.map_err(db)?;
-        platform_key(&row)
+        Ok(row)
     }
 
     async fn platform_keys_changed_since(&self, page: &ChangesPage) -> Result<Vec<PlatformKeyRow>> {
-        let conv = Converters {
-            any: any_rows::platform_key,
-            sqlite: sqlite_rows::platform_key,
-            pg: pg_rows::platform_key,
-        };
-        self.changes_page(&format!("SELECT {PLK_COLS} FROM platform_keys"), page, conv)
+        self.changes_page(&format!("SELECT {PLK_COLS} FROM platform_keys"), page)
             .await
     }
 

@@ -5,9 +5,8 @@
 //! workspace; deletes are soft, so the change feed shows them.
 
 use async_trait::async_trait;
-use sqlx::Row;
 
-use super::{any_rows, bool_i, conflict, db, pg_rows, provider_key, sqlite_rows, Converters, SqlStore};
+use super::{bool_i, conflict, db, SqlStore};
 use crate::{AuditEvent, ChangesPage, Page, ProviderKeyRow, ProviderKeyStore, Result, SecretRow, StoreError};
 
 const PK_COLS: &str = "id, workspace, name, hub, base_url, hub_settings, rate_limit_per_interval, rate_limit_interval, private, secret_version, secret_hint, created_at, updated_at, last_used_at, created_by, rev, deleted_at";
@@ -22,7 +21,7 @@ impl ProviderKeyStore for SqlStore {
     ) -> Result<ProviderKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
-        let stored = sqlx::query(&self.q(&format!(
+        let stored = sqlx::query_as::<_, ProviderKeyRow>(&self.q(&format!(
             "INSERT INTO provider_keys ({PK_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL) RETURNING {PK_COLS}"
         )))
         .bind(&row.id)
@@ -50,7 +49,7 @@ impl ProviderKeyStore for SqlStore {
         }
         self.audit_in(&mut tx, audit_event).await?;
         tx.commit().await.map_err(db)?;
-        provider_key(&stored)
+        Ok(stored)
     }
 
     async fn update_provider_key(
@@ -63,7 +62,7 @@ impl ProviderKeyStore for SqlStore {
     ) -> Result<ProviderKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
-        let stored = sqlx::query(&self.q(&format!(
+        let stored = sqlx::query_as::<_, ProviderKeyRow>(&self.q(&format!(
             "UPDATE provider_keys SET name = $1, hub = $2, base_url = $3, hub_settings = $4, rate_limit_per_interval = $5,
                 rate_limit_interval = $6, private = $7, secret_version = $8, secret_hint = $9, updated_at = $10, rev = $11
              WHERE workspace = $12 AND id = $13 AND deleted_at IS NULL RETURNING {PK_COLS}"
@@ -127,11 +126,11 @@ impl ProviderKeyStore for SqlStore {
         }
         self.audit_in(&mut tx, audit_event).await?;
         tx.commit().await.map_err(db)?;
-        provider_key(&stored)
+        Ok(stored)
     }
 
     async fn get_provider_key(&self, workspace: &str, id: &str) -> Result<ProviderKeyRow> {
-        let row = sqlx::query(&self.q(&format!(
+        let row = sqlx::query_as::<_, ProviderKeyRow>(&self.q(&format!(
             "SELECT {PK_COLS} FROM provider_keys WHERE workspace = $1 AND id = $2 AND deleted_at IS NULL"
         )))
         .bind(workspace)
@@ -140,11 +139,11 @@ impl ProviderKeyStore for SqlStore {
         .await
         .map_err(db)?
         .ok_or(StoreError::NotFound)?;
-        provider_key(&row)
+        Ok(row)
     }
 
     async fn get_provider_key_by_name(&self, workspace: &str, name: &str) -> Result<ProviderKeyRow> {
-        let row = sqlx::query(&self.q(&format!(
+        let row = sqlx::query_as::<_, ProviderKeyRow>(&self.q(&format!(
             "SELECT {PK_COLS} FROM provider_keys WHERE workspace = $1 AND name = $2 AND deleted_at IS NULL"
         )))
         .bind(workspace)
@@ -153,11 +152,11 @@ impl ProviderKeyStore for SqlStore {
         .await
         .map_err(db)?
         .ok_or(StoreError::NotFound)?;
-        provider_key(&row)
+        Ok(row)
     }
 
     async fn list_provider_keys(&self, workspace: &str, page: Page) -> Result<(Vec<ProviderKeyRow>, i64)> {
-        let rows = sqlx::query(&self.q(&format!(
+        let rows = sqlx::query_as::<_, ProviderKeyRow>(&self.q(&format!(
             "SELECT {PK_COLS} FROM provider_keys WHERE workspace = $1 AND deleted_at IS NULL
              ORDER BY created_at, id LIMIT $2 OFFSET $3"
         )))
@@ -167,15 +166,14 @@ impl ProviderKeyStore for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let total =
-            sqlx::query(&self.q("SELECT COUNT(*) FROM provider_keys WHERE workspace = $1 AND deleted_at IS NULL"))
-                .bind(workspace)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db)?
-                .try_get::<i64, _>(0)
-                .map_err(db)?;
-        Ok((rows.iter().map(provider_key).collect::<Result<_>>()?, total))
+        let total = sqlx::query_scalar::<_, i64>(
+            &self.q("SELECT COUNT(*) FROM provider_keys WHERE workspace = $1 AND deleted_at IS NULL"),
+        )
+        .bind(workspace)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok((rows, total))
     }
 
     async fn delete_provider_key(
@@ -187,7 +185,7 @@ impl ProviderKeyStore for SqlStore {
     ) -> Result<ProviderKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
-        let row = sqlx::query(&self.q(&format!(
+        let row = sqlx::query_as::<_, ProviderKeyRow>(&self.q(&format!(
             "UPDATE provider_keys SET deleted_at = $1, updated_at = $2, rev = $3
              WHERE workspace = $4 AND id = $5 AND deleted_at IS NULL RETURNING {PK_COLS}"
         )))
@@ -208,16 +206,11 @@ impl ProviderKeyStore for SqlStore {
             .map_err(db)?;
         self.audit_in(&mut tx, audit_event).await?;
         tx.commit().await.map_err(db)?;
-        provider_key(&row)
+        Ok(row)
     }
 
     async fn provider_keys_changed_since(&self, page: &ChangesPage) -> Result<Vec<ProviderKeyRow>> {
-        let conv = Converters {
-            any: any_rows::provider_key,
-            sqlite: sqlite_rows::provider_key,
-            pg: pg_rows::provider_key,
-        };
-        self.changes_page(&format!("SELECT {PK_COLS} FROM provider_keys"), page, conv)
+        self.changes_page(&format!("SELECT {PK_COLS} FROM provider_keys"), page)
             .await
     }
 }

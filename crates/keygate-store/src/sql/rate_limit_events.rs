@@ -4,29 +4,12 @@
 //! (`ON CONFLICT (id) DO NOTHING`).
 
 use async_trait::async_trait;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
 use super::{db, SqlStore};
 use crate::{RateLimitEventRow, RateLimitEventStore, Result};
 
 const RLE_COLS: &str =
     "id, workspace, at, platform_key_id, virtual_key_id, provider_key_id, model, limit_type, limit_value, scope";
-
-fn rl_event(row: &AnyRow) -> Result<RateLimitEventRow> {
-    Ok(RateLimitEventRow {
-        id: row.try_get("id").map_err(db)?,
-        workspace: row.try_get("workspace").map_err(db)?,
-        at: row.try_get("at").map_err(db)?,
-        platform_key_id: row.try_get("platform_key_id").map_err(db)?,
-        virtual_key_id: row.try_get("virtual_key_id").map_err(db)?,
-        provider_key_id: row.try_get("provider_key_id").map_err(db)?,
-        model: row.try_get("model").map_err(db)?,
-        limit_type: row.try_get("limit_type").map_err(db)?,
-        limit_value: row.try_get("limit_value").map_err(db)?,
-        scope: row.try_get("scope").map_err(db)?,
-    })
-}
 
 #[async_trait]
 impl RateLimitEventStore for SqlStore {
@@ -64,7 +47,7 @@ impl RateLimitEventStore for SqlStore {
         limit: u32,
     ) -> Result<Vec<RateLimitEventRow>> {
         let rows = match platform_key_id {
-            Some(k) => sqlx::query(&self.q(&format!(
+            Some(k) => sqlx::query_as::<_, RateLimitEventRow>(&self.q(&format!(
                 "SELECT {RLE_COLS} FROM rate_limit_events WHERE workspace = $1 AND platform_key_id = $2 ORDER BY at DESC, id DESC LIMIT $3"
             )))
             .bind(workspace)
@@ -73,7 +56,7 @@ impl RateLimitEventStore for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?,
-            None => sqlx::query(&self.q(&format!(
+            None => sqlx::query_as::<_, RateLimitEventRow>(&self.q(&format!(
                 "SELECT {RLE_COLS} FROM rate_limit_events WHERE workspace = $1 ORDER BY at DESC, id DESC LIMIT $2"
             )))
             .bind(workspace)
@@ -82,6 +65,6 @@ impl RateLimitEventStore for SqlStore {
             .await
             .map_err(db)?,
         };
-        rows.iter().map(rl_event).collect()
+        Ok(rows)
     }
 }

@@ -5,8 +5,6 @@
 //! overwrites a stored secret; secret changes bump the revision.
 
 use async_trait::async_trait;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
 use super::{conflict, db, SqlStore};
 use crate::{MasterKeyRow, Result, SecretRow, SecretStore};
@@ -33,38 +31,15 @@ impl SqlStore {
     }
 }
 
-fn secret(row: &AnyRow) -> Result<SecretRow> {
-    Ok(SecretRow {
-        workspace: row.try_get("workspace").map_err(db)?,
-        owner_id: row.try_get("owner_id").map_err(db)?,
-        field: row.try_get("field").map_err(db)?,
-        version: row.try_get("version").map_err(db)?,
-        master_version: row.try_get("master_version").map_err(db)?,
-        sealed: row.try_get("sealed").map_err(db)?,
-        created_at: row.try_get("created_at").map_err(db)?,
-        expires_at: row.try_get("expires_at").map_err(db)?,
-    })
-}
-
 #[async_trait]
 impl SecretStore for SqlStore {
     async fn master_keys(&self) -> Result<Vec<MasterKeyRow>> {
-        let rows = sqlx::query(
+        sqlx::query_as::<_, MasterKeyRow>(
             &self.q("SELECT version, check_value, created_at, retired_at FROM master_keys ORDER BY version"),
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                Ok(MasterKeyRow {
-                    version: r.try_get("version").map_err(db)?,
-                    check_value: r.try_get("check_value").map_err(db)?,
-                    created_at: r.try_get("created_at").map_err(db)?,
-                    retired_at: r.try_get("retired_at").map_err(db)?,
-                })
-            })
-            .collect()
+        .map_err(db)
     }
 
     async fn insert_master_key(&self, version: i64, check_value: &[u8], now: i64) -> Result<()> {
@@ -90,7 +65,7 @@ impl SecretStore for SqlStore {
     }
 
     async fn secrets_not_under(&self, version: i64, limit: u32) -> Result<Vec<SecretRow>> {
-        let rows = sqlx::query(&self.q(
+        let rows = sqlx::query_as::<_, SecretRow>(&self.q(
             "SELECT workspace, owner_id, field, version, master_version, sealed, created_at, expires_at
              FROM secrets WHERE master_version <> $1 ORDER BY workspace, owner_id, field, version LIMIT $2",
         ))
@@ -99,16 +74,15 @@ impl SecretStore for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(secret).collect()
+        Ok(rows)
     }
 
     async fn count_secrets_not_under(&self, version: i64) -> Result<i64> {
-        let row = sqlx::query(&self.q("SELECT COUNT(*) FROM secrets WHERE master_version <> $1"))
+        sqlx::query_scalar::<_, i64>(&self.q("SELECT COUNT(*) FROM secrets WHERE master_version <> $1"))
             .bind(version)
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?;
-        row.try_get::<i64, _>(0).map_err(db)
+            .map_err(db)
     }
 
     async fn replace_sealed(
@@ -137,7 +111,7 @@ impl SecretStore for SqlStore {
     }
 
     async fn secrets_of(&self, workspace: &str, owner_id: &str) -> Result<Vec<SecretRow>> {
-        let rows = sqlx::query(&self.q(
+        let rows = sqlx::query_as::<_, SecretRow>(&self.q(
             "SELECT workspace, owner_id, field, version, master_version, sealed, created_at, expires_at
              FROM secrets WHERE workspace = $1 AND owner_id = $2 ORDER BY field, version",
         ))
@@ -146,7 +120,7 @@ impl SecretStore for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(secret).collect()
+        Ok(rows)
     }
 
     async fn ensure_secret(&self, row: &SecretRow) -> Result<SecretRow> {
@@ -167,7 +141,7 @@ impl SecretStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        let stored = sqlx::query(&self.q(
+        let stored = sqlx::query_as::<_, SecretRow>(&self.q(
             "SELECT workspace, owner_id, field, version, master_version, sealed, created_at, expires_at
              FROM secrets WHERE workspace = $1 AND owner_id = $2 AND field = $3 AND version = $4",
         ))
@@ -179,7 +153,7 @@ impl SecretStore for SqlStore {
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        secret(&stored)
+        Ok(stored)
     }
 
     async fn purge_expired_secrets(&self, now: i64) -> Result<u64> {

@@ -12,10 +12,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
-use super::{bool_i, db, flag, SqlStore};
+use super::{bool_i, db, SqlStore};
 use crate::{Backend, Page, Result, StoreError, UsageFilter, UsageGroup, UsageRow, UsageStore, UsageTotals};
 
 /// The usage upsert (`$N` placeholders): a request's final record supersedes its pending one
@@ -106,30 +104,6 @@ impl UsageWriter {
 
 const USAGE_COLS: &str = "id, workspace, at, request_id, platform_key_id, virtual_key_id, provider_key_id, hub, model, endpoint, status_code, prompt_tokens, completion_tokens, cached_tokens, cost_nano, latency_ms, estimated, stream, error_kind";
 
-fn usage_row(row: &AnyRow) -> Result<UsageRow> {
-    Ok(UsageRow {
-        id: row.try_get("id").map_err(db)?,
-        workspace: row.try_get("workspace").map_err(db)?,
-        at: row.try_get("at").map_err(db)?,
-        request_id: row.try_get("request_id").map_err(db)?,
-        platform_key_id: row.try_get("platform_key_id").map_err(db)?,
-        virtual_key_id: row.try_get("virtual_key_id").map_err(db)?,
-        provider_key_id: row.try_get("provider_key_id").map_err(db)?,
-        hub: row.try_get("hub").map_err(db)?,
-        model: row.try_get("model").map_err(db)?,
-        endpoint: row.try_get("endpoint").map_err(db)?,
-        status_code: row.try_get("status_code").map_err(db)?,
-        prompt_tokens: row.try_get("prompt_tokens").map_err(db)?,
-        completion_tokens: row.try_get("completion_tokens").map_err(db)?,
-        cached_tokens: row.try_get("cached_tokens").map_err(db)?,
-        cost_nano: row.try_get("cost_nano").map_err(db)?,
-        latency_ms: row.try_get("latency_ms").map_err(db)?,
-        estimated: flag(row, "estimated")?,
-        stream: flag(row, "stream")?,
-        error_kind: row.try_get("error_kind").map_err(db)?,
-    })
-}
-
 /// The WHERE clause of a usage filter; binds `$1` (workspace) to `$7`.
 fn usage_where(backend: Backend) -> String {
     let cond = "workspace = $1 AND status_code <> 0 AND ($2 IS NULL OR virtual_key_id = $2) AND ($3 IS NULL OR platform_key_id = $3)
@@ -154,19 +128,6 @@ const TOTALS: &str = "COUNT(*) AS requests,
     CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS cached_tokens,
     CAST(COALESCE(SUM(cost_nano), 0) AS BIGINT) AS cost_nano,
     CAST(COALESCE(SUM(estimated), 0) AS BIGINT) AS estimated";
-
-fn totals(row: &AnyRow, group: String) -> Result<UsageTotals> {
-    Ok(UsageTotals {
-        group,
-        requests: row.try_get("requests").map_err(db)?,
-        errors: row.try_get("errors").map_err(db)?,
-        prompt_tokens: row.try_get("prompt_tokens").map_err(db)?,
-        completion_tokens: row.try_get("completion_tokens").map_err(db)?,
-        cached_tokens: row.try_get("cached_tokens").map_err(db)?,
-        cost_nano: row.try_get("cost_nano").map_err(db)?,
-        estimated: row.try_get("estimated").map_err(db)?,
-    })
-}
 
 #[async_trait]
 impl UsageStore for SqlStore {
@@ -221,7 +182,8 @@ impl UsageStore for SqlStore {
 
     async fn usage_totals(&self, workspace: &str, f: &UsageFilter) -> Result<UsageTotals> {
         let sql = format!("SELECT {TOTALS} FROM usage_records WHERE {}", usage_where(self.backend));
-        let row = sqlx::query(&self.q(&sql))
+        // No `grp` column: the totals' group stays empty.
+        sqlx::query_as::<_, UsageTotals>(&self.q(&sql))
             .bind(workspace)
             .bind(&f.virtual_key_id)
             .bind(&f.platform_key_id)
@@ -231,8 +193,7 @@ impl UsageStore for SqlStore {
             .bind(f.to)
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?;
-        totals(&row, String::new())
+            .map_err(db)
     }
 
     async fn usage_grouped(
@@ -254,7 +215,7 @@ impl UsageStore for SqlStore {
             "SELECT {key} AS grp, {TOTALS} FROM usage_records WHERE {} GROUP BY {key} ORDER BY {key} LIMIT $8",
             usage_where(self.backend)
         );
-        let rows = sqlx::query(&self.q(&sql))
+        sqlx::query_as::<_, UsageTotals>(&self.q(&sql))
             .bind(workspace)
             .bind(&f.virtual_key_id)
             .bind(&f.platform_key_id)
@@ -265,20 +226,14 @@ impl UsageStore for SqlStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let g: String = r.try_get("grp").map_err(db)?;
-                totals(r, g)
-            })
-            .collect()
+            .map_err(db)
     }
 
     async fn list_usage(&self, workspace: &str, f: &UsageFilter, page: Page) -> Result<(Vec<UsageRow>, i64)> {
         let cond = usage_where(self.backend);
         let sql =
             format!("SELECT {USAGE_COLS} FROM usage_records WHERE {cond} ORDER BY at DESC, id DESC LIMIT $8 OFFSET $9");
-        let rows = sqlx::query(&self.q(&sql))
+        let rows = sqlx::query_as::<_, UsageRow>(&self.q(&sql))
             .bind(workspace)
             .bind(&f.virtual_key_id)
             .bind(&f.platform_key_id)
@@ -291,7 +246,7 @@ impl UsageStore for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        let count = sqlx::query(&self.q(&format!("SELECT COUNT(*) FROM usage_records WHERE {cond}")))
+        let count = sqlx::query_scalar::<_, i64>(&self.q(&format!("SELECT COUNT(*) FROM usage_records WHERE {cond}")))
             .bind(workspace)
             .bind(&f.virtual_key_id)
             .bind(&f.platform_key_id)
@@ -301,9 +256,7 @@ impl UsageStore for SqlStore {
             .bind(f.to)
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?
-            .try_get::<i64, _>(0)
             .map_err(db)?;
-        Ok((rows.iter().map(usage_row).collect::<Result<_>>()?, count))
+        Ok((rows, count))
     }
 }

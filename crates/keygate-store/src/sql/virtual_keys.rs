@@ -4,9 +4,8 @@
 //! change feed shows them; every change bumps the key's `rev` and the store revision.
 
 use async_trait::async_trait;
-use sqlx::Row;
 
-use super::{any_rows, conflict, db, pg_rows, sqlite_rows, virtual_key, Converters, SqlStore};
+use super::{conflict, db, SqlStore};
 use crate::{AuditEvent, ChangesPage, Page, Result, StoreError, VirtualKeyRow, VirtualKeyStore};
 
 const VK_COLS: &str =
@@ -17,7 +16,7 @@ impl VirtualKeyStore for SqlStore {
     async fn create_virtual_key(&self, row: &VirtualKeyRow, audit_event: Option<&AuditEvent>) -> Result<VirtualKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
-        let stored = sqlx::query(&self.q(&format!(
+        let stored = sqlx::query_as::<_, VirtualKeyRow>(&self.q(&format!(
             "INSERT INTO virtual_keys ({VK_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL) RETURNING {VK_COLS}"
         )))
         .bind(&row.id)
@@ -38,13 +37,13 @@ impl VirtualKeyStore for SqlStore {
         .map_err(conflict(format!("a virtual key with slug {} already exists", row.slug)))?;
         self.audit_in(&mut tx, audit_event).await?;
         tx.commit().await.map_err(db)?;
-        virtual_key(&stored)
+        Ok(stored)
     }
 
     async fn update_virtual_key(&self, row: &VirtualKeyRow, audit_event: Option<&AuditEvent>) -> Result<VirtualKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
-        let stored = sqlx::query(&self.q(&format!(
+        let stored = sqlx::query_as::<_, VirtualKeyRow>(&self.q(&format!(
             "UPDATE virtual_keys SET slug = $1, name = $2, note = $3, config = $4, status = $5, expires_at = $6,
                 updated_at = $7, rev = $8
              WHERE workspace = $9 AND id = $10 AND deleted_at IS NULL RETURNING {VK_COLS}"
@@ -66,11 +65,11 @@ impl VirtualKeyStore for SqlStore {
         .ok_or(StoreError::NotFound)?;
         self.audit_in(&mut tx, audit_event).await?;
         tx.commit().await.map_err(db)?;
-        virtual_key(&stored)
+        Ok(stored)
     }
 
     async fn get_virtual_key(&self, workspace: &str, id_or_slug: &str) -> Result<VirtualKeyRow> {
-        let row = sqlx::query(&self.q(&format!(
+        let row = sqlx::query_as::<_, VirtualKeyRow>(&self.q(&format!(
             "SELECT {VK_COLS} FROM virtual_keys WHERE workspace = $1 AND (id = $2 OR slug = $2) AND deleted_at IS NULL"
         )))
         .bind(workspace)
@@ -79,11 +78,11 @@ impl VirtualKeyStore for SqlStore {
         .await
         .map_err(db)?
         .ok_or(StoreError::NotFound)?;
-        virtual_key(&row)
+        Ok(row)
     }
 
     async fn list_virtual_keys(&self, workspace: &str, page: Page) -> Result<(Vec<VirtualKeyRow>, i64)> {
-        let rows = sqlx::query(&self.q(&format!(
+        let rows = sqlx::query_as::<_, VirtualKeyRow>(&self.q(&format!(
             "SELECT {VK_COLS} FROM virtual_keys WHERE workspace = $1 AND deleted_at IS NULL
              ORDER BY created_at, id LIMIT $2 OFFSET $3"
         )))
@@ -93,15 +92,14 @@ impl VirtualKeyStore for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let total =
-            sqlx::query(&self.q("SELECT COUNT(*) FROM virtual_keys WHERE workspace = $1 AND deleted_at IS NULL"))
-                .bind(workspace)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db)?
-                .try_get::<i64, _>(0)
-                .map_err(db)?;
-        Ok((rows.iter().map(virtual_key).collect::<Result<_>>()?, total))
+        let total = sqlx::query_scalar::<_, i64>(
+            &self.q("SELECT COUNT(*) FROM virtual_keys WHERE workspace = $1 AND deleted_at IS NULL"),
+        )
+        .bind(workspace)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok((rows, total))
     }
 
     async fn delete_virtual_key(
@@ -113,7 +111,7 @@ impl VirtualKeyStore for SqlStore {
     ) -> Result<VirtualKeyRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
-        let row = sqlx::query(&self.q(&format!(
+        let row = sqlx::query_as::<_, VirtualKeyRow>(&self.q(&format!(
             "UPDATE virtual_keys SET deleted_at = $1, updated_at = $2, rev = $3
              WHERE workspace = $4 AND id = $5 AND deleted_at IS NULL RETURNING {VK_COLS}"
         )))
@@ -128,16 +126,11 @@ impl VirtualKeyStore for SqlStore {
         .ok_or(StoreError::NotFound)?;
         self.audit_in(&mut tx, audit_event).await?;
         tx.commit().await.map_err(db)?;
-        virtual_key(&row)
+        Ok(row)
     }
 
     async fn virtual_keys_changed_since(&self, page: &ChangesPage) -> Result<Vec<VirtualKeyRow>> {
-        let conv = Converters {
-            any: any_rows::virtual_key,
-            sqlite: sqlite_rows::virtual_key,
-            pg: pg_rows::virtual_key,
-        };
-        self.changes_page(&format!("SELECT {VK_COLS} FROM virtual_keys"), page, conv)
+        self.changes_page(&format!("SELECT {VK_COLS} FROM virtual_keys"), page)
             .await
     }
 }

@@ -4,21 +4,9 @@
 //! unexpired), so two concurrent sign-ins cannot both use it.
 
 use async_trait::async_trait;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
-use super::{bool_i, conflict, db, flag, SqlStore};
+use super::{bool_i, conflict, db, SqlStore};
 use crate::{AuditEvent, Result, StoreError, WalletRow, WalletStore, Web3TokenState};
-
-fn wallet(row: &AnyRow) -> Result<WalletRow> {
-    Ok(WalletRow {
-        address: row.try_get("address").map_err(db)?,
-        workspace: row.try_get("workspace").map_err(db)?,
-        allow_admin: flag(row, "allow_admin")?,
-        created_at: row.try_get("created_at").map_err(db)?,
-        created_by: row.try_get("created_by").map_err(db)?,
-    })
-}
 
 #[async_trait]
 impl WalletStore for SqlStore {
@@ -43,18 +31,18 @@ impl WalletStore for SqlStore {
     }
 
     async fn list_wallets(&self, workspace: &str) -> Result<Vec<WalletRow>> {
-        let rows = sqlx::query(&self.q(
+        let rows = sqlx::query_as::<_, WalletRow>(&self.q(
             "SELECT address, workspace, allow_admin, created_at, created_by FROM wallets WHERE workspace = $1 ORDER BY created_at, address",
         ))
         .bind(workspace)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(wallet).collect()
+        Ok(rows)
     }
 
     async fn find_wallet(&self, address: &str) -> Result<WalletRow> {
-        let row = sqlx::query(
+        let row = sqlx::query_as::<_, WalletRow>(
             &self.q("SELECT address, workspace, allow_admin, created_at, created_by FROM wallets WHERE address = $1"),
         )
         .bind(address)
@@ -62,7 +50,7 @@ impl WalletStore for SqlStore {
         .await
         .map_err(db)?
         .ok_or(StoreError::NotFound)?;
-        wallet(&row)
+        Ok(row)
     }
 
     async fn delete_wallet(&self, workspace: &str, address: &str, audit_event: Option<&AuditEvent>) -> Result<()> {
@@ -110,21 +98,16 @@ impl WalletStore for SqlStore {
         if used.rows_affected() == 1 {
             return Ok(Web3TokenState::Valid);
         }
-        let row = sqlx::query(&self.q("SELECT expires_at, used_at FROM web3_tokens WHERE token_hash = $1"))
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(match row {
+        let used_at =
+            sqlx::query_scalar::<_, Option<i64>>(&self.q("SELECT used_at FROM web3_tokens WHERE token_hash = $1"))
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(match used_at {
             None => Web3TokenState::Unknown,
-            Some(r) => {
-                let used: Option<i64> = r.try_get("used_at").map_err(db)?;
-                if used.is_some() {
-                    Web3TokenState::AlreadyUsed
-                } else {
-                    Web3TokenState::Expired
-                }
-            }
+            Some(Some(_)) => Web3TokenState::AlreadyUsed,
+            Some(None) => Web3TokenState::Expired,
         })
     }
 }

@@ -5,20 +5,9 @@
 //! its audit event in the same transaction.
 
 use async_trait::async_trait;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
 use super::{conflict, db, SqlStore};
 use crate::{AuditEvent, Page, Result, StoreError, WorkspaceRow, WorkspaceStore};
-
-fn workspace(row: &AnyRow) -> Result<WorkspaceRow> {
-    Ok(WorkspaceRow {
-        id: row.try_get("id").map_err(db)?,
-        name: row.try_get("name").map_err(db)?,
-        created_at: row.try_get("created_at").map_err(db)?,
-        updated_at: row.try_get("updated_at").map_err(db)?,
-    })
-}
 
 #[async_trait]
 impl WorkspaceStore for SqlStore {
@@ -44,7 +33,7 @@ impl WorkspaceStore for SqlStore {
 
     async fn list_workspaces(&self, page: Page) -> Result<(Vec<WorkspaceRow>, i64)> {
         let rows =
-            sqlx::query(&self.q(
+            sqlx::query_as::<_, WorkspaceRow>(&self.q(
                 "SELECT id, name, created_at, updated_at FROM workspaces ORDER BY created_at, id LIMIT $1 OFFSET $2",
             ))
             .bind(i64::from(page.limit))
@@ -52,23 +41,23 @@ impl WorkspaceStore for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        let total = sqlx::query(&self.q("SELECT COUNT(*) FROM workspaces"))
+        let total = sqlx::query_scalar::<_, i64>(&self.q("SELECT COUNT(*) FROM workspaces"))
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?
-            .try_get::<i64, _>(0)
             .map_err(db)?;
-        Ok((rows.iter().map(workspace).collect::<Result<_>>()?, total))
+        Ok((rows, total))
     }
 
     async fn get_workspace(&self, id: &str) -> Result<WorkspaceRow> {
-        let row = sqlx::query(&self.q("SELECT id, name, created_at, updated_at FROM workspaces WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?
-            .ok_or(StoreError::NotFound)?;
-        workspace(&row)
+        let row = sqlx::query_as::<_, WorkspaceRow>(
+            &self.q("SELECT id, name, created_at, updated_at FROM workspaces WHERE id = $1"),
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .ok_or(StoreError::NotFound)?;
+        Ok(row)
     }
 
     async fn rename_workspace(
@@ -80,7 +69,7 @@ impl WorkspaceStore for SqlStore {
     ) -> Result<WorkspaceRow> {
         let mut tx = self.begin().await?;
         let rev = self.next_rev(&mut tx).await?;
-        let row = sqlx::query(&self.q(
+        let row = sqlx::query_as::<_, WorkspaceRow>(&self.q(
             "UPDATE workspaces SET name = $1, updated_at = $2, rev = $3 WHERE id = $4 RETURNING id, name, created_at, updated_at",
         ))
         .bind(name)
@@ -93,21 +82,19 @@ impl WorkspaceStore for SqlStore {
         .ok_or(StoreError::NotFound)?;
         self.audit_in(&mut tx, audit_event).await?;
         tx.commit().await.map_err(db)?;
-        workspace(&row)
+        Ok(row)
     }
 
     async fn delete_workspace(&self, id: &str, audit_event: Option<&AuditEvent>) -> Result<()> {
         let mut tx = self.begin().await?;
         self.next_rev(&mut tx).await?;
         for table in ["provider_keys", "platform_keys", "virtual_keys"] {
-            let live = sqlx::query(&self.q(&format!(
+            let live = sqlx::query_scalar::<_, i64>(&self.q(&format!(
                 "SELECT COUNT(*) FROM {table} WHERE workspace = $1 AND deleted_at IS NULL"
             )))
             .bind(id)
             .fetch_one(&mut *tx)
             .await
-            .map_err(db)?
-            .try_get::<i64, _>(0)
             .map_err(db)?;
             if live > 0 {
                 return Err(StoreError::Conflict(format!(
