@@ -47,6 +47,8 @@ pub mod prelude {
 
 /// The whole store: every family of records. Implemented for every type that implements all
 /// of them, so a backend implements the families and callers hold an `Arc<dyn Store>`.
+/// Methods that change data take the audit event to write with the change, or `None` for
+/// changes made by keygate itself (such as re-wrapping secrets).
 pub trait Store:
     StoreMeta
     + SecretStore
