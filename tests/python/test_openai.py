@@ -1,4 +1,4 @@
-"""The unmodified `openai` client (3.57.0, compat/openai.md) against the real keygate gateway.
+"""The unmodified `openai` client (3.57.0) against the real keygate gateway.
 
 Every test gets its own provider key (a planted secret) pointing at a recording upstream
 (kggateway.RecordingUpstream) and its own virtual key, and calls the gateway with
@@ -275,7 +275,7 @@ def test_stream_read_to_done_is_recorded_complete(keygate, gateway, upstream, ma
 
 def test_stream_usage_estimated_when_the_upstream_reports_none(keygate, gateway, upstream, make_vk, client_for):
     """A hub that ignores stream_options sends no usage chunk: the client still gets its stream,
-    and the record is counted locally and marked estimated (DESIGN §2)."""
+    and the record is counted locally and marked estimated."""
     vk = make_vk()
     upstream.omit_stream_usage = True
     try:
@@ -291,7 +291,7 @@ def test_stream_usage_estimated_when_the_upstream_reports_none(keygate, gateway,
 
 
 def test_stream_answered_with_json_upstream(keygate, gateway, upstream, make_vk, client_for):
-    """compat/openai.md §3.2: a `stream: true` request answered with `application/json` makes the
+    """The openai client's wire format: a `stream: true` request answered with `application/json` makes the
     SDK yield zero chunks, silently, so the gateway must "always answer streaming requests with
     SSE, or with a non-2xx JSON error before streaming starts", also when the upstream hub
     ignored `stream` and answered one JSON chat.completion."""
@@ -377,7 +377,7 @@ def test_embeddings_float(keygate, gateway, upstream, make_vk, client_for, never
 
 
 def test_embeddings_explicit_base64_from_a_float_only_upstream(keygate, gateway, upstream, make_vk, client_for):
-    """compat/openai.md §3.3: "If the user explicitly asked for base64, return a string" even
+    """The openai client's wire format: "If the user explicitly asked for base64, return a string" even
     when the upstream answered floats; the string decodes to the upstream's values."""
     vk = make_vk()
     vec = [0.5, -0.25, 0.125, 1.0]
@@ -483,7 +483,7 @@ def test_alias_and_default_model(keygate, gateway, upstream, make_vk, client_for
 
 
 def test_platform_key_default_and_allowed_virtual_keys(keygate, gateway, upstream, make_vk, never):
-    """An INFERENCE key with `defaultVirtualKey` routes requests that name none to it (DESIGN §2,
+    """An INFERENCE key with `defaultVirtualKey` routes requests that name none to it (docs/gateway.md,
     third rule); its `virtualKeys` allow-list makes every other virtual key 403."""
     a = make_vk()
     b = make_vk()
@@ -507,7 +507,7 @@ def test_platform_key_default_and_allowed_virtual_keys(keygate, gateway, upstrea
 
 
 def test_trailing_slash_base_url(keygate, gateway, upstream, make_vk, inference_key, never):
-    """compat/openai.md §1: a base URL ending in `/v1/` works the same."""
+    """The openai client's wire format: a base URL ending in `/v1/` works the same."""
     vk = make_vk()
     client = OpenAI(base_url=f"{keygate.url}/v1/", api_key=inference_key, default_headers={"x-keygate-virtual-key": vk.slug})
     mark = upstream.mark()

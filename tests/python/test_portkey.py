@@ -1,4 +1,4 @@
-"""The unmodified `portkey-ai` client (2.3.4, compat/portkey.md) against the real keygate binary.
+"""The unmodified `portkey-ai` client (2.3.4) against the real keygate binary.
 
 Admin side: `Portkey(api_key=<ADMIN key>, base_url=f"{url}/v1").virtual_keys` create (inline
 provider secret, note, `usage_limits`, `rate_limits` and `custom_host`, the last two through the
@@ -202,13 +202,13 @@ def test_admin_credentials(keygate, inference_key):
     with pytest.raises(pk_exc.AuthenticationError):
         Portkey(api_key="kg_adm_" + "A" * 38, base_url=base).virtual_keys.list()
     # An empty x-portkey-api-key counts as none, so `Authorization: Bearer <keygate key>` is used
-    # (DESIGN §2: Bearer, or x-portkey-api-key when it has a value).
+    # (Bearer, or x-portkey-api-key when it has a value).
     assert Portkey(api_key=None, base_url=base, Authorization=keygate.admin_key).virtual_keys.list().object == "list"
 
 
 def test_admin_calls_ignore_routing_headers(keygate, create_vk, portkey_for):
     """A client built with virtual_key, trace_id, metadata and config sends them on admin calls
-    too (compat/portkey.md §7.5); they are ignored there."""
+    too (the Portkey client's wire format); they are ignored there."""
     vk = create_vk()
     other = create_vk()
     pk = portkey_for(other.slug, api_key=keygate.admin_key, trace_id="trace-1", metadata={"_user": "u1"}, provider="openai")
@@ -407,7 +407,7 @@ def test_model_omitted_uses_the_default(keygate, gateway, upstream, canaries, po
 
 
 def test_model_omitted_without_a_default_is_refused(keygate, gateway, upstream, create_vk, portkey_for):
-    """compat/portkey.md §4: if the user omits `model` (the SDK sends "portkey-default"), "the
+    """The Portkey client's wire format: if the user omits `model` (the SDK sends "portkey-default"), "the
     gateway should then use the model from the virtual key or config, or reject the request with
     400". A Portkey-created virtual key has no default model, so: 400, and "portkey-default"
     never reaches the upstream."""
@@ -420,7 +420,7 @@ def test_model_omitted_without_a_default_is_refused(keygate, gateway, upstream, 
 
 
 def test_gateway_5xx_is_not_replayed_by_the_portkey_sdk(keygate, gateway, upstream, create_vk, portkey_for):
-    """compat/portkey.md §5/§7.6: the Portkey SDK retries a 5xx once unless it carries
+    """The Portkey client's wire format: the Portkey SDK retries a 5xx once unless it carries
     x-portkey-request-id / x-portkey-trace-id / x-portkey-gateway-exception (it ignores
     x-should-retry). keygate sends `x-should-retry: false` to say "do not replay" (a possibly
     billed upstream call), so its gateway 5xx must carry one of those headers too: the upstream

@@ -2,13 +2,13 @@
 
 Runs the examples of the Venice seed document (`venice_ai.resources.api_keys`) through
 `VeniceClient(base_url=f"{url}/api/v1", api_key=<ADMIN key>)` inside `async with`, as
-shared/compat/venice.md says the client speaks: list, create (the seed's INFERENCE and ADMIN
+the Venice client's wire format says the client speaks: list, create (the seed's INFERENCE and ADMIN
 bodies), retrieve, update (the id in the body, `ipAllowlist: []` clears), `iter_all` over several
 pages, the seed's batch delete of test keys, the calling key's rate limits and refusal log, and
 wallet sign-in (`get_web3_token` / `create_web3_key`, signed with `eth_account`). Around them:
 base-URL normalisation, rotation with a grace period, expiry, IP allow-lists, the privilege rule,
 the creation throttle and cap, workspace isolation, and that every refusal reaches the caller as
-the client's documented exception class (compat/venice.md section 6).
+the client's documented exception class (the Venice client's wire format).
 
 The client has no call for rotation, key rate limits (`rateLimits`) or wallet registration; those
 go over plain HTTP with `requests`, everything else through the client. Each test makes its own
@@ -41,7 +41,7 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 IP_RESTRICTED_PREFIX = "This API key is restricted to configured IP addresses"
 
-# The client warns at construction that pydantic-settings is absent; harmless (compat/venice.md 1).
+# The client warns at construction that pydantic-settings is absent; harmless.
 pytestmark = pytest.mark.filterwarnings("ignore:pydantic-settings is not installed:UserWarning")
 
 
@@ -192,7 +192,7 @@ async def test_seed_list_create_retrieve(keygate):
         root = [k for k in before if k.last6Chars == keygate.admin_key[-6:]]
         assert len(root) == 1 and root[0].apiKeyType == "ADMIN", before
 
-        # compat/venice.md 4.1, first captured body.
+        # the Venice client's wire format, first captured body.
         inf = await client.api_keys.create(
             api_key_request=CreateApiKeyRequest(
                 apiKeyType="INFERENCE",
@@ -210,7 +210,7 @@ async def test_seed_list_create_retrieve(keygate):
         assert parse_time(inf.expiresAt) == dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
         assert inf.ipAllowlist == []
 
-        # compat/venice.md 4.1, second captured body: the allow-list comes back in CIDR form.
+        # the Venice client's wire format, second captured body: the allow-list comes back in CIDR form.
         adm = await client.api_keys.create(
             api_key_request=CreateApiKeyRequest(
                 apiKeyType="ADMIN", description="admin", modelPrivacy="PRIVATE_ONLY", ipAllowlist=["11.22.33.44"]
@@ -256,7 +256,7 @@ async def test_seed_list_create_retrieve(keygate):
 
 @pytest.mark.asyncio
 async def test_seed_update(keygate):
-    """update(): the captured body of compat/venice.md 4.2, then partial updates leave the rest
+    """update(): the captured body of the Venice client's wire format, then partial updates leave the rest
     alone, and `ip_allowlist=[]` (unlike leaving it out) removes the restriction."""
     async with venice(keygate) as client:
         key = await client.api_keys.create(
@@ -274,7 +274,7 @@ async def test_seed_update(keygate):
         assert (upd.consumptionLimits.usd, upd.consumptionLimits.diem) == (50, 5)
         assert upd.ipAllowlist == ["11.22.33.44/32"] and upd.limitPeriod == "MONTH"
 
-        # compat/venice.md 4.2, the captured body.
+        # the Venice client's wire format, the captured body.
         upd = await client.api_keys.update(
             id=key.id,
             description="Updated",
@@ -628,7 +628,7 @@ async def test_wallet_sign_in(keygate):
     """A registered wallet signs a one-time token (EIP-191) and mints a key that works; the token
     cannot be replayed; a signature by another account, an unregistered wallet and an unknown
     token are refused (401); an ADMIN key only from a wallet registered with allowAdmin (403
-    otherwise); a malformed address (compat/venice.md 4.3's placeholder "0xabc") is a 400. Both
+    otherwise); a malformed address (the Venice client's placeholder "0xabc") is a 400. Both
     wallet routes are public: a client holding no valid key gets a token and mints with it."""
     wallet = Account.create()
     register_wallet(keygate, wallet.address)
@@ -771,7 +771,7 @@ async def test_privileges(keygate):
 
 @pytest.mark.asyncio
 async def test_error_classes(keygate):
-    """Each refusal arrives as the client's class for its status (compat/venice.md section 6),
+    """Each refusal arrives as the client's class for its status (the Venice client's wire format),
     with the server's message and code."""
     async with venice(keygate, key="kg_adm_" + "A" * 38) as client:
         e = await raises(vx.AuthenticationError, 401, client.api_keys.list())

@@ -1,7 +1,7 @@
 """The unmodified Vijil client (`vijil` 0.1.58) against the real keygate binary.
 
 Walks the lifecycle of the Vijil seed documents (list, create, modify, rename, delete; Vertex and
-DigitalOcean hub configs) through `Vijil(base_url=".../v1")`, as shared/compat/vijil.md says the
+DigitalOcean hub configs) through `Vijil(base_url=".../v1")`, as the Vijil client's wire format says the
 client speaks it, and after each step checks what the server holds through the native API:
 names, hubs, rate limits, secret versions, deletions, and exactly one audit event per change,
 carrying the request id of the change. The last test stops the server and scans every response
@@ -75,7 +75,7 @@ def run(keygate, native, http_log) -> Callable[..., Step]:
             assert 200 <= ex.status < 300, f"non-2xx answer to the Vijil client: {ex.describe()}"
             ctype = ex.response_headers.get("content-type", "")
             assert ctype.startswith("application/json"), f"not JSON ({ctype!r}): {ex.describe()}"
-            json.loads(ex.response_body)  # a body that parses, DELETE included (DESIGN §4)
+            json.loads(ex.response_body)  # a body that parses, DELETE included
         audit = [e for e in native.audit_events() if e["id"] not in before]
         return Step(result, printed, exchanges, audit)
 
@@ -83,7 +83,7 @@ def run(keygate, native, http_log) -> Callable[..., Step]:
 
 
 def assert_vijil_view(obj: Any) -> None:
-    """A key as compat/vijil.md §3.1 wants it: id, name, hub; never the secret `value`."""
+    """A key as the Vijil client's wire format wants it: id, name, hub; never the secret `value`."""
     assert isinstance(obj, dict), obj
     assert isinstance(obj.get("id"), str) and obj["id"], obj
     assert isinstance(obj.get("name"), str), obj
@@ -292,7 +292,7 @@ def test_modify_rate_limits_only_keeps_the_secret(vj, run, native, canaries):
 
 
 def test_modify_hub_only(vj, run, native, canaries):
-    """compat/vijil.md's captured `{"name": ..., "hub": "together"}`: PUT is a partial update."""
+    """The Vijil client's captured `{"name": ..., "hub": "together"}`: PUT is a partial update."""
     secret = canaries.new("hub-only create", prefix="sk-")
     step = run(
         vj.api_keys.create,

@@ -1,4 +1,4 @@
-//! Platform API keys in Venice's wire format (`compat/venice.md`), mounted at
+//! Platform API keys in Venice's wire format, mounted at
 //! `/api/v1/api_keys`: list, create (the secret shown once), retrieve, update with the id in
 //! the body, delete with `?id=`, rotation with a grace period, the calling key's rate limits
 //! and refusal log, and wallet sign-in (`generate_web3_key`).

@@ -1,4 +1,4 @@
-//! The OpenAI-compatible gateway (DESIGN §2): authenticate (done by the route's role), choose
+//! The OpenAI-compatible gateway: authenticate (done by the route's role), choose
 //! the virtual key, check it, resolve the model, pick a target, build the upstream request
 //! with the stored secret, forward, stream the answer back unbuffered, meter it.
 //!

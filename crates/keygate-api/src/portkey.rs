@@ -1,4 +1,4 @@
-//! Portkey's mount `/v1/virtual-keys`, exactly as `compat/portkey.md`: `x-portkey-api-key`
+//! Portkey's mount `/v1/virtual-keys`, exactly as the Portkey client's wire format: `x-portkey-api-key`
 //! authentication (handled by the route's role), an inline provider `key` stored as a
 //! provider key and linked, Azure's `resourceName`/`deploymentName`/`apiVersion`, `custom_host`
 //! as the base URL, `usage_limits` and `rate_limits` mapped onto the virtual key, top-level

@@ -62,7 +62,7 @@ pub struct CreateProviderKey {
     /// Unique per workspace, `[A-Za-z0-9._-]{1,64}`.
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
-    /// One of the hubs of DESIGN §1.1.
+    /// One of the hubs of docs/provider-keys.md.
     #[schema(schema_with = model_hub_schema)]
     pub model_hub: String,
     /// The provider secret. Stored sealed; never returned.

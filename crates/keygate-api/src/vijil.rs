@@ -1,4 +1,4 @@
-//! The Vijil mount `/v1/api-keys`, exactly as `compat/vijil.md`: bare arrays, snake_case,
+//! The Vijil mount `/v1/api-keys`, exactly as the Vijil client's wire format: bare arrays, snake_case,
 //! `value` for the secret and `url` for the endpoint, `PUT /{id}` as a partial update that
 //! renames when `name` differs. It calls the provider-key service, so validation, sealing,
 //! rotation and audit are the same as the native API's.

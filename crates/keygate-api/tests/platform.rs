@@ -1039,7 +1039,7 @@ enum Cred {
     Admin,
 }
 
-/// The status DESIGN.md §4 and docs/security.md promise for a route of `role` called with `cred`:
+/// The status docs/security.md promises for a route of `role` called with `cred`:
 /// `Ok(n)` exactly `n`, `Err(())` "served": neither 401 nor 403 nor 5xx.
 fn documented(role: Role, method: &str, path: &str, has_id: bool, cred: Cred) -> Result<u16, ()> {
     use Cred::*;

@@ -41,7 +41,7 @@ pub struct Head {
 /// The token figures of a request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Figures {
-    /// A tight upper bound on the prompt's tokens (DESIGN §3): the UTF-8 bytes of its text (a
+    /// A tight upper bound on the prompt's tokens: the UTF-8 bytes of its text (a
     /// byte-level BPE token covers at least one byte) plus 4 per message and 3 for the reply's
     /// priming; an image counts 1,600 tokens; tool definitions their JSON's bytes.
     pub prompt_bound: u64,

@@ -1,4 +1,4 @@
-//! Which upstream addresses keygate may connect to (DESIGN §6). URLs are set only by an
+//! Which upstream addresses keygate may connect to. URLs are set only by an
 //! admin and checked when saved and again when connecting: link-local and cloud-metadata
 //! addresses are always refused; loopback, private and other internal ranges only with
 //! `allow_private_upstreams`.

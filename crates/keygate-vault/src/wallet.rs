@@ -1,4 +1,4 @@
-//! Ethereum wallet sign-in (DESIGN §1.3): EIP-55 addresses and EIP-191 `personal_sign`
+//! Ethereum wallet sign-in: EIP-55 addresses and EIP-191 `personal_sign`
 //! signature recovery.
 //!
 //! A wallet signs `keccak256("\x19Ethereum Signed Message:\n" + len(message) + message)` with

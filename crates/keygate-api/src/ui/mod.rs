@@ -1,4 +1,4 @@
-//! The web UI at `/ui` (DESIGN §7): sign-in, Keys, Virtual keys, API keys, Usage, Rate-limit
+//! The web UI at `/ui`: sign-in, Keys, Virtual keys, API keys, Usage, Rate-limit
 //! log and Audit log, served by the same binary with its assets embedded.
 //!
 //! Pages are rendered on the server (no framework, no CDN); forms POST back to `/ui/...` and
