@@ -8,9 +8,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
-pub mod error;
 pub mod extract;
-pub mod gateway;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
@@ -24,8 +22,10 @@ pub mod virtual_keys;
 pub mod wallets;
 pub mod workspaces;
 
-// The core services, under the names the handlers have always used.
+// The core services and the gateway, under the names the handlers have always used.
 pub use keygate_core::{limits, meter, platform_keys, runtime, vault};
+pub use keygate_gateway::error;
+pub use keygate_gateway::pipeline as gateway;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{Method, Uri};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use keygate_store::Store;
 
 use crate::auth::AuthCache;
-use crate::gateway::Upstream;
+use crate::gateway::{GatewayState, Upstream};
 use crate::meter::Meter;
 use crate::runtime::Runtime;
 use crate::vault::VaultService;
@@ -55,12 +55,21 @@ pub struct StateInner {
     pub settings: ApiSettings,
     pub throttle: crate::api_keys::CreationThrottle,
     pub wallet_throttle: crate::api_keys::IpThrottle,
+    /// The gateway's share of this state (the same caches, limits, meter and client).
+    pub gateway: Arc<GatewayState>,
     ready: AtomicBool,
 }
 
 /// Cheap to clone: one `Arc`.
 #[derive(Clone)]
 pub struct AppState(Arc<StateInner>);
+
+/// The gateway's handlers take their share of the state.
+impl axum::extract::FromRef<AppState> for Arc<GatewayState> {
+    fn from_ref(state: &AppState) -> Self {
+        state.gateway.clone()
+    }
+}
 
 impl std::ops::Deref for AppState {
     type Target = StateInner;
@@ -82,6 +91,13 @@ impl AppState {
         limits: Arc<crate::limits::LimitEngine>,
         settings: ApiSettings,
     ) -> Self {
+        let gateway = Arc::new(GatewayState {
+            runtime: runtime.clone(),
+            limits: limits.clone(),
+            meter: meter.clone(),
+            upstream: upstream.clone(),
+            max_body_bytes: settings.max_body_bytes,
+        });
         AppState(Arc::new(StateInner {
             store,
             vault,
@@ -91,6 +107,7 @@ impl AppState {
             upstream,
             limits,
             settings,
+            gateway,
             throttle: Default::default(),
             wallet_throttle: Default::default(),
             ready: AtomicBool::new(true),

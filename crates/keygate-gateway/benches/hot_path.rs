@@ -15,7 +15,7 @@
 //! - `vault`: opening a sealed provider secret (two XChaCha20-Poly1305 decryptions). The hot path
 //!   does not do this per request (`runtime.rs` keeps secrets opened); it is what a refresh does
 //!   per changed key.
-//! - `request`: `gateway.rs::handle_json`'s reading of the body (`request::Head::read`, the
+//! - `request`: `pipeline.rs::handle_json`'s reading of the body (`request::Head::read`, the
 //!   fields borrowed from the bytes; `Head::of_tree`, the tree it replaced and still the path of
 //!   a declined body; `parse_body_value` and `estimate_prompt_tokens`, the tree and the fields
 //!   read from it before `Head`), `credential` + `hubs::plan` (URL, `Bearer` header),
@@ -23,11 +23,11 @@
 //!   shown for its cost), `upstream_body` (the client's bytes when nothing changes; a tree,
 //!   model set, re-serialised when something does), and the whole request side as a request
 //!   does it (`whole_request_head`: head, plan, the bytes forwarded).
-//! - `response`: `gateway.rs::json_response` (`raw::fields` + `Usage::from_openai_raw`: `usage`
+//! - `response`: `pipeline.rs::json_response` (`raw::fields` + `Usage::from_openai_raw`: `usage`
 //!   and `model` borrowed from the answer, the rest only checked; before it, `AnswerHead` with
 //!   `usage` and `model` as trees, and the whole-tree parse before that), and the price lookup
 //!   and cost of `MeterGuard::finish`.
-//! - `sse`: `gateway.rs::StreamState::feed` per upstream chunk: `SseParser::feed` into a
+//! - `sse`: `pipeline.rs::StreamState::feed` per upstream chunk: `SseParser::feed` into a
 //!   `Vec<SseEvent>`, then `on_openai_event` (substring tests; the usage chunk is parsed).
 //!
 //! Run: `cargo bench -p keygate-gateway --bench hot_path` (add `-- --quick` for a short run).
@@ -212,7 +212,7 @@ fn vault(c: &mut Criterion) {
     g.finish();
 }
 
-// ---- request (keygate-api/src/gateway.rs) -------------------------------------------------
+// ---- request (keygate-gateway/src/pipeline.rs) -------------------------------------------------
 
 struct Call {
     body: Value,
@@ -356,9 +356,9 @@ fn request(c: &mut Criterion) {
     g.finish();
 }
 
-// ---- response (keygate-api/src/gateway.rs::json_response, MeterGuard::finish) -------------
+// ---- response (keygate-gateway/src/pipeline.rs::json_response, MeterGuard::finish) -------------
 
-/// `gateway.rs::AnswerHead` as it was before `raw::fields`.
+/// `pipeline.rs::AnswerHead` as it was before `raw::fields`.
 #[derive(serde::Deserialize)]
 struct AnswerHead {
     #[serde(default)]
@@ -403,7 +403,7 @@ fn response(c: &mut Criterion) {
     g.finish();
 }
 
-// ---- sse (keygate-api/src/gateway.rs::StreamState) -----------------------------------------
+// ---- sse (keygate-gateway/src/pipeline.rs::StreamState) -----------------------------------------
 
 #[derive(Default)]
 struct Scan {
