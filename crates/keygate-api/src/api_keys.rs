@@ -7,7 +7,7 @@
 //! edits a key with more rights or higher limits than its own; field casing follows Venice
 //! exactly (`consumptionLimit` in requests, `consumptionLimits` in ApiKey objects).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use axum::extract::{Path, State};
@@ -19,7 +19,6 @@ use keygate_store::{Page, PlatformKeyRow, StoreError, UsageFilter, Web3TokenStat
 use keygate_types::timefmt::{format_ms, now_ms, parse_ms};
 use keygate_types::{NanoUsd, PlatformKeyType, PlatformSecret};
 use keygate_vault::wallet::{recover_personal_sign, Address};
-use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Digest;
@@ -313,26 +312,6 @@ async fn resolve_vks(state: &AppState, workspace: &str, names: &[String]) -> Api
     Ok(out)
 }
 
-/// Creation throttle: at most `per_minute` keys per workspace in any minute (this process).
-#[derive(Default)]
-pub struct CreationThrottle {
-    recent: Mutex<HashMap<String, Vec<i64>>>,
-}
-
-impl CreationThrottle {
-    fn admit(&self, workspace: &str, per_minute: u32, now: i64) -> Result<(), i64> {
-        let mut map = self.recent.lock();
-        let times = map.entry(workspace.to_string()).or_default();
-        times.retain(|t| now - t < 60_000);
-        if times.len() >= per_minute as usize {
-            let oldest = times.first().copied().unwrap_or(now);
-            return Err((60_000 - (now - oldest)).max(1_000));
-        }
-        times.push(now);
-        Ok(())
-    }
-}
-
 /// Creates a key for `creator` in `workspace` after every check.
 #[allow(clippy::too_many_arguments)]
 async fn create_checked(
@@ -348,20 +327,19 @@ async fn create_checked(
     if let Some(c) = creator {
         check_not_above(c, key_type, &settings, expires_at)?;
     }
-    let now = now_ms();
-    if let Err(retry_ms) = state
-        .throttle
-        .admit(workspace, state.settings.api_key_creations_per_minute, now)
+    // A limit like any other: on Redis, shared by every replica.
+    let per_minute = state.settings.api_key_creations_per_minute;
+    if let Some(wait) = state
+        .limits
+        .throttle("api_key_create", workspace, per_minute, state.limits.now())
+        .await?
     {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_exceeded",
-            format!(
-                "at most {} API keys may be created per minute in a workspace",
-                state.settings.api_key_creations_per_minute
-            ),
+            format!("at most {per_minute} API keys may be created per minute in a workspace"),
         );
-        e.retry_after = Some(((retry_ms + 999) / 1000) as u64);
+        e.retry_after = Some(wait);
         return Err(e);
     }
     let live = state.store.count_live_platform_keys(workspace).await?;
@@ -1167,41 +1145,23 @@ pub async fn rate_limit_log(State(state): State<AppState>, ctx: Ctx) -> ApiResul
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
-/// Per-client-IP throttle of the public wallet routes.
-#[derive(Default)]
-pub struct IpThrottle {
-    recent: Mutex<HashMap<IpAddr, (i64, u32)>>,
-}
-
-impl IpThrottle {
-    fn admit(&self, ip: IpAddr, per_minute: u32, now: i64) -> bool {
-        let mut map = self.recent.lock();
-        if map.len() > 100_000 {
-            map.retain(|_, (start, _)| now - *start < 60_000);
-        }
-        let entry = map.entry(ip).or_insert((now, 0));
-        if now - entry.0 >= 60_000 {
-            *entry = (now, 0);
-        }
-        entry.1 += 1;
-        entry.1 <= per_minute
-    }
-}
-
-fn wallet_throttled(state: &AppState, ip: IpAddr) -> Option<ApiError> {
-    if state
-        .wallet_throttle
-        .admit(ip, state.settings.wallet_requests_per_minute, now_ms())
-    {
-        return None;
-    }
-    let mut e = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limit_exceeded",
-        "too many sign-in requests from this address; wait a minute",
-    );
-    e.retry_after = Some(60);
-    Some(e)
+/// The per-client-address throttle of the public wallet routes: a limit like any other (on
+/// Redis, shared by every replica).
+async fn wallet_throttled(state: &AppState, ip: IpAddr) -> ApiResult<Option<ApiError>> {
+    let per_minute = state.settings.wallet_requests_per_minute;
+    let wait = state
+        .limits
+        .throttle("wallet", &ip.to_string(), per_minute, state.limits.now())
+        .await?;
+    Ok(wait.map(|_| {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            "too many sign-in requests from this address; wait a minute",
+        );
+        e.retry_after = Some(60);
+        e
+    }))
 }
 
 fn token_hash(token: &str) -> Vec<u8> {
@@ -1221,7 +1181,7 @@ pub struct Web3Token {
         (status = 429, description = "Too many sign-in requests from this address (`Retry-After`)", body = ErrorBody),
     ))]
 pub async fn web3_token(State(state): State<AppState>, ClientIp(ip): ClientIp) -> ApiResult<Json<Value>> {
-    if let Some(e) = wallet_throttled(&state, ip) {
+    if let Some(e) = wallet_throttled(&state, ip).await? {
         return Err(e);
     }
     use base64::Engine;
@@ -1281,7 +1241,7 @@ pub async fn web3_create(
     ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody<Web3Create>,
 ) -> ApiResult<impl IntoResponse> {
-    if let Some(e) = wallet_throttled(&state, ip) {
+    if let Some(e) = wallet_throttled(&state, ip).await? {
         return Err(e);
     }
     let key_type = parse_type(&body.api_key_type)?;

@@ -53,8 +53,6 @@ pub struct StateInner {
     pub upstream: Arc<Upstream>,
     pub limits: Arc<crate::limits::LimitEngine>,
     pub settings: ApiSettings,
-    pub throttle: crate::api_keys::CreationThrottle,
-    pub wallet_throttle: crate::api_keys::IpThrottle,
     /// The gateway's share of this state (the same caches, limits, meter and client).
     pub gateway: Arc<GatewayState>,
     ready: AtomicBool,
@@ -108,8 +106,6 @@ impl AppState {
             limits,
             settings,
             gateway,
-            throttle: Default::default(),
-            wallet_throttle: Default::default(),
             ready: AtomicBool::new(true),
         }))
     }

@@ -299,6 +299,41 @@ impl LimitEngine {
         }
     }
 
+    /// A throttle of keygate's own: at most `per_minute` events of `name` for `subject` (a
+    /// workspace, a client address) in any minute. It is a rate limit on the same counters as
+    /// every other limit, so replicas that share Redis share it, and a backend failure is
+    /// decided as for any limit (closed: 503; open: this process's counters). `Ok(None)` when
+    /// admitted, `Ok(Some(seconds))` to wait when not.
+    pub async fn throttle(
+        &self,
+        name: &str,
+        subject: &str,
+        per_minute: u32,
+        now: i64,
+    ) -> Result<Option<u64>, CoreError> {
+        let check = Labeled {
+            check: Check {
+                key: format!("throttle:{name}:{subject}"),
+                kind: Kind::Rate { window_ms: 60_000 },
+                limit: i64::from(per_minute),
+                amount: 1,
+            },
+            measure: Measure::Requests,
+            scope: "throttle",
+            limit_type: Cow::Borrowed("RPM"),
+            is_budget: false,
+        };
+        let (acquired, _) = self.acquire(std::slice::from_ref(&check), now).await?;
+        if acquired.admitted {
+            return Ok(None);
+        }
+        // At most the window: the sliding window counts its oldest sub-bucket whole, which can
+        // put the exact time a little past the minute; a throttle promises "within a minute".
+        Ok(Some(
+            (((acquired.retry_after_ms.max(1_000) + 999) / 1000) as u64).min(60),
+        ))
+    }
+
     /// One decision over `checks`. On a backend failure, fail closed (503) or open (local counters).
     pub async fn acquire(&self, checks: &[Labeled], now: i64) -> Result<(Acquired, bool), CoreError> {
         let plain: Vec<Check> = checks.iter().map(|l| l.check.clone()).collect();
@@ -725,4 +760,60 @@ pub async fn seed_budgets(
         }
     }
     Ok(seeded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two replicas on one Redis share a throttle (`KEYGATE_TEST_REDIS_URL`; skipped without).
+    #[tokio::test]
+    async fn replicas_on_one_redis_share_a_throttle() {
+        let Ok(url) = std::env::var("KEYGATE_TEST_REDIS_URL") else {
+            eprintln!("KEYGATE_TEST_REDIS_URL is not set: skipped");
+            return;
+        };
+        let prefix = format!("kg-test-{}:", uuid::Uuid::new_v4().simple());
+        let replica = || async {
+            let counters = keygate_limits::redis::RedisCounters::builder(&url, &prefix)
+                .timeout(std::time::Duration::from_secs(5))
+                .connect()
+                .await
+                .unwrap();
+            LimitEngine::new(
+                Arc::new(counters),
+                Arc::new(keygate_limits::SystemClock),
+                FailMode::Closed,
+                BudgetMode::Strict,
+            )
+        };
+        let (a, b) = (replica().await, replica().await);
+        let now = a.now();
+        assert_eq!(a.throttle("wallet", "192.0.2.7", 2, now).await.unwrap(), None);
+        assert_eq!(b.throttle("wallet", "192.0.2.7", 2, now).await.unwrap(), None);
+        assert!(a.throttle("wallet", "192.0.2.7", 2, now).await.unwrap().is_some());
+        assert!(b.throttle("wallet", "192.0.2.7", 2, now).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_throttle_admits_its_rate_per_subject_and_says_when_to_retry() {
+        let clock = Arc::new(keygate_limits::ManualClock::new(1_000_000));
+        let engine = LimitEngine::new(
+            Arc::new(MemoryCounters::new()),
+            clock.clone(),
+            FailMode::Closed,
+            BudgetMode::Strict,
+        );
+        let now = engine.now();
+        for _ in 0..3 {
+            assert_eq!(engine.throttle("create", "ws-a", 3, now).await.unwrap(), None);
+        }
+        let wait = engine.throttle("create", "ws-a", 3, now).await.unwrap();
+        assert!(matches!(wait, Some(s) if (1..=60).contains(&s)), "{wait:?}");
+        // Another subject, another name: counted apart.
+        assert_eq!(engine.throttle("create", "ws-b", 3, now).await.unwrap(), None);
+        assert_eq!(engine.throttle("wallet", "ws-a", 3, now).await.unwrap(), None);
+        // A minute (and the sliding window's last sub-bucket) later there is room again.
+        assert_eq!(engine.throttle("create", "ws-a", 3, now + 63_000).await.unwrap(), None);
+    }
 }
