@@ -160,7 +160,7 @@ pub fn group_digits(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -262,6 +262,33 @@ mod tests {
         let mut out = String::new();
         NamedHtml.write_escaped_str(&mut out, "plain é").unwrap();
         assert_eq!(out, "plain é");
+    }
+
+    /// Every template escapes everything: none marks a value safe or escapes with `none`.
+    #[test]
+    fn no_template_turns_escaping_off() {
+        fn walk(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, found);
+                } else {
+                    found.push(path);
+                }
+            }
+        }
+        let mut templates = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
+            &mut templates,
+        );
+        assert!(templates.len() > 10, "{templates:?}");
+        for path in templates {
+            let text = std::fs::read_to_string(&path).unwrap().replace(' ', "");
+            for off in ["|safe", "filtersafe", "(\"none\")", "(\"txt\")"] {
+                assert!(!text.contains(off), "{}: {off}", path.display());
+            }
+        }
     }
 
     #[test]

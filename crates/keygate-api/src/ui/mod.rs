@@ -8,10 +8,10 @@
 //! authorization (an ADMIN key's session, scoped to its workspace).
 //!
 //! What must stay true: every value shown goes through the templates' auto-escaping (no markup
-//! is built in Rust strings, no `|safe` on anything but markup a template made); every POST
-//! carries the session's CSRF token and comes from this origin; every response carries the CSP
-//! and the other security headers, and no page has inline script or style; no secret is shown
-//! except a new platform key's, once.
+//! is built in Rust strings and no template marks a value `|safe`); every POST carries the
+//! session's CSRF token and comes from this origin; every response carries the CSP and the
+//! other security headers, and no page has inline script or style; no secret is shown except a
+//! new platform key's, once.
 
 mod api_keys;
 mod chart;
