@@ -3,8 +3,8 @@
 //! `<title>` tooltip; colours come from the stylesheet (classes), so the CSP needs no inline
 //! styles.
 //!
-//! What must stay true: labels and values reach the SVG only through the template (they may be
-//! names people chose); numbers are written with one decimal, as the SVG attributes expect.
+//! What must stay true: labels and values reach the SVG only through the template, which
+//! escapes them (they may be names people chose); nothing here builds markup.
 
 /// One bar: its label, value and how the value is written.
 pub struct Bar {
