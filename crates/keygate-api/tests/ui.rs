@@ -638,6 +638,171 @@ async fn user_text_is_escaped() {
     assert!(page.body.contains("&quot;&gt;&lt;script&gt;x&lt;/script&gt;"));
 }
 
+/// A hostile name as stored and as it must appear in HTML: every `<`, `>` and `"` escaped, so
+/// it cannot close an attribute or open an element.
+const HOSTILE_NAMES: [(&str, &str); 2] = [
+    ("<script>alert(1)</script>", "&lt;script&gt;alert(1)&lt;/script&gt;"),
+    (
+        r#""><img src=x onerror=alert(1)>"#,
+        "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;",
+    ),
+];
+
+/// `raw` is nowhere in the page as markup and `escaped` is: it was rendered, as text.
+fn assert_shown_escaped(page: &Page, raw: &str, escaped: &str, what: &str) {
+    assert!(page.status < 500, "{what}: status {}: {}", page.status, page.body);
+    assert!(!page.body.contains(raw), "{what}: the name is in the page raw");
+    assert!(!page.body.contains("<script>alert"), "{what}: a script element");
+    assert!(!page.body.contains("<img src=x"), "{what}: an img element");
+    assert!(page.body.contains(escaped), "{what}: the escaped name is missing");
+}
+
+/// Names chosen by people, with markup in them, are text on every page that shows them: the
+/// lists, the edit and confirm forms (in headings and in `value="..."` attributes), the page
+/// that shows a new API key, and the one-time flash messages. The provider key's name is
+/// written to the store directly: the API refuses such a name, but a page must not trust that
+/// what it reads was checked.
+#[tokio::test]
+async fn hostile_names_are_escaped_on_lists_forms_and_flash_messages() {
+    let g = start().await;
+    let mut b = signed_in(&g).await;
+    let csrf = b.csrf().await;
+    for (n, (raw, escaped)) in HOSTILE_NAMES.into_iter().enumerate() {
+        // A provider key named `raw`.
+        let plain = format!("hostile-pk-{n}");
+        let (s, v) = g
+            .admin(
+                "POST",
+                "/api/v1/provider_keys",
+                Some(json!({"name": plain, "modelHub": "openai", "apiKey": "sk-hostile-000000000000"})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let mut provider = g.state.store.get_provider_key_by_name("default", &plain).await.unwrap();
+        provider.name = raw.to_string();
+        g.state
+            .store
+            .update_provider_key(&provider, &[], &[], None, None)
+            .await
+            .unwrap();
+        let pk_id = provider.id.clone();
+        let page = b.get("/ui/keys").await;
+        assert_shown_escaped(&page, raw, escaped, "provider-key list");
+        let page = b.get(&format!("/ui/keys/{pk_id}")).await;
+        assert_shown_escaped(&page, raw, escaped, "provider-key edit form");
+        assert!(page.body.contains(&format!(r#"name="new_name" value="{escaped}""#)));
+        let page = b.get(&format!("/ui/keys/{pk_id}/delete")).await;
+        assert_shown_escaped(&page, raw, escaped, "provider-key delete form");
+        // An error shown over the edit form: the name is shown again in the form.
+        let page = b
+            .post(
+                &format!("/ui/keys/{pk_id}/rename"),
+                &[("_csrf", &csrf), ("new_name", raw)],
+            )
+            .await;
+        assert!(page.body.contains("flash-error"), "{}", page.body);
+        assert_shown_escaped(&page, raw, escaped, "provider-key rename refused");
+
+        // A virtual key named `raw` over it, made with the UI's form: its flash names it.
+        let slug = format!("hostile-vk-{n}");
+        let page = b.get("/ui/virtual-keys/new").await;
+        assert_shown_escaped(&page, raw, escaped, "virtual-key form's targets");
+        let page = b
+            .post(
+                "/ui/virtual-keys/new",
+                &[("_csrf", &csrf), ("name", raw), ("slug", &slug), ("target", &pk_id)],
+            )
+            .await;
+        assert_eq!(page.status, 303, "{}", page.body);
+        let page = b.get("/ui/virtual-keys").await;
+        assert_shown_escaped(&page, raw, escaped, "virtual-key list");
+        assert!(
+            page.body
+                .contains(&format!("Created virtual key {escaped} (slug {slug}).")),
+            "the flash message, escaped: {}",
+            page.body
+        );
+        let vk = g.state.store.get_virtual_key("default", &slug).await.unwrap();
+        let page = b.get(&format!("/ui/virtual-keys/{}", vk.id)).await;
+        assert_shown_escaped(&page, raw, escaped, "virtual-key edit form");
+        assert!(page.body.contains(&format!(r#"name="name" value="{escaped}""#)));
+        let page = b.get(&format!("/ui/virtual-keys/{}/delete", vk.id)).await;
+        assert_shown_escaped(&page, raw, escaped, "virtual-key delete form");
+        // The provider key's page names the virtual keys that use it.
+        let page = b.get(&format!("/ui/keys/{pk_id}")).await;
+        assert!(page.body.contains(&slug));
+
+        // An API key described as `raw`, made with the UI's form.
+        let page = b
+            .post(
+                "/ui/api-keys/new",
+                &[("_csrf", &csrf), ("api_key_type", "INFERENCE"), ("description", raw)],
+            )
+            .await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert_shown_escaped(&page, raw, escaped, "the new API key's page");
+        let page = b.get("/ui/api-keys").await;
+        assert_shown_escaped(&page, raw, escaped, "API-key list");
+        let (rows, _) = g
+            .state
+            .store
+            .list_platform_keys("default", keygate_store::Page { page: 1, limit: 500 })
+            .await
+            .unwrap();
+        let ak_id = rows.iter().find(|r| r.description == raw).unwrap().id.clone();
+        let page = b.get(&format!("/ui/api-keys/{ak_id}/rotate")).await;
+        assert_shown_escaped(&page, raw, escaped, "API-key rotate form");
+        let page = b.get(&format!("/ui/api-keys/{ak_id}/delete")).await;
+        assert_shown_escaped(&page, raw, escaped, "API-key delete form");
+        // A form shown again after an error keeps the description, escaped.
+        let page = b
+            .post(
+                "/ui/api-keys/new",
+                &[
+                    ("_csrf", &csrf),
+                    ("api_key_type", "INFERENCE"),
+                    ("description", raw),
+                    ("limit_usd", "not a number"),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, 400, "{}", page.body);
+        assert_shown_escaped(&page, raw, escaped, "API-key form after an error");
+        assert!(page.body.contains(&format!(r#"name="description" value="{escaped}""#)));
+        // Deleting them: each flash message names what went.
+        let page = b
+            .post(&format!("/ui/api-keys/{ak_id}/delete"), &[("_csrf", &csrf)])
+            .await;
+        assert_eq!(page.status, 303, "{}", page.body);
+        let page = b.get("/ui/api-keys").await;
+        assert!(
+            page.body.contains(&format!("Deleted API key {escaped} (kg_inf_")),
+            "the flash message, escaped: {}",
+            page.body
+        );
+        assert_shown_escaped(&page, raw, escaped, "API-key deleted flash");
+        for path in ["/ui/audit", "/ui/usage?by=providerKey", "/ui/usage?by=key"] {
+            let page = b.get(path).await;
+            assert!(!page.body.contains(raw), "{path}");
+        }
+        let page = b
+            .post(&format!("/ui/virtual-keys/{}/delete", vk.id), &[("_csrf", &csrf)])
+            .await;
+        assert_eq!(page.status, 303, "{}", page.body);
+        let page = b.get("/ui/virtual-keys").await;
+        assert_shown_escaped(&page, raw, escaped, "virtual-key deleted flash");
+        let page = b.post(&format!("/ui/keys/{pk_id}/delete"), &[("_csrf", &csrf)]).await;
+        assert_eq!(page.status, 303, "{}", page.body);
+        let page = b.get("/ui/keys").await;
+        assert!(
+            page.body.contains(&format!("Deleted provider key {escaped}.")),
+            "the flash message, escaped: {}",
+            page.body
+        );
+        assert!(!page.body.contains(raw));
+    }
+}
+
 #[tokio::test]
 async fn provider_keys_add_rename_rotate_delete() {
     let g = start().await;

@@ -144,7 +144,7 @@ impl Inner {
 
     fn sweep(&mut self, now: i64) {
         self.ops += 1;
-        if self.ops % 4096 == 0 {
+        if self.ops.is_multiple_of(4096) {
             self.counters.retain(|_, c| !expired(c, now));
         }
     }

@@ -1,19 +1,23 @@
 //! The API keys page: platform keys (list, search, create with the secret shown once and a
 //! copy button, rotate with a grace period, delete), through the handlers of
-//! `crate::api_keys`, so the privilege rule, throttle and cap apply exactly as in the API.
+//! `crate::api_keys`, so the privilege rule, throttle and cap apply exactly as in the API. The
+//! views below feed the templates `api_keys/*.html`.
+//!
+//! What must stay true: a secret appears in one page only, the answer to the POST that made
+//! it (`no-store`); every other page shows a key by its last characters.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
+use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use keygate_store::{Page, PlatformKeyRow, StoreError};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::html::{self, esc, Flash, Nav, E};
+use super::html::{self, Flash, Frame, Nav, Opt, Pager, Time};
 use super::keys::readable;
-use super::{matches, page_of, Form, Params, PostForm, Ui};
+use super::{matches, page_of, Back, Form, Params, PostForm, Ui};
 use crate::api_keys::{self as ak, ConsumptionInput, CreateApiKey, DeleteQuery, KeyRateLimits};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Ctx, JsonBody};
@@ -61,7 +65,19 @@ fn period_text(p: LimitPeriod) -> &'static str {
     }
 }
 
-fn limits_text(s: &KeySettings) -> String {
+/// A key's limits as lines of text, and its IP allow-list when it has one.
+struct Limits {
+    lines: Vec<String>,
+    ips: Option<String>,
+}
+
+impl Limits {
+    fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.ips.is_none()
+    }
+}
+
+fn limits_text(s: &KeySettings) -> Limits {
     let mut parts = Vec::new();
     let period = period_text(s.period());
     for (k, v) in &s.consumption_limit {
@@ -70,29 +86,50 @@ fn limits_text(s: &KeySettings) -> String {
             "diem" | "vcu" => format!("{} {}{period}", html::usd(*v).trim_start_matches('$'), k.to_uppercase()),
             other => format!("{} {other}{period}", html::int(*v)),
         };
-        parts.push(esc(&text));
+        parts.push(text);
     }
     for (k, v) in &s.rate_limits {
-        parts.push(esc(&format!("{} {k}", html::int(*v as i64))));
+        parts.push(format!("{} {k}", html::int(*v as i64)));
     }
-    if !s.ip_allowlist.is_empty() {
-        parts.push(format!(
-            r#"<span title="{}">IP-restricted</span>"#,
-            E(&s.ip_allowlist.join(", "))
-        ));
+    Limits {
+        lines: parts,
+        ips: (!s.ip_allowlist.is_empty()).then(|| s.ip_allowlist.join(", ")),
     }
-    if parts.is_empty() {
-        r#"<span class="muted">none</span>"#.into()
-    } else {
-        parts.join("<br>")
-    }
+}
+
+/// One API key of the list.
+struct ApiKeyItem<'a> {
+    row: &'a PlatformKeyRow,
+    /// The id, percent-encoded for the links.
+    id: String,
+    type_kind: &'static str,
+    /// Whether it is the key of this session.
+    you: bool,
+    prefix: &'static str,
+    limits: Limits,
+    expires: Option<Time>,
+    expired: bool,
+    used: Option<Time>,
+    created: Option<Time>,
+}
+
+/// `api_keys/list.html`.
+#[derive(Template)]
+#[template(path = "api_keys/list.html")]
+struct ListPage<'a> {
+    frame: Frame<'a>,
+    search: &'a str,
+    types: Vec<Opt>,
+    total: usize,
+    rows: Vec<ApiKeyItem<'a>>,
+    pager: Pager,
 }
 
 /// `GET /ui/api-keys`.
 pub async fn list(State(state): State<AppState>, ui: Ui, q: Params) -> Response {
     let rows = match all_keys(&state, &ui.ctx.workspace).await {
         Ok(r) => r,
-        Err(e) => return ui.error_page(Nav::ApiKeys, "API keys", &e, ""),
+        Err(e) => return ui.error_page(Nav::ApiKeys, "API keys", &e, None),
     };
     let search = q.text("q");
     let want = q.text("type");
@@ -106,74 +143,66 @@ pub async fn list(State(state): State<AppState>, ui: Ui, q: Params) -> Response 
     let rows = page_of(rows, page, PER_PAGE);
     let now = keygate_types::timefmt::now_ms();
 
-    let mut body = String::new();
     let types = [("", "Any type"), ("ADMIN", "ADMIN"), ("INFERENCE", "INFERENCE")];
-    let _ = write!(
-        body,
-        r#"<div class="toolbar">{}<a class="btn btn-primary" href="/ui/api-keys/new" id="add-api-key">Create API key</a></div>"#,
-        html::filter_bar(
-            "/ui/api-keys",
-            search,
-            "Search description or last characters",
-            &html::select("type", "filter-type", &types, want)
-        )
-    );
-    if total == 0 {
-        body.push_str(r#"<div class="empty"><p>No API keys match.</p></div>"#);
-    } else {
-        body.push_str(r#"<div class="table-wrap"><table class="list" id="api-keys-table"><thead><tr><th>Description</th><th>Type</th><th>Key</th><th>Limits</th><th>Expires</th><th>Last used</th><th>Created</th><th class="actions">Actions</th></tr></thead><tbody>"#);
-        for r in &rows {
-            let s = match settings_of(r) {
-                Ok(s) => s,
-                Err(e) => return ui.error_page(Nav::ApiKeys, "API keys", &e, ""),
-            };
-            let kind = if r.key_type == "ADMIN" { "admin" } else { "info" };
-            let mut type_html = html::badge(&r.key_type, kind);
-            if r.org_admin {
-                type_html.push(' ');
-                type_html.push_str(&html::badge("org admin", "muted"));
-            }
-            let you = if r.id == ui.principal().id {
-                format!(" {}", html::badge("this session", "ok"))
-            } else {
-                String::new()
-            };
-            let expires = match r.expires_at {
-                Some(e) if e <= now => format!("{} {}", html::when(Some(e)), html::badge("expired", "error")),
-                other => html::when(other),
-            };
-            let prefix = if r.key_type == "ADMIN" { "kg_adm_" } else { "kg_inf_" };
-            let id = html::url_enc(&r.id);
-            let _ = write!(
-                body,
-                r#"<tr data-id="{rid}"><td data-label="Description"><span class="strong">{desc}</span>{you}</td><td data-label="Type">{type_html}</td><td data-label="Key"><code>{prefix}…{last6}</code></td><td data-label="Limits">{limits}</td><td data-label="Expires">{expires}</td><td data-label="Last used">{used}</td><td data-label="Created">{created}</td><td class="actions"><a class="btn btn-small" href="/ui/api-keys/{id}/rotate">Rotate</a> <a class="btn btn-small btn-danger-ghost" href="/ui/api-keys/{id}/delete">Delete</a></td></tr>"#,
-                rid = E(&r.id),
-                desc = if r.description.is_empty() {
-                    r#"<span class="muted">(no description)</span>"#.to_string()
-                } else {
-                    esc(&r.description)
-                },
-                last6 = E(&r.last6),
-                limits = limits_text(&s),
-                used = html::when(r.last_used_at),
-                created = html::when(Some(r.created_at)),
-            );
-        }
-        body.push_str("</tbody></table></div>");
-        body.push_str(&html::pager(
+    let items = rows
+        .iter()
+        .map(|r| {
+            Ok(ApiKeyItem {
+                row: r,
+                id: html::url_enc(&r.id),
+                type_kind: if r.key_type == "ADMIN" { "admin" } else { "info" },
+                you: r.id == ui.principal().id,
+                prefix: if r.key_type == "ADMIN" { "kg_adm_" } else { "kg_inf_" },
+                limits: limits_text(&settings_of(r)?),
+                expires: html::when(r.expires_at),
+                expired: r.expires_at.is_some_and(|e| e <= now),
+                used: html::when(r.last_used_at),
+                created: html::when(Some(r.created_at)),
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>();
+    let items = match items {
+        Ok(items) => items,
+        Err(e) => return ui.error_page(Nav::ApiKeys, "API keys", &e, None),
+    };
+    ui.page(&ListPage {
+        frame: ui.frame(Nav::ApiKeys, "API keys"),
+        search,
+        types: html::options(&types, want),
+        total,
+        rows: items,
+        pager: html::pager(
             "/ui/api-keys",
             &[("q", search.to_string()), ("type", want.to_string())],
             page,
             PER_PAGE,
             total,
-        ));
-    }
-    ui.page(Nav::ApiKeys, "API keys", &body)
+        ),
+    })
 }
 
-/// The create form's values (never a secret: there is none in it).
-fn new_form_html(ui: &Ui, f: &BTreeMap<String, String>, vks: &[(String, String)]) -> String {
-    let v = |k: &str| f.get(k).cloned().unwrap_or_default();
+/// `api_keys/new.html`: the create form with its values (never a secret: there is none in it).
+#[derive(Template)]
+#[template(path = "api_keys/new.html")]
+struct NewPage<'a> {
+    frame: Frame<'a>,
+    values: &'a BTreeMap<String, String>,
+    types: Vec<Opt>,
+    privacy: Vec<Opt>,
+    vks: Vec<Opt>,
+    periods: Vec<Opt>,
+    windows: [(&'static str, &'static str); 6],
+}
+
+impl NewPage<'_> {
+    /// The value of field `k` (blank when none).
+    fn v(&self, k: &str) -> &str {
+        self.values.get(k).map(String::as_str).unwrap_or("")
+    }
+}
+
+fn new_view<'a>(frame: Frame<'a>, f: &'a BTreeMap<String, String>, vks: &[(String, String)]) -> NewPage<'a> {
+    let v = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
     let types = [
         ("INFERENCE", "INFERENCE: the gateway only"),
         ("ADMIN", "ADMIN: everything"),
@@ -191,107 +220,25 @@ fn new_form_html(ui: &Ui, f: &BTreeMap<String, String>, vks: &[(String, String)]
     ];
     let mut vk_opts: Vec<(&str, &str)> = vec![("", "none")];
     vk_opts.extend(vks.iter().map(|(slug, name)| (slug.as_str(), name.as_str())));
-    let mut windows = String::new();
-    for (k, label) in [
-        ("rpm", "Requests / minute"),
-        ("rph", "Requests / hour"),
-        ("rpd", "Requests / day"),
-        ("tpm", "Tokens / minute"),
-        ("tph", "Tokens / hour"),
-        ("tpd", "Tokens / day"),
-    ] {
-        windows.push_str(&html::field(label, k, &v(k), "number", r#" min="1""#, ""));
-    }
     let kt = v("api_key_type");
     let lp = v("limit_period");
     let mp = v("model_privacy");
-    format!(
-        r#"<form method="post" action="/ui/api-keys/new" class="card form" id="api-key-form">{csrf}
-<div class="grid">
-<label class="field" for="api_key_type"><span>Type</span>{types}</label>
-{desc}
-{expires}
-<label class="field" for="model_privacy"><span>Model privacy</span>{privacy}</label>
-<label class="field" for="default_virtual_key"><span>Default virtual key</span>{vk}</label>
-{ips}
-</div>
-<fieldset><legend>Consumption limit</legend><div class="grid">
-{usd}
-{tokens}
-{requests}
-<label class="field" for="limit_period"><span>Period</span>{period}</label>
-</div></fieldset>
-<fieldset><legend>Rate limits</legend><div class="grid">{windows}</div></fieldset>
-<p class="help">A key can never get more rights or higher limits than the key you signed in with.</p>
-<div class="form-actions"><button type="submit" class="btn btn-primary" id="create-api-key">Create API key</button> <a class="btn btn-ghost" href="/ui/api-keys">Cancel</a></div>
-</form>"#,
-        csrf = html::csrf_field(&ui.csrf),
-        types = html::select(
-            "api_key_type",
-            "api_key_type",
-            &types,
-            if kt.is_empty() { "INFERENCE" } else { &kt }
-        ),
-        desc = html::field(
-            "Description",
-            "description",
-            &v("description"),
-            "text",
-            r#" maxlength="500" required"#,
-            ""
-        ),
-        expires = html::field("Expires on", "expires_at", &v("expires_at"), "date", "", "blank: never"),
-        privacy = html::select(
-            "model_privacy",
-            "model_privacy",
-            &privacy,
-            if mp.is_empty() { "ALL" } else { &mp }
-        ),
-        vk = html::select(
-            "default_virtual_key",
-            "default_virtual_key",
-            &vk_opts,
-            &v("default_virtual_key")
-        ),
-        ips = html::field(
-            "IP allow-list",
-            "ip_allowlist",
-            &v("ip_allowlist"),
-            "text",
-            r#" spellcheck="false" placeholder="10.0.0.0/8, 192.0.2.7""#,
-            "comma-separated addresses or CIDRs; blank: anywhere"
-        ),
-        usd = html::field(
-            "USD",
-            "limit_usd",
-            &v("limit_usd"),
-            "text",
-            r#" inputmode="decimal" placeholder="no limit""#,
-            ""
-        ),
-        tokens = html::field(
-            "Tokens",
-            "limit_tokens",
-            &v("limit_tokens"),
-            "number",
-            r#" min="0" placeholder="no limit""#,
-            ""
-        ),
-        requests = html::field(
-            "Requests",
-            "limit_requests",
-            &v("limit_requests"),
-            "number",
-            r#" min="0" placeholder="no limit""#,
-            ""
-        ),
-        period = html::select(
-            "limit_period",
-            "limit_period",
-            &periods,
-            if lp.is_empty() { "LIFETIME" } else { &lp }
-        ),
-    )
+    NewPage {
+        frame,
+        values: f,
+        types: html::options(&types, if kt.is_empty() { "INFERENCE" } else { kt }),
+        privacy: html::options(&privacy, if mp.is_empty() { "ALL" } else { mp }),
+        vks: html::options(&vk_opts, v("default_virtual_key")),
+        periods: html::options(&periods, if lp.is_empty() { "LIFETIME" } else { lp }),
+        windows: [
+            ("rpm", "Requests / minute"),
+            ("rph", "Requests / hour"),
+            ("rpd", "Requests / day"),
+            ("tpm", "Tokens / minute"),
+            ("tph", "Tokens / hour"),
+            ("tpd", "Tokens / day"),
+        ],
+    }
 }
 
 async fn vk_options(state: &AppState, workspace: &str) -> Vec<(String, String)> {
@@ -311,11 +258,8 @@ async fn vk_options(state: &AppState, workspace: &str) -> Vec<(String, String)> 
 /// `GET /ui/api-keys/new`.
 pub async fn new_form(State(state): State<AppState>, ui: Ui) -> Response {
     let vks = vk_options(&state, &ui.ctx.workspace).await;
-    ui.page(
-        Nav::ApiKeys,
-        "Create API key",
-        &new_form_html(&ui, &BTreeMap::new(), &vks),
-    )
+    let values = BTreeMap::new();
+    ui.page(&new_view(ui.frame(Nav::ApiKeys, "Create API key"), &values, &vks))
 }
 
 fn num<T: std::str::FromStr>(form: &Form, name: &str, label: &str) -> ApiResult<Option<T>> {
@@ -381,27 +325,31 @@ async fn json_of(resp: Response) -> Value {
     serde_json::from_slice(&bytes).unwrap_or(Value::Null)
 }
 
+/// `api_keys/secret.html`: a new secret, once.
+#[derive(Template)]
+#[template(path = "api_keys/secret.html")]
+struct SecretPage<'a> {
+    frame: Frame<'a>,
+    secret: &'a str,
+    note: Option<String>,
+    key_type: &'a str,
+    description: &'a str,
+    last6: &'a str,
+    expires: &'a str,
+}
+
 /// The page that shows a new secret, once. It is the answer to the POST itself: nothing
 /// keeps the secret, so no later page can show it again.
-fn secret_page(ui: &Ui, title: &str, data: &Value, secret: &str, note: &str) -> Response {
-    let body = format!(
-        r##"<section class="card secret-card" id="secret-card">
-<h2>{title}</h2>
-<p>Copy it now. keygate keeps only a keyed hash of it and <strong>will not show it again</strong>.</p>
-<div class="secret-row"><code id="new-secret" class="secret">{secret}</code><button type="button" class="btn" data-copy="#new-secret" id="copy-secret">Copy</button></div>
-{note}
-<dl class="facts"><dt>Type</dt><dd>{kt}</dd><dt>Description</dt><dd>{desc}</dd><dt>Ends in</dt><dd><code>…{last6}</code></dd><dt>Expires</dt><dd>{exp}</dd></dl>
-<p><a class="btn btn-primary" href="/ui/api-keys" id="secret-done">I have copied it</a></p>
-</section>"##,
-        title = E(title),
-        secret = E(secret),
-        note = note,
-        kt = E(data["apiKeyType"].as_str().unwrap_or("")),
-        desc = E(data["description"].as_str().unwrap_or("")),
-        last6 = E(data["last6Chars"].as_str().unwrap_or("")),
-        exp = E(data["expiresAt"].as_str().unwrap_or("never")),
-    );
-    let mut resp = ui.page(Nav::ApiKeys, title, &body);
+fn secret_page(ui: &Ui, title: &str, data: &Value, secret: &str, note: Option<String>) -> Response {
+    let mut resp = ui.page(&SecretPage {
+        frame: ui.frame(Nav::ApiKeys, title),
+        secret,
+        note,
+        key_type: data["apiKeyType"].as_str().unwrap_or(""),
+        description: data["description"].as_str().unwrap_or(""),
+        last6: data["last6Chars"].as_str().unwrap_or(""),
+        expires: data["expiresAt"].as_str().unwrap_or("never"),
+    });
     resp.headers_mut()
         .insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
     resp
@@ -421,7 +369,7 @@ pub async fn create(State(state): State<AppState>, ui: Ui, PostForm(form): PostF
         Ok(mut v) => {
             let data = v["data"].take();
             let secret = Zeroizing::new(data["apiKey"].as_str().unwrap_or("").to_string());
-            secret_page(&ui, "Your new API key", &data, &secret, "")
+            secret_page(&ui, "Your new API key", &data, &secret, None)
         }
         Err(e) => {
             let mut values = BTreeMap::new();
@@ -446,11 +394,10 @@ pub async fn create(State(state): State<AppState>, ui: Ui, PostForm(form): PostF
                 values.insert(k.to_string(), form.text(k).to_string());
             }
             let vks = vk_options(&state, &ui.ctx.workspace).await;
-            ui.error_page(
-                Nav::ApiKeys,
-                "Create API key",
-                &readable(e),
-                &new_form_html(&ui, &values, &vks),
+            let e = readable(e);
+            ui.render(
+                e.status,
+                &new_view(ui.error_frame(Nav::ApiKeys, "Create API key", &e), &values, &vks),
             )
         }
     }
@@ -467,13 +414,16 @@ async fn find(state: &AppState, ui: &Ui, id: &str) -> ApiResult<PlatformKeyRow> 
         })
 }
 
+/// The way back from a page that failed.
+const BACK: Back = Some(("/ui/api-keys", "Back to API keys"));
+
 fn back(ui: &Ui, e: ApiError) -> Response {
-    ui.page_with(
+    ui.message_page(
         e.status,
         Nav::ApiKeys,
         "API keys",
-        Some(Flash::Error(&readable(e.clone()).message)),
-        r#"<p><a class="btn" href="/ui/api-keys">Back to API keys</a></p>"#,
+        Flash::Error(&readable(e.clone()).message),
+        BACK,
     )
 }
 
@@ -499,18 +449,22 @@ pub async fn rotate_form(State(state): State<AppState>, ui: Ui, Path(id): Path<S
         ("86400", "1 day"),
         ("604800", "7 days"),
     ];
-    let body = format!(
-        r#"<div class="card narrow confirm"><h2>Rotate {name}?</h2>
-<p>The key keeps its id, type and limits and gets a new secret, shown once.</p>
-<form method="post" action="/ui/api-keys/{id}/rotate" class="stack">{csrf}
-<label class="field" for="grace"><span>Keep the old secret valid for</span>{grace}</label>
-<div><button type="submit" class="btn btn-primary" id="confirm-rotate">Rotate</button> <a class="btn btn-ghost" href="/ui/api-keys">Cancel</a></div></form></div>"#,
-        name = E(&key_name(&row)),
-        id = html::url_enc(&row.id),
-        csrf = html::csrf_field(&ui.csrf),
-        grace = html::select("grace_period_seconds", "grace", &graces, "0"),
-    );
-    ui.page(Nav::ApiKeys, "Rotate API key", &body)
+    ui.page(&RotatePage {
+        frame: ui.frame(Nav::ApiKeys, "Rotate API key"),
+        name: key_name(&row),
+        id: html::url_enc(&row.id),
+        graces: html::options(&graces, "0"),
+    })
+}
+
+/// `api_keys/rotate.html`.
+#[derive(Template)]
+#[template(path = "api_keys/rotate.html")]
+struct RotatePage<'a> {
+    frame: Frame<'a>,
+    name: String,
+    id: String,
+    graces: Vec<Opt>,
 }
 
 /// `POST /ui/api-keys/{id}/rotate`: the new secret, once.
@@ -542,13 +496,13 @@ pub async fn rotate(
             let secret = Zeroizing::new(data["apiKey"].as_str().unwrap_or("").to_string());
             let note = if grace > 0 {
                 format!(
-                    r#"<p class="muted">The old secret stays valid for {} more seconds.</p>"#,
+                    "The old secret stays valid for {} more seconds.",
                     html::int(grace as i64)
                 )
             } else {
-                r#"<p class="muted">The old secret no longer works.</p>"#.to_string()
+                "The old secret no longer works.".to_string()
             };
-            secret_page(&ui, "The rotated API key", &data, &secret, &note)
+            secret_page(&ui, "The rotated API key", &data, &secret, Some(note))
         }
         Err(e) => back(&ui, e),
     }
@@ -560,20 +514,23 @@ pub async fn delete_form(State(state): State<AppState>, ui: Ui, Path(id): Path<S
         Ok(r) => r,
         Err(e) => return back(&ui, e),
     };
-    let own = if row.id == ui.principal().id {
-        r#"<p class="flash flash-error">This is the key you are signed in with: deleting it signs you out.</p>"#
-    } else {
-        ""
-    };
-    let body = format!(
-        r#"<div class="card narrow confirm"><h2>Delete {name}?</h2>
-<p>Clients using it are refused from now on. This cannot be undone.</p>{own}
-<form method="post" action="/ui/api-keys/{id}/delete">{csrf}<button type="submit" class="btn btn-danger" id="confirm-delete">Delete</button> <a class="btn btn-ghost" href="/ui/api-keys">Cancel</a></form></div>"#,
-        name = E(&key_name(&row)),
-        id = html::url_enc(&row.id),
-        csrf = html::csrf_field(&ui.csrf),
-    );
-    ui.page(Nav::ApiKeys, "Delete API key", &body)
+    ui.page(&DeletePage {
+        frame: ui.frame(Nav::ApiKeys, "Delete API key"),
+        name: key_name(&row),
+        id: html::url_enc(&row.id),
+        own: row.id == ui.principal().id,
+    })
+}
+
+/// `api_keys/delete.html`.
+#[derive(Template)]
+#[template(path = "api_keys/delete.html")]
+struct DeletePage<'a> {
+    frame: Frame<'a>,
+    name: String,
+    id: String,
+    /// Whether it is the key of this session (deleting it signs out).
+    own: bool,
 }
 
 /// `POST /ui/api-keys/{id}/delete`.

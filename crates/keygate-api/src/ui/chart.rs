@@ -1,10 +1,10 @@
-//! Server-side SVG charts: columns over days, horizontal bars over models and keys. Each bar
-//! has a `<title>` tooltip; colours come from the stylesheet (classes), so the CSP needs no
-//! inline styles.
-
-use std::fmt::Write;
-
-use super::html::E;
+//! Server-side SVG charts: columns over days, horizontal bars over models and keys. This module
+//! does the geometry; `templates/charts.html` draws it, escaping every label. Each bar has a
+//! `<title>` tooltip; colours come from the stylesheet (classes), so the CSP needs no inline
+//! styles.
+//!
+//! What must stay true: labels and values reach the SVG only through the template, which
+//! escapes them (they may be names people chose); nothing here builds markup.
 
 /// One bar: its label, value and how the value is written.
 pub struct Bar {
@@ -46,8 +46,64 @@ fn tick(label: &str) -> String {
     }
 }
 
+/// A coordinate as the SVG gets it: one decimal.
+fn n1(v: f64) -> String {
+    format!("{v:.1}")
+}
+
+/// What every chart has: where it is on the page and what it is called.
+pub struct Head {
+    pub id: &'static str,
+    pub title: String,
+    /// `cost` or `tokens` (the stylesheet's colour).
+    pub class: &'static str,
+    pub width: f64,
+    pub height: f64,
+}
+
+/// A horizontal grid line of a column chart with its axis value.
+pub struct GridLine {
+    pub y: String,
+    pub x2: String,
+    pub tx: String,
+    pub ty: String,
+    pub value: String,
+}
+
+/// One column, its hover area and, every few columns, its axis label.
+pub struct Column {
+    pub x: String,
+    pub y: String,
+    pub w: String,
+    pub h: String,
+    pub hx: String,
+    pub label: String,
+    pub shown: String,
+    /// The axis label under it: (x, y, text).
+    pub tick: Option<(String, String, String)>,
+}
+
+/// Vertical columns (a time series), drawn by the macro `columns` of `charts.html`.
+pub struct Columns {
+    pub head: Head,
+    pub left: f64,
+    pub top: f64,
+    pub slot: String,
+    pub plot_h: String,
+    pub grid: Vec<GridLine>,
+    /// Where "no data in this range" goes when there are no columns: (x, y).
+    pub empty: Option<(String, String)>,
+    pub bars: Vec<Column>,
+}
+
 /// Vertical columns (a time series). `fmt` writes an axis value.
-pub fn columns(id: &str, title: &str, class: &str, bars: &[Bar], fmt: &dyn Fn(f64) -> String) -> String {
+pub fn columns(
+    id: &'static str,
+    title: &str,
+    class: &'static str,
+    bars: &[Bar],
+    fmt: &dyn Fn(f64) -> String,
+) -> Columns {
     const W: f64 = 520.0;
     const H: f64 = 210.0;
     const LEFT: f64 = 80.0;
@@ -56,67 +112,91 @@ pub fn columns(id: &str, title: &str, class: &str, bars: &[Bar], fmt: &dyn Fn(f6
     let plot_w = W - LEFT - 8.0;
     let plot_h = H - BOTTOM - TOP;
     let max = nice_max(bars.iter().map(|b| b.value).fold(0.0, f64::max));
-    let mut out = format!(
-        r#"<figure class="chart" id="{id}"><figcaption>{t}</figcaption><svg viewBox="0 0 {W} {H}" class="chart-svg {class}" role="img" aria-label="{t}">"#,
-        id = E(id),
-        t = E(title),
-        class = E(class),
-    );
-    for i in 0..=4 {
-        let frac = f64::from(i) / 4.0;
-        let y = TOP + plot_h * (1.0 - frac);
-        let _ = write!(
-            out,
-            r#"<line class="grid-line" x1="{LEFT}" y1="{y:.1}" x2="{x2:.1}" y2="{y:.1}"/><text class="axis" x="{tx:.1}" y="{ty:.1}" text-anchor="end">{v}</text>"#,
-            x2 = W - 8.0,
-            tx = LEFT - 6.0,
-            ty = y + 4.0,
-            v = E(&fmt(max * frac)),
-        );
-    }
-    if bars.is_empty() {
-        let _ = write!(
-            out,
-            r#"<text class="axis" x="{x:.1}" y="{y:.1}" text-anchor="middle">no data in this range</text>"#,
-            x = LEFT + plot_w / 2.0,
-            y = TOP + plot_h / 2.0
-        );
-    }
+    let grid = (0..=4)
+        .map(|i| {
+            let frac = f64::from(i) / 4.0;
+            let y = TOP + plot_h * (1.0 - frac);
+            GridLine {
+                y: n1(y),
+                x2: n1(W - 8.0),
+                tx: n1(LEFT - 6.0),
+                ty: n1(y + 4.0),
+                value: fmt(max * frac),
+            }
+        })
+        .collect();
+    let empty = bars
+        .is_empty()
+        .then(|| (n1(LEFT + plot_w / 2.0), n1(TOP + plot_h / 2.0)));
     let n = bars.len().max(1) as f64;
     let slot = plot_w / n;
     let bw = (slot * 0.7).max(1.0);
     let every = bars.len().div_ceil(7).max(1);
-    for (i, b) in bars.iter().enumerate() {
-        let h = if max > 0.0 {
-            (b.value / max).clamp(0.0, 1.0) * plot_h
-        } else {
-            0.0
-        };
-        let x = LEFT + slot * i as f64 + (slot - bw) / 2.0;
-        let y = TOP + plot_h - h;
-        let _ = write!(
-            out,
-            r#"<g class="bar-g"><rect class="bar" x="{x:.1}" y="{y:.1}" width="{bw:.1}" height="{h:.1}"><title>{l}: {s}</title></rect><rect class="hit" x="{hx:.1}" y="{TOP}" width="{slot:.1}" height="{plot_h:.1}"><title>{l}: {s}</title></rect></g>"#,
-            hx = LEFT + slot * i as f64,
-            l = E(&b.label),
-            s = E(&b.shown),
-        );
-        if i % every == 0 {
-            let _ = write!(
-                out,
-                r#"<text class="axis" x="{cx:.1}" y="{ly:.1}" text-anchor="middle">{l}</text>"#,
-                cx = x + bw / 2.0,
-                ly = H - 6.0,
-                l = E(&tick(&b.label)),
-            );
-        }
+    let columns = bars
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let h = if max > 0.0 {
+                (b.value / max).clamp(0.0, 1.0) * plot_h
+            } else {
+                0.0
+            };
+            let x = LEFT + slot * i as f64 + (slot - bw) / 2.0;
+            let y = TOP + plot_h - h;
+            Column {
+                x: n1(x),
+                y: n1(y),
+                w: n1(bw),
+                h: n1(h),
+                hx: n1(LEFT + slot * i as f64),
+                label: b.label.clone(),
+                shown: b.shown.clone(),
+                tick: (i % every == 0).then(|| (n1(x + bw / 2.0), n1(H - 6.0), tick(&b.label))),
+            }
+        })
+        .collect();
+    Columns {
+        head: Head {
+            id,
+            title: title.to_string(),
+            class,
+            width: W,
+            height: H,
+        },
+        left: LEFT,
+        top: TOP,
+        slot: n1(slot),
+        plot_h: n1(plot_h),
+        grid,
+        empty,
+        bars: columns,
     }
-    out.push_str("</svg></figure>");
-    out
+}
+
+/// One horizontal bar with its label (shortened) and value.
+pub struct Row {
+    pub ty: String,
+    pub by: String,
+    pub w: String,
+    pub short: String,
+    pub label: String,
+    pub shown: String,
+}
+
+/// Horizontal bars (a breakdown), drawn by the macro `rows` of `charts.html`.
+pub struct Rows {
+    pub head: Head,
+    pub label_x: f64,
+    pub bar_x: f64,
+    pub plot_w: String,
+    pub value_x: String,
+    /// The x of "no data in this range" when there are no bars.
+    pub empty: Option<f64>,
+    pub bars: Vec<Row>,
 }
 
 /// Horizontal bars (a breakdown by model or key), largest first as given.
-pub fn rows(id: &str, title: &str, class: &str, bars: &[Bar]) -> String {
+pub fn rows(id: &'static str, title: &str, class: &'static str, bars: &[Bar]) -> Rows {
     const W: f64 = 520.0;
     const ROW: f64 = 26.0;
     const LABEL: f64 = 150.0;
@@ -124,58 +204,103 @@ pub fn rows(id: &str, title: &str, class: &str, bars: &[Bar]) -> String {
     let h = (ROW * bars.len().max(1) as f64 + 8.0).max(40.0);
     let max = bars.iter().map(|b| b.value).fold(0.0, f64::max);
     let plot_w = W - LABEL - VALUE - 8.0;
-    let mut out = format!(
-        r#"<figure class="chart" id="{id}"><figcaption>{t}</figcaption><svg viewBox="0 0 {W} {h}" class="chart-svg {class}" role="img" aria-label="{t}">"#,
-        id = E(id),
-        t = E(title),
-        class = E(class),
-    );
-    if bars.is_empty() {
-        let _ = write!(
-            out,
-            r#"<text class="axis" x="{x}" y="24" text-anchor="middle">no data in this range</text>"#,
-            x = W / 2.0
-        );
+    let rows = bars
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let y = 4.0 + ROW * i as f64;
+            let w = if max > 0.0 {
+                (b.value / max).clamp(0.0, 1.0) * plot_w
+            } else {
+                0.0
+            };
+            Row {
+                ty: n1(y + 13.0),
+                by: n1(y + 1.0),
+                w: n1(w),
+                short: short(&b.label, 20),
+                label: b.label.clone(),
+                shown: b.shown.clone(),
+            }
+        })
+        .collect();
+    Rows {
+        head: Head {
+            id,
+            title: title.to_string(),
+            class,
+            width: W,
+            height: h,
+        },
+        label_x: LABEL - 8.0,
+        bar_x: LABEL,
+        plot_w: n1(plot_w),
+        value_x: n1(LABEL + plot_w + 8.0),
+        empty: bars.is_empty().then_some(W / 2.0),
+        bars: rows,
     }
-    for (i, b) in bars.iter().enumerate() {
-        let y = 4.0 + ROW * i as f64;
-        let w = if max > 0.0 {
-            (b.value / max).clamp(0.0, 1.0) * plot_w
-        } else {
-            0.0
-        };
-        let _ = write!(
-            out,
-            r#"<g class="bar-g"><text class="axis label" x="{lx}" y="{ty:.1}" text-anchor="end">{ls}</text><rect class="bar-track" x="{LABEL}" y="{by:.1}" width="{plot_w:.1}" height="16" rx="3"/><rect class="bar" x="{LABEL}" y="{by:.1}" width="{w:.1}" height="16" rx="3"><title>{l}: {s}</title></rect><text class="axis value" x="{vx:.1}" y="{ty:.1}">{s}</text></g>"#,
-            lx = LABEL - 8.0,
-            ty = y + 13.0,
-            by = y + 1.0,
-            ls = E(&short(&b.label, 20)),
-            l = E(&b.label),
-            s = E(&b.shown),
-            vx = LABEL + plot_w + 8.0,
-        );
-    }
-    out.push_str("</svg></figure>");
-    out
 }
 
 #[cfg(test)]
 mod tests {
+    use askama::Template;
+
     use super::*;
+
+    /// Both charts as `usage.html` draws them.
+    #[derive(Template)]
+    #[template(
+        source = r#"{% import "charts.html" as charts %}{{ charts::rows(rows) }}{{ charts::columns(columns) }}"#,
+        ext = "html"
+    )]
+    struct Drawn {
+        rows: Rows,
+        columns: Columns,
+    }
 
     #[test]
     fn labels_are_escaped() {
         let bars = vec![Bar {
             label: "<script>x</script>".into(),
             value: 1.0,
-            shown: "1".into(),
+            shown: "\"><img src=x>".into(),
         }];
-        let svg = rows("c", "t", "cost", &bars);
-        assert!(!svg.contains("<script>"));
-        assert!(svg.contains("&lt;script&gt;"));
-        let svg = columns("c", "t", "cost", &bars, &|v| format!("{v}"));
-        assert!(!svg.contains("<script>"));
+        let svg = Drawn {
+            rows: rows("c", "<b>t</b>", "cost", &bars),
+            columns: columns("d", "t", "cost", &bars, &|v| format!("{v}")),
+        }
+        .render()
+        .unwrap();
+        assert!(!svg.contains("<script>") && !svg.contains("<img") && !svg.contains("<b>"));
+        assert!(svg.contains("&lt;script&gt;x&lt;/script&gt;"));
+        assert!(svg.contains("&quot;&gt;&lt;img src=x&gt;"));
+        assert!(svg.contains(r#"aria-label="&lt;b&gt;t&lt;/b&gt;""#));
+        assert_eq!(svg.matches("<rect class=\"bar\"").count(), 2);
+    }
+
+    #[test]
+    fn geometry() {
+        let bars = vec![
+            Bar {
+                label: "2026-01-02".into(),
+                value: 1.0,
+                shown: "$1.00".into(),
+            },
+            Bar {
+                label: "a-model-with-a-long-name".into(),
+                value: 0.5,
+                shown: "$0.50".into(),
+            },
+        ];
+        let c = columns("c", "t", "cost", &bars, &|v| format!("{v}"));
+        assert_eq!(c.bars.len(), 2);
+        assert_eq!(c.bars[0].h, "176.0");
+        assert_eq!(c.bars[1].h, "88.0");
+        assert_eq!(c.bars[0].tick.as_ref().map(|t| t.2.as_str()), Some("01-02"));
+        assert!(c.empty.is_none());
+        let r = rows("r", "t", "cost", &bars);
+        assert_eq!(r.bars[1].short, "a-model-with-a-long…");
+        assert!(rows("r", "t", "cost", &[]).empty.is_some());
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! The Keys page: provider keys (list, search, add with hub-specific fields, edit, rename,
-//! rotate, delete), through the service functions of `crate::provider_keys`.
+//! rotate, delete), through the service functions of `crate::provider_keys`. The views below
+//! feed the templates `keys/*.html`.
+//!
+//! What must stay true: no secret (API key or secret hub setting) is put in a view: a secret
+//! field's value is always empty, and a form shown again after an error keeps only public
+//! values.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
+use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use keygate_store::{Page, ProviderKeyRow, StoreError};
@@ -11,16 +16,16 @@ use keygate_types::ModelHub;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use super::html::{self, esc, Flash, Nav, E};
-use super::{matches, page_of, Form, Params, PostForm, Ui};
+use super::html::{self, Flash, Frame, Nav, Opt, Pager, Time};
+use super::{matches, page_of, Back, Form, Params, PostForm, Ui};
 use crate::error::{ApiError, ApiResult};
 use crate::provider_keys::{self as pk, CreateProviderKey, SecretInput, UpdateProviderKey};
 use crate::state::AppState;
 
 const PER_PAGE: u32 = 25;
 
-/// A small lock: the value is stored sealed by the vault.
-const LOCK: &str = r#" <svg class="lock" viewBox="0 0 16 16" role="img" aria-label="stored encrypted"><title>stored encrypted</title><rect x="3" y="7" width="10" height="7" rx="1.5"/><path d="M5.5 7V5a2.5 2.5 0 0 1 5 0v2"/></svg>"#;
+/// The way back from a page that failed.
+const BACK: Back = Some(("/ui/keys", "Back to keys"));
 
 /// A hub-specific setting as the form shows it.
 struct HubField {
@@ -185,19 +190,38 @@ async fn find(state: &AppState, ui: &Ui, id: &str) -> ApiResult<ProviderKeyRow> 
 }
 
 fn not_found(ui: &Ui, e: &ApiError) -> Response {
-    ui.error_page(
-        Nav::Keys,
-        "Keys",
-        e,
-        r#"<p><a class="btn" href="/ui/keys">Back to keys</a></p>"#,
-    )
+    ui.error_page(Nav::Keys, "Keys", e, BACK)
+}
+
+/// One provider key of the list.
+struct KeyItem<'a> {
+    row: &'a ProviderKeyRow,
+    /// The id, percent-encoded for the links.
+    id: String,
+    hub: &'a str,
+    rate: String,
+    /// Whether the rate limit is the key's own (not the hub's default).
+    explicit: bool,
+    used: Option<Time>,
+}
+
+/// `keys/list.html`.
+#[derive(Template)]
+#[template(path = "keys/list.html")]
+struct ListPage<'a> {
+    frame: Frame<'a>,
+    search: &'a str,
+    hubs: Vec<Opt>,
+    total: usize,
+    rows: Vec<KeyItem<'a>>,
+    pager: Pager,
 }
 
 /// `GET /ui/keys`: the list, searchable by name, hub or URL and filterable by hub.
 pub async fn list(State(state): State<AppState>, ui: Ui, q: Params) -> Response {
     let rows = match all_provider_keys(&state, &ui.ctx.workspace).await {
         Ok(r) => r,
-        Err(e) => return ui.error_page(Nav::Keys, "Keys", &e, ""),
+        Err(e) => return ui.error_page(Nav::Keys, "Keys", &e, None),
     };
     let search = q.text("q");
     let hub = q.text("hub");
@@ -214,65 +238,34 @@ pub async fn list(State(state): State<AppState>, ui: Ui, q: Params) -> Response 
 
     let mut hubs: Vec<(&str, &str)> = vec![("", "All hubs")];
     hubs.extend(ModelHub::ALL.iter().map(|h| (h.as_str(), hub_label(h.as_str()))));
-    let mut body = String::new();
-    let _ = write!(
-        body,
-        r#"<div class="toolbar">{}<a class="btn btn-primary" href="/ui/keys/new" id="add-key">Add new key</a></div>"#,
-        html::filter_bar(
-            "/ui/keys",
-            search,
-            "Search name, hub or URL",
-            &html::select("hub", "filter-hub", &hubs, hub)
-        )
-    );
-    if total == 0 {
-        body.push_str(
-            r#"<div class="empty"><p>No provider keys match.</p><p class="muted">A provider key is a model hub's secret (OpenAI, Azure, Vertex…), kept encrypted; virtual keys point at it.</p></div>"#,
-        );
-    } else {
-        body.push_str(
-            r#"<div class="table-wrap"><table class="list" id="keys-table"><thead><tr><th>Name</th><th>Hub</th><th>Secret</th><th>Version</th><th>Rate limit</th><th>Last used</th><th class="actions">Actions</th></tr></thead><tbody>"#,
-        );
-        for r in &rows {
+    let items = rows
+        .iter()
+        .map(|r| {
             let (per, interval, explicit) = pk::rate_limit_of(r);
-            let rl = format!(
-                "{}{}",
-                esc(&rate_text(per, interval)),
-                if explicit {
-                    ""
-                } else {
-                    r#" <span class="muted">(hub default)</span>"#
-                }
-            );
-            let hint = match &r.secret_hint {
-                Some(h) => format!("<code>…{}</code>", E(h)),
-                None => r#"<span class="muted">hidden</span>"#.to_string(),
-            };
-            let id = html::url_enc(&r.id);
-            let _ = write!(
-                body,
-                r#"<tr data-name="{name}"><td data-label="Name"><a class="strong" href="/ui/keys/{id}">{name}</a>{private}</td><td data-label="Hub">{hub}</td><td data-label="Secret">{hint}</td><td data-label="Version">v{ver}</td><td data-label="Rate limit">{rl}</td><td data-label="Last used">{used}</td><td class="actions"><a class="btn btn-small" href="/ui/keys/{id}">Edit</a> <a class="btn btn-small btn-danger-ghost" href="/ui/keys/{id}/delete">Delete</a></td></tr>"#,
-                name = E(&r.name),
-                private = if r.private {
-                    format!(" {}", html::badge("private", "info"))
-                } else {
-                    String::new()
-                },
-                hub = E(hub_label(&r.hub)),
-                ver = r.secret_version,
-                used = html::when(r.last_used_at),
-            );
-        }
-        body.push_str("</tbody></table></div>");
-        body.push_str(&html::pager(
+            KeyItem {
+                row: r,
+                id: html::url_enc(&r.id),
+                hub: hub_label(&r.hub),
+                rate: rate_text(per, interval),
+                explicit,
+                used: html::when(r.last_used_at),
+            }
+        })
+        .collect();
+    ui.page(&ListPage {
+        frame: ui.frame(Nav::Keys, "Keys"),
+        search,
+        hubs: html::options(&hubs, hub),
+        total,
+        rows: items,
+        pager: html::pager(
             "/ui/keys",
             &[("q", search.to_string()), ("hub", hub.to_string())],
             page,
             PER_PAGE,
             total,
-        ));
-    }
-    ui.page(Nav::Keys, "Keys", &body)
+        ),
+    })
 }
 
 /// What the add form shows again after an error (never a secret).
@@ -308,9 +301,33 @@ impl Draft {
     }
 }
 
+/// One hub's settings in a form (`keys/hub_fields.html`).
+struct HubFieldset {
+    hub: &'static str,
+    label: &'static str,
+    hidden: bool,
+    fields: Vec<HubInput>,
+}
+
+/// One hub setting's input. A secret's `value` is always empty.
+struct HubInput {
+    name: String,
+    id: String,
+    label: &'static str,
+    value: String,
+    secret: bool,
+    textarea: bool,
+    help: &'static str,
+}
+
 /// The fieldsets of hub settings: one per hub (only `hub`'s visible), or only `only`'s.
-fn hub_fieldsets(selected: &str, values: &BTreeMap<String, String>, only: Option<&str>, stored: &[String]) -> String {
-    let mut out = String::new();
+fn hub_fieldsets(
+    selected: &str,
+    values: &BTreeMap<String, String>,
+    only: Option<&str>,
+    stored: &[String],
+) -> Vec<HubFieldset> {
+    let mut out = Vec::new();
     for hub in ModelHub::ALL {
         let h = hub.as_str();
         if only.is_some_and(|o| o != h) {
@@ -320,125 +337,62 @@ fn hub_fieldsets(selected: &str, values: &BTreeMap<String, String>, only: Option
         if fields.is_empty() {
             continue;
         }
-        let hidden = if h == selected { "" } else { " hidden" };
-        let _ = write!(
-            out,
-            r#"<fieldset class="hub-fields" data-hub="{h}"{hidden}><legend>{} settings</legend><div class="grid">"#,
-            E(hub_label(h))
-        );
-        for fd in fields {
-            let name = format!("hc.{h}.{}", fd.name);
-            let id = format!("f-hc-{h}-{}", fd.name);
-            let value = if fd.secret {
-                String::new()
-            } else {
-                values.get(&format!("{h}.{}", fd.name)).cloned().unwrap_or_default()
-            };
-            let help = if fd.secret && stored.iter().any(|s| s == fd.name) {
-                "stored sealed; leave blank to keep it, or enter a new value to rotate"
-            } else {
-                fd.help
-            };
-            let input = if fd.textarea {
-                format!(
-                    r#"<textarea id="{id}" name="{name}" rows="3" spellcheck="false"{ac}>{v}</textarea>"#,
-                    id = E(&id),
-                    name = E(&name),
-                    v = E(&value),
-                    ac = if fd.secret { r#" autocomplete="off""# } else { "" },
-                )
-            } else {
-                format!(
-                    r#"<input type="{t}" id="{id}" name="{name}" value="{v}" spellcheck="false"{ac}>"#,
-                    t = if fd.secret { "password" } else { "text" },
-                    id = E(&id),
-                    name = E(&name),
-                    v = E(&value),
-                    ac = if fd.secret {
-                        r#" autocomplete="new-password""#
-                    } else {
-                        ""
-                    },
-                )
-            };
-            let _ = write!(
-                out,
-                r#"<label class="field{wide}" for="{id}"><span>{label}{lock}</span>{input}{help}</label>"#,
-                wide = if fd.textarea { " wide" } else { "" },
-                id = E(&id),
-                label = E(fd.label),
-                lock = if fd.secret { LOCK } else { "" },
-                help = if help.is_empty() {
+        let inputs = fields
+            .iter()
+            .map(|fd| {
+                let value = if fd.secret {
                     String::new()
                 } else {
-                    format!(r#"<small class="help">{}</small>"#, E(help))
-                },
-            );
-        }
-        out.push_str("</div></fieldset>");
+                    values.get(&format!("{h}.{}", fd.name)).cloned().unwrap_or_default()
+                };
+                let help = if fd.secret && stored.iter().any(|s| s == fd.name) {
+                    "stored sealed; leave blank to keep it, or enter a new value to rotate"
+                } else {
+                    fd.help
+                };
+                HubInput {
+                    name: format!("hc.{h}.{}", fd.name),
+                    id: format!("f-hc-{h}-{}", fd.name),
+                    label: fd.label,
+                    value,
+                    secret: fd.secret,
+                    textarea: fd.textarea,
+                    help,
+                }
+            })
+            .collect();
+        out.push(HubFieldset {
+            hub: h,
+            label: hub_label(h),
+            hidden: h != selected,
+            fields: inputs,
+        });
     }
     out
 }
 
-fn new_form_html(ui: &Ui, d: &Draft) -> String {
+/// `keys/new.html`.
+#[derive(Template)]
+#[template(path = "keys/new.html")]
+struct NewPage<'a> {
+    frame: Frame<'a>,
+    draft: &'a Draft,
+    hubs: Vec<Opt>,
+    hub_fieldsets: Vec<HubFieldset>,
+}
+
+fn new_view<'a>(frame: Frame<'a>, d: &'a Draft) -> NewPage<'a> {
     let hub = if d.hub.is_empty() { "openai" } else { d.hub.as_str() };
     let hubs: Vec<(&str, &str)> = ModelHub::ALL
         .iter()
         .map(|h| (h.as_str(), hub_label(h.as_str())))
         .collect();
-    format!(
-        r#"<form method="post" action="/ui/keys/new" class="card form" id="new-key-form" autocomplete="off">
-{csrf}
-<div class="grid">
-{name}
-<label class="field" for="hub"><span>Model hub</span>{hub_select}<small class="help">Hub-specific settings appear below for the chosen hub.</small></label>
-<label class="field wide" for="f-api_key"><span>API key {lock}</span><input type="password" id="f-api_key" name="api_key" autocomplete="new-password" spellcheck="false"><small class="help">Stored encrypted, never shown again (only its last 4 characters). Vertex, Bedrock and DigitalOcean agents use the settings below instead.</small></label>
-{base_url}
-{rl_per}
-{rl_interval}
-<label class="check"><input type="checkbox" name="private" value="1"{private}><span>Private provider (for <code>modelPrivacy</code> checks)</span></label>
-</div>
-{hub_fields}
-<div class="form-actions"><button type="submit" class="btn btn-primary" id="save-key">Add key</button> <a class="btn btn-ghost" href="/ui/keys">Cancel</a></div>
-</form>"#,
-        csrf = html::csrf_field(&ui.csrf),
-        lock = LOCK,
-        name = html::field(
-            "Name",
-            "name",
-            &d.name,
-            "text",
-            r#" required maxlength="64" pattern="[A-Za-z0-9._\-]{1,64}" spellcheck="false""#,
-            "letters, digits, . _ - (unique in the workspace)"
-        ),
-        hub_select = html::select("model_hub", "hub", &hubs, hub),
-        base_url = html::field(
-            "Base URL",
-            "base_url",
-            &d.base_url,
-            "url",
-            r#" placeholder="the hub's default""#,
-            "optional; required for custom hubs"
-        ),
-        rl_per = html::field(
-            "Rate limit (requests)",
-            "rate_limit_per_interval",
-            &d.rl_per,
-            "number",
-            r#" min="1""#,
-            "blank: the hub's lowest published tier"
-        ),
-        rl_interval = html::field(
-            "per (seconds)",
-            "rate_limit_interval",
-            &d.rl_interval,
-            "number",
-            r#" min="1" placeholder="60""#,
-            ""
-        ),
-        private = if d.private { " checked" } else { "" },
-        hub_fields = hub_fieldsets(hub, &d.hub_values, None, &[]),
-    )
+    NewPage {
+        frame,
+        draft: d,
+        hubs: html::options(&hubs, hub),
+        hub_fieldsets: hub_fieldsets(hub, &d.hub_values, None, &[]),
+    }
 }
 
 /// `GET /ui/keys/new`.
@@ -447,7 +401,7 @@ pub async fn new_form(ui: Ui, q: Params) -> Response {
         hub: q.get("hub").unwrap_or("openai").to_string(),
         ..Default::default()
     };
-    ui.page(Nav::Keys, "Add new key", &new_form_html(&ui, &d))
+    ui.page(&new_view(ui.frame(Nav::Keys, "Add new key"), &d))
 }
 
 fn opt_u32(form: &Form, name: &str, label: &str) -> ApiResult<Option<u32>> {
@@ -513,12 +467,11 @@ pub async fn create(State(state): State<AppState>, ui: Ui, PostForm(form): PostF
             state.refresh_caches().await;
             ui.redirect_with("/ui/keys", &format!("Added provider key {}.", row.name))
         }
-        Err(e) => ui.error_page(
-            Nav::Keys,
-            "Add new key",
-            &readable(e),
-            &new_form_html(&ui, &Draft::from_form(&form)),
-        ),
+        Err(e) => {
+            let e = readable(e);
+            let d = Draft::from_form(&form);
+            ui.render(e.status, &new_view(ui.error_frame(Nav::Keys, "Add new key", &e), &d))
+        }
     }
 }
 
@@ -528,11 +481,38 @@ pub(super) fn readable(mut e: ApiError) -> ApiError {
     e
 }
 
-async fn edit_html(state: &AppState, ui: &Ui, row: &ProviderKeyRow) -> String {
-    let (v, settings) = match pk::view(row).and_then(|v| Ok((v, pk::settings_of(row)?))) {
-        Ok(x) => x,
-        Err(e) => return format!(r#"<div class="flash flash-error">{}</div>"#, E(&readable(e).message)),
-    };
+/// `keys/edit.html`.
+#[derive(Template)]
+#[template(path = "keys/edit.html")]
+struct EditPage<'a> {
+    frame: Frame<'a>,
+    row: &'a ProviderKeyRow,
+    /// The id, percent-encoded for the forms' addresses.
+    id: String,
+    hub: &'a str,
+    url: String,
+    rate: String,
+    explicit: bool,
+    /// The virtual keys that point at it: (percent-encoded id, slug).
+    used_by: Vec<(String, String)>,
+    created: Option<Time>,
+    updated: Option<Time>,
+    used: Option<Time>,
+    base_url: &'a str,
+    rl_per: String,
+    rl_interval: String,
+    hub_fieldsets: Vec<HubFieldset>,
+}
+
+/// The edit page of a provider key; an error naming the key when its record cannot be read.
+async fn edit_view<'a>(
+    state: &AppState,
+    ui: &Ui,
+    row: &'a ProviderKeyRow,
+    frame: Frame<'a>,
+) -> ApiResult<EditPage<'a>> {
+    let v = pk::view(row)?;
+    let settings = pk::settings_of(row)?;
     let mut values = BTreeMap::new();
     for (k, val) in settings.to_input_map() {
         let text = match val {
@@ -547,145 +527,59 @@ async fn edit_html(state: &AppState, ui: &Ui, row: &ProviderKeyRow) -> String {
         values.insert(format!("{}.{k}", row.hub), text);
     }
     let (per, interval, explicit) = pk::rate_limit_of(row);
-    let id = html::url_enc(&row.id);
     let vks = used_by(state, &ui.ctx.workspace, row).await;
-    let rl = format!(
-        "{}{}",
-        esc(&rate_text(per, interval)),
-        if explicit {
-            ""
-        } else {
-            r#" <span class="muted">(hub default)</span>"#
-        }
-    );
-    format!(
-        r#"<div class="cols">
-<section class="card">
-  <h2>{name} {private}</h2>
-  <dl class="facts">
-    <dt>Hub</dt><dd>{hub}</dd>
-    <dt>Sends to</dt><dd><code>{url}</code></dd>
-    <dt>Secret</dt><dd>{hint} · version <strong id="secret-version">{ver}</strong></dd>
-    <dt>Rate limit</dt><dd>{rl}</dd>
-    <dt>Used by</dt><dd>{vks}</dd>
-    <dt>Created</dt><dd>{created}</dd>
-    <dt>Updated</dt><dd>{updated}</dd>
-    <dt>Last used</dt><dd>{used}</dd>
-  </dl>
-  <p><a class="btn btn-danger-ghost" href="/ui/keys/{id}/delete" id="delete-key">Delete…</a></p>
-</section>
-<section class="card">
-  <h2>Rename</h2>
-  <form method="post" action="/ui/keys/{id}/rename" class="inline-form" id="rename-form">{csrf}
-    <label class="field" for="f-new_name"><span>New name</span><input type="text" id="f-new_name" name="new_name" value="{name}" required maxlength="64" spellcheck="false"></label>
-    <button type="submit" class="btn" id="rename-key">Rename</button>
-  </form>
-  <h2>Rotate the secret</h2>
-  <form method="post" action="/ui/keys/{id}/rotate" class="stack" id="rotate-form" autocomplete="off">{csrf}
-    <label class="field" for="f-rotate-key"><span>New API key {lock}</span><input type="password" id="f-rotate-key" name="api_key" required autocomplete="new-password" spellcheck="false"></label>
-    <label class="field" for="f-grace"><span>Keep the old secret valid for (seconds)</span><input type="number" id="f-grace" name="grace_period_seconds" min="0" value="0"><small class="help">so requests in flight finish; 0 ends it now</small></label>
-    <button type="submit" class="btn" id="rotate-key">Rotate</button>
-  </form>
-</section>
-</div>
-<form method="post" action="/ui/keys/{id}" class="card form" id="edit-key-form" autocomplete="off">{csrf}
-<h2>Settings</h2>
-<div class="grid">
-{base_url}
-{rl_per}
-{rl_interval}
-<label class="check"><input type="checkbox" name="private" value="1"{private_checked}><span>Private provider</span></label>
-</div>
-{hub_fields}
-<div class="form-actions"><button type="submit" class="btn btn-primary" id="save-settings">Save settings</button> <a class="btn btn-ghost" href="/ui/keys">Back to keys</a></div>
-</form>"#,
-        name = E(&row.name),
-        private = if row.private {
-            html::badge("private", "info")
-        } else {
-            String::new()
-        },
-        hub = E(hub_label(&row.hub)),
-        url = E(v.effective_base_url.as_deref().unwrap_or("—")),
-        hint = match &row.secret_hint {
-            Some(h) => format!("<code>…{}</code>", E(h)),
-            None => r#"<span class="muted">hidden</span>"#.into(),
-        },
-        ver = row.secret_version,
-        rl = rl,
-        created = html::when(Some(row.created_at)),
-        updated = html::when(Some(row.updated_at)),
-        used = html::when(row.last_used_at),
-        csrf = html::csrf_field(&ui.csrf),
-        lock = LOCK,
-        base_url = html::field(
-            "Base URL",
-            "base_url",
-            row.base_url.as_deref().unwrap_or(""),
-            "url",
-            r#" placeholder="the hub's default""#,
-            "blank: the hub's default"
-        ),
-        rl_per = html::field(
-            "Rate limit (requests)",
-            "rate_limit_per_interval",
-            &if explicit { per.to_string() } else { String::new() },
-            "number",
-            r#" min="1""#,
-            "blank: the hub's default"
-        ),
-        rl_interval = html::field(
-            "per (seconds)",
-            "rate_limit_interval",
-            &if explicit { interval.to_string() } else { String::new() },
-            "number",
-            r#" min="1" placeholder="60""#,
-            ""
-        ),
-        private_checked = if row.private { " checked" } else { "" },
-        hub_fields = hub_fieldsets(&row.hub, &values, Some(&row.hub), &settings.secret_fields),
-    )
+    Ok(EditPage {
+        frame,
+        row,
+        id: html::url_enc(&row.id),
+        hub: hub_label(&row.hub),
+        url: v.effective_base_url.unwrap_or_else(|| "—".to_string()),
+        rate: rate_text(per, interval),
+        explicit,
+        used_by: vks,
+        created: html::when(Some(row.created_at)),
+        updated: html::when(Some(row.updated_at)),
+        used: html::when(row.last_used_at),
+        base_url: row.base_url.as_deref().unwrap_or(""),
+        rl_per: if explicit { per.to_string() } else { String::new() },
+        rl_interval: if explicit { interval.to_string() } else { String::new() },
+        hub_fieldsets: hub_fieldsets(&row.hub, &values, Some(&row.hub), &settings.secret_fields),
+    })
 }
 
-/// The virtual keys that point at a provider key, as links.
-async fn used_by(state: &AppState, workspace: &str, row: &ProviderKeyRow) -> String {
-    let names = super::virtual_keys::using_provider(state, workspace, &row.id).await;
-    if names.is_empty() {
-        return r#"<span class="muted">no virtual key</span>"#.into();
-    }
-    names
-        .iter()
-        .map(|(id, slug)| {
-            format!(
-                r#"<a href="/ui/virtual-keys/{}">{}</a>"#,
-                E(&html::url_enc(id)),
-                E(slug)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The virtual keys that point at a provider key: (percent-encoded id, slug).
+async fn used_by(state: &AppState, workspace: &str, row: &ProviderKeyRow) -> Vec<(String, String)> {
+    super::virtual_keys::using_provider(state, workspace, &row.id)
+        .await
+        .into_iter()
+        .map(|(id, slug)| (html::url_enc(&id), slug))
+        .collect()
 }
 
 /// `GET /ui/keys/{id}`: details, settings, rename, rotate, delete.
 pub async fn edit_form(State(state): State<AppState>, ui: Ui, Path(id): Path<String>) -> Response {
     match find(&state, &ui, &id).await {
-        Ok(row) => ui.page(
-            Nav::Keys,
-            &format!("Key {}", row.name),
-            &edit_html(&state, &ui, &row).await,
-        ),
+        Ok(row) => {
+            let title = format!("Key {}", row.name);
+            match edit_view(&state, &ui, &row, ui.frame(Nav::Keys, &title)).await {
+                Ok(page) => ui.page(&page),
+                Err(e) => not_found(&ui, &e),
+            }
+        }
         Err(e) => not_found(&ui, &e),
     }
 }
 
 async fn after_error(state: &AppState, ui: &Ui, id: &str, e: ApiError) -> Response {
     match find(state, ui, id).await {
-        Ok(row) => ui.error_page(
-            Nav::Keys,
-            &format!("Key {}", row.name),
-            &readable(e),
-            &edit_html(state, ui, &row).await,
-        ),
+        Ok(row) => {
+            let title = format!("Key {}", row.name);
+            let e = readable(e);
+            match edit_view(state, ui, &row, ui.error_frame(Nav::Keys, &title, &e)).await {
+                Ok(page) => ui.render(e.status, &page),
+                Err(unreadable) => not_found(ui, &unreadable),
+            }
+        }
         Err(e2) => not_found(ui, &e2),
     }
 }
@@ -827,24 +721,23 @@ pub async fn delete_form(State(state): State<AppState>, ui: Ui, Path(id): Path<S
         Err(e) => return not_found(&ui, &e),
     };
     let vks = super::virtual_keys::using_provider(&state, &ui.ctx.workspace, &row.id).await;
-    let warn = if vks.is_empty() {
-        String::new()
-    } else {
-        format!(
-            r#"<p class="flash flash-error">{} virtual key(s) point at it and will stop working: {}.</p>"#,
-            vks.len(),
-            vks.iter().map(|(_, s)| esc(s)).collect::<Vec<_>>().join(", ")
-        )
-    };
-    let body = format!(
-        r#"<div class="card narrow confirm"><h2>Delete provider key {name}?</h2>
-<p>Its secret is destroyed; this cannot be undone.</p>{warn}
-<form method="post" action="/ui/keys/{id}/delete">{csrf}<button type="submit" class="btn btn-danger" id="confirm-delete">Delete {name}</button> <a class="btn btn-ghost" href="/ui/keys">Cancel</a></form></div>"#,
-        name = E(&row.name),
-        id = html::url_enc(&row.id),
-        csrf = html::csrf_field(&ui.csrf),
-    );
-    ui.page(Nav::Keys, "Delete key", &body)
+    ui.page(&DeletePage {
+        frame: ui.frame(Nav::Keys, "Delete key"),
+        row: &row,
+        id: html::url_enc(&row.id),
+        used_by: vks,
+    })
+}
+
+/// `keys/delete.html`.
+#[derive(Template)]
+#[template(path = "keys/delete.html")]
+struct DeletePage<'a> {
+    frame: Frame<'a>,
+    row: &'a ProviderKeyRow,
+    id: String,
+    /// The virtual keys that would stop working: (id, slug).
+    used_by: Vec<(String, String)>,
 }
 
 /// `POST /ui/keys/{id}/delete`.
@@ -863,12 +756,12 @@ pub async fn delete(
             state.refresh_caches().await;
             ui.redirect_with("/ui/keys", &format!("Deleted provider key {}.", row.name))
         }
-        Err(e) => ui.page_with(
+        Err(e) => ui.message_page(
             e.status,
             Nav::Keys,
             "Keys",
-            Some(Flash::Error(&readable(e.clone()).message)),
-            r#"<p><a class="btn" href="/ui/keys">Back to keys</a></p>"#,
+            Flash::Error(&readable(e.clone()).message),
+            BACK,
         ),
     }
 }

@@ -1,14 +1,18 @@
 //! The Rate-limit log (refused requests) and the Audit log (changes), with filters and paging.
+//! The views below feed the templates `rate_limits.html` and `audit.html`.
+//!
+//! What must stay true: a key is named by its label (description, slug or name) with its id
+//! beside it, never by anything secret; audit details are shown as text.
 
 use std::collections::HashMap;
-use std::fmt::Write;
 
+use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
 use keygate_store::{AuditFilter, Page};
 use keygate_types::timefmt::parse_ms;
 
-use super::html::{self, esc, Nav, E};
+use super::html::{self, Frame, Nav, Opt, Pager, Time};
 use super::{page_of, Params, Ui};
 use crate::state::AppState;
 
@@ -40,14 +44,44 @@ async fn key_labels(state: &AppState, workspace: &str) -> HashMap<String, String
     out
 }
 
-fn label(labels: &HashMap<String, String>, id: Option<&str>) -> String {
+/// A key named in a log: its id and, while it exists, its label.
+struct KeyLabel {
+    id: String,
+    label: Option<String>,
+}
+
+fn label(labels: &HashMap<String, String>, id: Option<&str>) -> Option<KeyLabel> {
     match id {
-        None | Some("") => r#"<span class="muted">—</span>"#.into(),
-        Some(id) => match labels.get(id) {
-            Some(l) => format!(r#"<span title="{}">{}</span>"#, E(id), E(l)),
-            None => format!("<code class=\"small\">{}</code>", E(id)),
-        },
+        None | Some("") => None,
+        Some(id) => Some(KeyLabel {
+            id: id.to_string(),
+            label: labels.get(id).cloned(),
+        }),
     }
+}
+
+/// One refusal of the rate-limit log.
+struct RefusalLine<'a> {
+    at: Option<Time>,
+    limit_type: &'a str,
+    scope: String,
+    value: String,
+    api_key: Option<KeyLabel>,
+    virtual_key: Option<KeyLabel>,
+    provider_key: Option<KeyLabel>,
+    model: Option<&'a str>,
+}
+
+/// `rate_limits.html`.
+#[derive(Template)]
+#[template(path = "rate_limits.html")]
+struct RateLimitsPage<'a> {
+    frame: Frame<'a>,
+    scopes: Vec<Opt>,
+    types: Vec<Opt>,
+    total: usize,
+    events: Vec<RefusalLine<'a>>,
+    pager: Pager,
 }
 
 /// `GET /ui/rate-limits?scope=&type=&page=`: the newest refusals of the workspace.
@@ -55,7 +89,7 @@ pub async fn rate_limits(State(state): State<AppState>, ui: Ui, q: Params) -> Re
     state.meter.flush().await;
     let events = match state.store.list_rate_limit_events(&ui.ctx.workspace, None, 1000).await {
         Ok(e) => e,
-        Err(e) => return ui.error_page(Nav::RateLimits, "Rate-limit log", &e.into(), ""),
+        Err(e) => return ui.error_page(Nav::RateLimits, "Rate-limit log", &e.into(), None),
     };
     let scope = q.text("scope");
     let kind = q.text("type");
@@ -80,40 +114,33 @@ pub async fn rate_limits(State(state): State<AppState>, ui: Ui, q: Params) -> Re
     ];
     let mut type_opts: Vec<(&str, &str)> = vec![("", "Any limit")];
     type_opts.extend(types.iter().map(|t| (t.as_str(), t.as_str())));
-    let mut body = format!(
-        r#"<div class="toolbar"><form class="filters" method="get" action="/ui/rate-limits">{}{}<button class="btn" type="submit">Filter</button></form></div><p class="muted">Every request refused by a rate limit or budget, newest first (the last 1,000).</p>"#,
-        html::select("scope", "filter-scope", &scopes, scope),
-        html::select("type", "filter-type", &type_opts, kind),
-    );
-    if total == 0 {
-        body.push_str(r#"<div class="empty"><p>No refused requests.</p></div>"#);
-    } else {
-        body.push_str(r#"<div class="table-wrap"><table class="list" id="rate-limit-log"><thead><tr><th>Time</th><th>Limit</th><th>Owner</th><th class="num">Value</th><th>API key</th><th>Virtual key</th><th>Provider key</th><th>Model</th></tr></thead><tbody>"#);
-        for e in &events {
-            let value = limit_value(&state, e);
-            let _ = write!(
-                body,
-                r#"<tr><td data-label="Time">{t}</td><td data-label="Limit">{ty}</td><td data-label="Owner">{sc}</td><td class="num" data-label="Value">{v}</td><td data-label="API key">{ak}</td><td data-label="Virtual key">{vk}</td><td data-label="Provider key">{pk}</td><td data-label="Model">{m}</td></tr>"#,
-                t = html::when(Some(e.at)),
-                ty = html::badge(&e.limit_type, "warn"),
-                sc = esc(&e.scope.replace('_', " ")),
-                v = value,
-                ak = label(&labels, e.platform_key_id.as_deref()),
-                vk = label(&labels, e.virtual_key_id.as_deref()),
-                pk = label(&labels, e.provider_key_id.as_deref()),
-                m = html::or_dash(e.model.as_deref()),
-            );
-        }
-        body.push_str("</tbody></table></div>");
-        body.push_str(&html::pager(
+    let lines = events
+        .iter()
+        .map(|e| RefusalLine {
+            at: html::when(Some(e.at)),
+            limit_type: &e.limit_type,
+            scope: e.scope.replace('_', " "),
+            value: limit_value(&state, e),
+            api_key: label(&labels, e.platform_key_id.as_deref()),
+            virtual_key: label(&labels, e.virtual_key_id.as_deref()),
+            provider_key: label(&labels, e.provider_key_id.as_deref()),
+            model: e.model.as_deref().filter(|m| !m.is_empty()),
+        })
+        .collect();
+    ui.page(&RateLimitsPage {
+        frame: ui.frame(Nav::RateLimits, "Rate-limit log"),
+        scopes: html::options(&scopes, scope),
+        types: html::options(&type_opts, kind),
+        total,
+        events: lines,
+        pager: html::pager(
             "/ui/rate-limits",
             &[("scope", scope.to_string()), ("type", kind.to_string())],
             page,
             PER_PAGE,
             total,
-        ));
-    }
-    ui.page(Nav::RateLimits, "Rate-limit log", &body)
+        ),
+    })
 }
 
 /// A refusal's limit as people read it: a budget in its own measure (found on the key that
@@ -184,6 +211,32 @@ const ACTIONS: [&str; 15] = [
     "master_key.rotate",
 ];
 
+/// One change of the audit log.
+struct ChangeLine<'a> {
+    at: Option<Time>,
+    action: &'a str,
+    /// Who made it: a key of the workspace (`actor_key`) or, without one, `actor`'s text.
+    actor: Option<&'a str>,
+    actor_key: Option<KeyLabel>,
+    target_type: String,
+    target: Option<KeyLabel>,
+    details: Option<&'a str>,
+    request_id: Option<&'a str>,
+}
+
+/// `audit.html`.
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage<'a> {
+    frame: Frame<'a>,
+    actions: Vec<Opt>,
+    from: &'a str,
+    to: &'a str,
+    total: i64,
+    events: Vec<ChangeLine<'a>>,
+    pager: Pager,
+}
+
 /// `GET /ui/audit?action=&from=&to=&page=`: changes, newest first.
 pub async fn audit(State(state): State<AppState>, ui: Ui, q: Params) -> Response {
     let action = q.text("action");
@@ -201,49 +254,32 @@ pub async fn audit(State(state): State<AppState>, ui: Ui, q: Params) -> Response
         .await
     {
         Ok(x) => x,
-        Err(e) => return ui.error_page(Nav::Audit, "Audit log", &e.into(), ""),
+        Err(e) => return ui.error_page(Nav::Audit, "Audit log", &e.into(), None),
     };
     let labels = key_labels(&state, &ui.ctx.workspace).await;
     let mut opts: Vec<(&str, &str)> = vec![("", "Any action")];
     opts.extend(ACTIONS.iter().map(|a| (*a, *a)));
-    let mut body = format!(
-        r#"<div class="toolbar"><form class="filters" method="get" action="/ui/audit">{sel}<input type="date" name="from" value="{from}" aria-label="From"><input type="date" name="to" value="{to}" aria-label="To"><button class="btn" type="submit">Filter</button></form></div>"#,
-        sel = html::select("action", "filter-action", &opts, action),
-        from = E(q.text("from")),
-        to = E(q.text("to")),
-    );
-    if total == 0 {
-        body.push_str(r#"<div class="empty"><p>No changes recorded yet.</p></div>"#);
-    } else {
-        body.push_str(r#"<div class="table-wrap"><table class="list" id="audit-log"><thead><tr><th>Time</th><th>Action</th><th>Actor</th><th>Target</th><th>Details</th><th>Request id</th></tr></thead><tbody>"#);
-        for e in &events {
-            let actor = match &e.actor_key_id {
-                Some(id) => label(&labels, Some(id)),
-                None => esc(&e.actor),
-            };
-            let target = format!(
-                "{} {}",
-                esc(&e.target_type.replace('_', " ")),
-                label(&labels, e.target_id.as_deref())
-            );
-            let details = if e.details == "{}" || e.details.is_empty() {
-                r#"<span class="muted">—</span>"#.to_string()
-            } else {
-                format!(r#"<code class="details">{}</code>"#, E(&e.details))
-            };
-            let _ = write!(
-                body,
-                r#"<tr><td data-label="Time">{t}</td><td data-label="Action">{a}</td><td data-label="Actor">{actor}</td><td data-label="Target">{target}</td><td data-label="Details">{details}</td><td data-label="Request id">{rid}</td></tr>"#,
-                t = html::when(Some(e.at)),
-                a = html::badge(&e.action, "info"),
-                rid = match &e.request_id {
-                    Some(r) => format!(r#"<code class="small">{}</code>"#, E(r)),
-                    None => r#"<span class="muted">—</span>"#.into(),
-                },
-            );
-        }
-        body.push_str("</tbody></table></div>");
-        body.push_str(&html::pager(
+    let lines = events
+        .iter()
+        .map(|e| ChangeLine {
+            at: html::when(Some(e.at)),
+            action: &e.action,
+            actor: e.actor_key_id.is_none().then_some(e.actor.as_str()),
+            actor_key: e.actor_key_id.as_deref().and_then(|id| label(&labels, Some(id))),
+            target_type: e.target_type.replace('_', " "),
+            target: label(&labels, e.target_id.as_deref()),
+            details: (e.details != "{}" && !e.details.is_empty()).then_some(e.details.as_str()),
+            request_id: e.request_id.as_deref(),
+        })
+        .collect();
+    ui.page(&AuditPage {
+        frame: ui.frame(Nav::Audit, "Audit log"),
+        actions: html::options(&opts, action),
+        from: q.text("from"),
+        to: q.text("to"),
+        total,
+        events: lines,
+        pager: html::pager(
             "/ui/audit",
             &[
                 ("action", action.to_string()),
@@ -253,7 +289,6 @@ pub async fn audit(State(state): State<AppState>, ui: Ui, q: Params) -> Response
             page,
             PER_PAGE,
             usize::try_from(total).unwrap_or(0),
-        ));
-    }
-    ui.page(Nav::Audit, "Audit log", &body)
+        ),
+    })
 }

@@ -1,13 +1,17 @@
-//! The web UI at `/ui`: sign-in, Keys, Virtual keys, API keys, Usage, Rate-limit
-//! log and Audit log, served by the same binary with its assets embedded.
+//! The web UI at `/ui`: sign-in, Keys, Virtual keys, API keys, Usage, Rate-limit log and
+//! Audit log, served by the same binary with its assets embedded.
 //!
-//! Pages are rendered on the server (no framework, no CDN); forms POST back to `/ui/...` and
-//! every action calls the same service functions as the management API, under the same
+//! Pages are rendered on the server from askama templates (`crates/keygate-api/templates/`,
+//! checked at compile time; no framework, no CDN): each page's view struct holds a
+//! [`Frame`] and its template extends `layout.html`. Forms POST back to `/ui/...` and every
+//! action calls the same service functions as the management API, under the same
 //! authorization (an ADMIN key's session, scoped to its workspace).
 //!
-//! What must stay true: every value shown is escaped (`html::E`); every POST carries the
+//! What must stay true: every value shown goes through the templates' auto-escaping (no markup
+//! is built in Rust strings and no template marks a value `|safe`); every POST carries the
 //! session's CSRF token and comes from this origin; every response carries the CSP and the
-//! other security headers; no secret is shown except a new platform key's, once.
+//! other security headers, and no page has inline script or style; no secret is shown except a
+//! new platform key's, once.
 
 mod api_keys;
 mod chart;
@@ -20,6 +24,7 @@ mod virtual_keys;
 
 use std::sync::Arc;
 
+use askama::Template;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::handler::Handler;
 use axum::http::request::Parts;
@@ -36,7 +41,7 @@ use crate::error::ApiError;
 use crate::extract::{ClientIp, Ctx};
 use crate::state::AppState;
 use crate::{Role, RouteTable};
-use html::{Flash, Nav, Who, E};
+use html::{Flash, Frame, Nav};
 
 /// The Content-Security-Policy of every UI response.
 pub const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
@@ -148,28 +153,45 @@ pub struct Ui {
     flash: Option<String>,
 }
 
-impl Ui {
-    pub fn who(&self) -> Who<'_> {
-        Who {
-            workspace: &self.ctx.workspace,
-            last6: &self.ctx.principal.last6,
-            csrf: &self.csrf,
-        }
-    }
+/// Where a message-only page sends people back to: (address, label).
+pub type Back = Option<(&'static str, &'static str)>;
 
+impl Ui {
     pub fn principal(&self) -> &Arc<Principal> {
         &self.ctx.principal
     }
 
-    /// A whole page (status 200) with the one-time message, if any.
-    pub fn page(&self, nav: Nav, title: &str, body: &str) -> Response {
-        self.page_with(StatusCode::OK, nav, title, None, body)
+    /// The frame of a page (title, sidebar, who is signed in, CSRF token) with the one-time
+    /// message of the flash cookie, if any.
+    pub fn frame<'a>(&'a self, nav: Nav, title: &'a str) -> Frame<'a> {
+        self.frame_with(nav, title, None)
     }
 
-    /// A page with a given status and message (the flash cookie's message when `msg` is None).
-    pub fn page_with(&self, status: StatusCode, nav: Nav, title: &str, msg: Option<Flash<'_>>, body: &str) -> Response {
-        let flash = msg.or_else(|| self.flash.as_deref().map(Flash::Ok));
-        let mut resp = html_response(status, html::layout(title, nav, &self.who(), flash, body));
+    /// The frame of a page with a given message (the flash cookie's message when `msg` is None).
+    pub fn frame_with<'a>(&'a self, nav: Nav, title: &'a str, msg: Option<Flash<'a>>) -> Frame<'a> {
+        Frame {
+            title,
+            nav,
+            workspace: &self.ctx.workspace,
+            last6: &self.ctx.principal.last6,
+            csrf: &self.csrf,
+            flash: msg.or_else(|| self.flash.as_deref().map(Flash::Ok)),
+        }
+    }
+
+    /// The frame of a page that shows a service's error.
+    pub fn error_frame<'a>(&'a self, nav: Nav, title: &'a str, e: &'a ApiError) -> Frame<'a> {
+        self.frame_with(nav, title, Some(Flash::Error(&e.message)))
+    }
+
+    /// A whole page (status 200).
+    pub fn page(&self, view: &impl Template) -> Response {
+        self.render(StatusCode::OK, view)
+    }
+
+    /// A page with a given status. The flash cookie is cleared once its message is shown.
+    pub fn render(&self, status: StatusCode, view: &impl Template) -> Response {
+        let mut resp = render_html(status, view);
         if self.flash.is_some() {
             resp.headers_mut().append(
                 http::header::SET_COOKIE,
@@ -179,9 +201,20 @@ impl Ui {
         resp
     }
 
-    /// A page showing an error from a service, with its status.
-    pub fn error_page(&self, nav: Nav, title: &str, e: &ApiError, body: &str) -> Response {
-        self.page_with(e.status, nav, title, Some(Flash::Error(&e.message)), body)
+    /// A page with only a message and, maybe, a way back.
+    pub fn message_page(&self, status: StatusCode, nav: Nav, title: &str, msg: Flash<'_>, back: Back) -> Response {
+        self.render(
+            status,
+            &MessagePage {
+                frame: self.frame_with(nav, title, Some(msg)),
+                back,
+            },
+        )
+    }
+
+    /// A page showing only an error from a service, with its status.
+    pub fn error_page(&self, nav: Nav, title: &str, e: &ApiError, back: Back) -> Response {
+        self.message_page(e.status, nav, title, Flash::Error(&e.message), back)
     }
 
     /// `303 See Other` to `to`, with a message for the next page.
@@ -199,6 +232,14 @@ impl Ui {
         );
         resp
     }
+}
+
+/// `message.html`: a signed-in page with only its message.
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage<'a> {
+    frame: Frame<'a>,
+    back: Back,
 }
 
 fn sign_in_again() -> Response {
@@ -264,6 +305,23 @@ fn ip_allowed(p: &Principal, ip: std::net::IpAddr) -> bool {
     p.ip_nets.is_empty() || p.ip_nets.iter().any(|n| n.contains(&ip))
 }
 
+/// A template rendered as the HTML response; a template that fails to render (a bug: every
+/// value it is given can be written) answers 500 without a partial page.
+pub fn render_html(status: StatusCode, view: &impl Template) -> Response {
+    match view.render() {
+        Ok(body) => html_response(status, body),
+        Err(e) => {
+            tracing::error!(error = %e, "a UI template failed to render");
+            let mut resp = (StatusCode::INTERNAL_SERVER_ERROR, "The page could not be drawn.").into_response();
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            resp
+        }
+    }
+}
+
 /// An HTML response.
 pub fn html_response(status: StatusCode, body: String) -> Response {
     let mut resp = (status, body).into_response();
@@ -282,12 +340,23 @@ pub fn redirect(to: &str) -> Response {
 
 /// A page with only a message (refusals before a page can be drawn).
 pub fn plain_error(status: StatusCode, message: &str) -> Response {
-    let body = format!(
-        r#"<div class="card narrow"><h1>{}</h1><p class="flash flash-error" role="alert">{}</p><p><a class="btn" href="/ui/keys">Back to keygate</a></p></div>"#,
-        E(status.canonical_reason().unwrap_or("Error")),
-        E(message)
-    );
-    html_response(status, html::bare("Error", &body))
+    render_html(
+        status,
+        &Refusal {
+            title: "Error",
+            reason: status.canonical_reason().unwrap_or("Error"),
+            message,
+        },
+    )
+}
+
+/// `refusal.html`: a message without the sidebar.
+#[derive(Template)]
+#[template(path = "refusal.html")]
+struct Refusal<'a> {
+    title: &'a str,
+    reason: &'a str,
+    message: &'a str,
 }
 
 /// A posted form (`application/x-www-form-urlencoded`). Values are zeroized when dropped, since
@@ -494,31 +563,14 @@ async fn home() -> Response {
     redirect("/ui/keys")
 }
 
-fn login_html(csrf: &str, next: &str, error: Option<&str>) -> String {
-    let error = error
-        .map(|e| format!(r#"<div class="flash flash-error" role="alert">{}</div>"#, E(e)))
-        .unwrap_or_default();
-    html::bare(
-        "Sign in",
-        &format!(
-            r#"<div class="card narrow login">
-  <div class="login-brand"><img src="/ui/assets/logo.svg" alt="" width="40" height="40"><span>keygate</span></div>
-  <h1>Sign in</h1>
-  <p class="muted">Paste an <strong>ADMIN</strong> API key (<code>kg_adm_…</code>). The session lasts 8 hours.</p>
-  {error}
-  <form method="post" action="/ui/login" class="stack">
-    <input type="hidden" name="_csrf" value="{csrf}">
-    <input type="hidden" name="next" value="{next}">
-    <label class="field" for="f-key"><span>ADMIN API key</span>
-      <input type="password" id="f-key" name="key" autocomplete="current-password" required autofocus spellcheck="false"></label>
-    <button type="submit" class="btn btn-primary" id="sign-in">Sign in</button>
-  </form>
-  <p class="help">No key yet? The first start of keygate printed one; <code>keygate admin-key</code> creates another.</p>
-</div>"#,
-            csrf = E(csrf),
-            next = E(next),
-        ),
-    )
+/// `login.html`: the sign-in form.
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    title: &'a str,
+    csrf: &'a str,
+    next: &'a str,
+    error: Option<&'a str>,
 }
 
 /// Only `/ui/...` paths of plain characters may be a destination after sign-in.
@@ -539,7 +591,13 @@ fn safe_next(next: Option<&str>) -> String {
 
 fn login_response(status: StatusCode, headers: &HeaderMap, next: &str, error: Option<&str>) -> Response {
     let token = session::random_token();
-    let mut resp = html_response(status, login_html(&token, next, error));
+    let page = LoginPage {
+        title: "Sign in",
+        csrf: &token,
+        next,
+        error,
+    };
+    let mut resp = render_html(status, &page);
     resp.headers_mut().append(
         http::header::SET_COOKIE,
         session::set_cookie(session::LOGIN_COOKIE, &token, 3600, session::is_secure(headers)),
@@ -593,10 +651,8 @@ async fn login_submit(
     let principal = match state.auth.authenticate(key, |k| state.vault.hash(k), now) {
         Ok(p) => p,
         Err(f) => {
-            return refused(
-                StatusCode::UNAUTHORIZED,
-                &sentence(&crate::auth::auth_error(&f).message),
-            );
+            let e = crate::auth::auth_error(&f);
+            return refused(e.status, &sentence(&e.message));
         }
     };
     if !principal.is_admin() {

@@ -1,17 +1,21 @@
 //! The Usage page: totals, charts of cost and tokens per day and by model or key over a chosen
-//! range (server-side SVG), the breakdown table and the requests beneath.
+//! range (server-side SVG), the breakdown table and the requests beneath. The view below feeds
+//! the template `usage.html`.
+//!
+//! What must stay true: the figures are read after the usage meter is flushed, so a request
+//! just answered is counted; key names are text wherever they appear (the template escapes).
 
 use std::collections::HashMap;
-use std::fmt::Write;
 
+use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
 use keygate_store::{Page, UsageFilter, UsageGroup, UsageTotals};
 use keygate_types::timefmt::{now_ms, parse_ms};
 use keygate_types::NanoUsd;
 
-use super::chart::{self, Bar};
-use super::html::{self, esc, Flash, Nav, E};
+use super::chart::{self, Bar, Columns, Rows};
+use super::html::{self, Flash, Frame, Nav, Opt, Pager, Time};
 use super::{Params, Ui};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -129,6 +133,63 @@ fn tokens_axis(v: f64) -> String {
     }
 }
 
+/// The totals of the range, written out.
+struct Totals {
+    requests: String,
+    tokens: String,
+    input: String,
+    output: String,
+    cost: String,
+    errors: String,
+}
+
+/// One line of the breakdown table.
+struct GroupLine {
+    label: String,
+    requests: String,
+    input: String,
+    output: String,
+    cost: String,
+    errors: String,
+}
+
+/// One request of the range.
+struct RecordLine<'a> {
+    at: Option<Time>,
+    model: Option<&'a str>,
+    estimated: bool,
+    stream: bool,
+    virtual_key: String,
+    api_key: String,
+    provider_key: String,
+    status: String,
+    status_kind: &'static str,
+    input: String,
+    output: String,
+    cost: String,
+    latency: String,
+}
+
+/// `usage.html`.
+#[derive(Template)]
+#[template(path = "usage.html")]
+struct UsagePage<'a> {
+    frame: Frame<'a>,
+    from: String,
+    to: String,
+    bys: Vec<Opt>,
+    totals: Totals,
+    cost_per_day: Columns,
+    tokens_per_day: Columns,
+    cost_by: Rows,
+    tokens_by: Rows,
+    by_label: &'a str,
+    by_heading: String,
+    groups: Vec<GroupLine>,
+    records: Vec<RecordLine<'a>>,
+    pager: Pager,
+}
+
 /// `GET /ui/usage?from=YYYY-MM-DD&to=YYYY-MM-DD&by=model|key|apiKey|providerKey|hub&page=`.
 pub async fn page(State(state): State<AppState>, ui: Ui, q: Params) -> Response {
     state.meter.flush().await;
@@ -194,7 +255,7 @@ pub async fn page(State(state): State<AppState>, ui: Ui, q: Params) -> Response 
     .await;
     let (totals, days, mut groups, (records, total_records)) = match loaded {
         Ok(x) => x,
-        Err(e) => return ui.error_page(Nav::Usage, "Usage", &e, ""),
+        Err(e) => return ui.error_page(Nav::Usage, "Usage", &e, None),
     };
     let names = Names::load(&state, ws).await;
     let label_of = |g: &str| -> String {
@@ -215,23 +276,14 @@ pub async fn page(State(state): State<AppState>, ui: Ui, q: Params) -> Response 
         ("providerKey", "provider key"),
         ("hub", "hub"),
     ];
-    let mut body = format!(
-        r#"<form class="filters range" method="get" action="/ui/usage"><label class="field" for="f-from"><span>From</span><input type="date" id="f-from" name="from" value="{from}"></label><label class="field" for="f-to"><span>To (inclusive)</span><input type="date" id="f-to" name="to" value="{to}"></label><label class="field" for="by"><span>Break down by</span>{by}</label><button class="btn" type="submit" id="apply-range">Apply</button></form>"#,
-        from = E(&html::date_of(from)),
-        to = E(&html::date_of(to_day)),
-        by = html::select("by", "by", &bys, by),
-    );
-    // Totals.
-    let _ = write!(
-        body,
-        r#"<div class="stats" id="usage-totals"><div class="stat"><span class="stat-label">Requests</span><span class="stat-value" id="total-requests">{req}</span></div><div class="stat"><span class="stat-label">Tokens</span><span class="stat-value" id="total-tokens">{tok}</span><span class="muted small">{pin} in · {pout} out</span></div><div class="stat"><span class="stat-label">Cost</span><span class="stat-value" id="total-cost">{cost}</span></div><div class="stat"><span class="stat-label">Errors</span><span class="stat-value">{err}</span></div></div>"#,
-        req = html::int(totals.requests),
-        tok = html::int(tokens_of(&totals)),
-        pin = html::int(totals.prompt_tokens),
-        pout = html::int(totals.completion_tokens),
-        cost = html::usd(totals.cost_nano),
-        err = html::int(totals.errors),
-    );
+    let totals_view = Totals {
+        requests: html::int(totals.requests),
+        tokens: html::int(tokens_of(&totals)),
+        input: html::int(totals.prompt_tokens),
+        output: html::int(totals.completion_tokens),
+        cost: html::usd(totals.cost_nano),
+        errors: html::int(totals.errors),
+    };
     // Per day, every day of the range.
     let by_day: HashMap<i64, &UsageTotals> = days
         .iter()
@@ -258,12 +310,8 @@ pub async fn page(State(state): State<AppState>, ui: Ui, q: Params) -> Response 
         });
         d += DAY_MS;
     }
-    let _ = write!(
-        body,
-        r#"<div class="charts">{}{}</div>"#,
-        chart::columns("chart-cost-day", "Cost per day", "cost", &cost_days, &usd_axis),
-        chart::columns("chart-tokens-day", "Tokens per day", "tokens", &tok_days, &tokens_axis),
-    );
+    let cost_per_day = chart::columns("chart-cost-day", "Cost per day", "cost", &cost_days, &usd_axis);
+    let tokens_per_day = chart::columns("chart-tokens-day", "Tokens per day", "tokens", &tok_days, &tokens_axis);
     // Breakdown.
     let by_label = bys.iter().find(|(k, _)| *k == by).map(|(_, l)| *l).unwrap_or("model");
     groups.sort_by(|a, b| b.cost_nano.cmp(&a.cost_nano).then(tokens_of(b).cmp(&tokens_of(a))));
@@ -286,73 +334,44 @@ pub async fn page(State(state): State<AppState>, ui: Ui, q: Params) -> Response 
             shown: html::int(tokens_of(g)),
         })
         .collect();
-    let _ = write!(
-        body,
-        r#"<div class="charts">{}{}</div>"#,
-        chart::rows("chart-cost-by", &format!("Cost by {by_label}"), "cost", &cost_bars),
-        chart::rows("chart-tokens-by", &format!("Tokens by {by_label}"), "tokens", &tok_bars),
-    );
+    let cost_by = chart::rows("chart-cost-by", &format!("Cost by {by_label}"), "cost", &cost_bars);
+    let tokens_by = chart::rows("chart-tokens-by", &format!("Tokens by {by_label}"), "tokens", &tok_bars);
     // The breakdown table.
-    let _ = write!(
-        body,
-        r#"<h2>By {}</h2><div class="table-wrap"><table class="list" id="usage-groups"><thead><tr><th>{}</th><th class="num">Requests</th><th class="num">Input tokens</th><th class="num">Output tokens</th><th class="num">Cost</th><th class="num">Errors</th></tr></thead><tbody>"#,
-        E(by_label),
-        E(&capitalize(by_label)),
-    );
-    if groups.is_empty() {
-        body.push_str(r#"<tr><td colspan="6" class="muted">No requests in this range.</td></tr>"#);
-    }
-    for g in &groups {
-        let _ = write!(
-            body,
-            r#"<tr><td data-label="{h}">{l}</td><td class="num" data-label="Requests">{r}</td><td class="num" data-label="Input">{i}</td><td class="num" data-label="Output">{o}</td><td class="num" data-label="Cost">{c}</td><td class="num" data-label="Errors">{e}</td></tr>"#,
-            h = E(&capitalize(by_label)),
-            l = esc(&label_of(&g.group)),
-            r = html::int(g.requests),
-            i = html::int(g.prompt_tokens),
-            o = html::int(g.completion_tokens),
-            c = html::usd(g.cost_nano),
-            e = html::int(g.errors),
-        );
-    }
-    body.push_str("</tbody></table></div>");
+    let group_lines = groups
+        .iter()
+        .map(|g| GroupLine {
+            label: label_of(&g.group),
+            requests: html::int(g.requests),
+            input: html::int(g.prompt_tokens),
+            output: html::int(g.completion_tokens),
+            cost: html::usd(g.cost_nano),
+            errors: html::int(g.errors),
+        })
+        .collect();
     // Requests.
-    body.push_str(r#"<h2>Requests</h2><div class="table-wrap"><table class="list" id="usage-records"><thead><tr><th>Time</th><th>Model</th><th>Virtual key</th><th>API key</th><th>Provider key</th><th>Status</th><th class="num">Tokens in / out</th><th class="num">Cost</th><th class="num">Latency</th></tr></thead><tbody>"#);
-    if records.is_empty() {
-        body.push_str(r#"<tr><td colspan="9" class="muted">No requests in this range.</td></tr>"#);
-    }
-    for r in &records {
-        let status = if (200..300).contains(&r.status_code) {
-            html::badge(&r.status_code.to_string(), "ok")
-        } else {
-            html::badge(&r.status_code.to_string(), "error")
-        };
-        let _ = write!(
-            body,
-            r#"<tr><td data-label="Time">{t}</td><td data-label="Model">{m}{est}{stream}</td><td data-label="Virtual key">{vk}</td><td data-label="API key">{ak}</td><td data-label="Provider key">{pk}</td><td data-label="Status">{status}</td><td class="num" data-label="Tokens">{pi} / {po}</td><td class="num" data-label="Cost">{c}</td><td class="num" data-label="Latency">{l} ms</td></tr>"#,
-            t = html::when(Some(r.at)),
-            m = html::or_dash(r.model.as_deref()),
-            est = if r.estimated {
-                format!(" {}", html::badge("estimated", "muted"))
+    let record_lines = records
+        .iter()
+        .map(|r| RecordLine {
+            at: html::when(Some(r.at)),
+            model: r.model.as_deref(),
+            estimated: r.estimated,
+            stream: r.stream,
+            virtual_key: names.vk(&state, r.virtual_key_id.as_deref()),
+            api_key: names.api_key(r.platform_key_id.as_deref()),
+            provider_key: names.provider(&state, r.provider_key_id.as_deref()),
+            status: r.status_code.to_string(),
+            status_kind: if (200..300).contains(&r.status_code) {
+                "ok"
             } else {
-                String::new()
+                "error"
             },
-            stream = if r.stream {
-                format!(" {}", html::badge("stream", "info"))
-            } else {
-                String::new()
-            },
-            vk = esc(&names.vk(&state, r.virtual_key_id.as_deref())),
-            ak = esc(&names.api_key(r.platform_key_id.as_deref())),
-            pk = esc(&names.provider(&state, r.provider_key_id.as_deref())),
-            pi = html::int(r.prompt_tokens),
-            po = html::int(r.completion_tokens),
-            c = html::usd(r.cost_nano),
-            l = html::int(r.latency_ms),
-        );
-    }
-    body.push_str("</tbody></table></div>");
-    body.push_str(&html::pager(
+            input: html::int(r.prompt_tokens),
+            output: html::int(r.completion_tokens),
+            cost: html::usd(r.cost_nano),
+            latency: html::int(r.latency_ms),
+        })
+        .collect();
+    let pager = html::pager(
         "/ui/usage",
         &[
             ("from", html::date_of(from)),
@@ -362,10 +381,30 @@ pub async fn page(State(state): State<AppState>, ui: Ui, q: Params) -> Response 
         page,
         PER_PAGE,
         usize::try_from(total_records).unwrap_or(0),
-    ));
-    match error {
-        Some(e) => ui.page_with(e.status, Nav::Usage, "Usage", Some(Flash::Error(&e.message)), &body),
-        None => ui.page(Nav::Usage, "Usage", &body),
+    );
+    let frame = match &error {
+        Some(e) => ui.frame_with(Nav::Usage, "Usage", Some(Flash::Error(&e.message))),
+        None => ui.frame(Nav::Usage, "Usage"),
+    };
+    let view = UsagePage {
+        frame,
+        from: html::date_of(from),
+        to: html::date_of(to_day),
+        bys: html::options(&bys, by),
+        totals: totals_view,
+        cost_per_day,
+        tokens_per_day,
+        cost_by,
+        tokens_by,
+        by_label,
+        by_heading: capitalize(by_label),
+        groups: group_lines,
+        records: record_lines,
+        pager,
+    };
+    match &error {
+        Some(e) => ui.render(e.status, &view),
+        None => ui.page(&view),
     }
 }
 

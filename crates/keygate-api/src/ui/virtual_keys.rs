@@ -1,17 +1,21 @@
 //! The Virtual keys page: list with targets, budget bars, rate limits and live status;
-//! create, edit, disable/enable, delete, through `crate::virtual_keys`.
+//! create, edit, disable/enable, delete, through `crate::virtual_keys`. The views below feed
+//! the templates `virtual_keys/*.html`.
+//!
+//! What must stay true: budget bars show the live counters, read when the page is drawn; a key
+//! name, slug or note is text wherever it appears (the templates escape it).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
 
+use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use keygate_store::{Page, ProviderKeyRow, StoreError, VirtualKeyRow};
 use keygate_types::NanoUsd;
 
-use super::html::{self, esc, Nav, E};
+use super::html::{self, Frame, Meter, Nav, Opt, Pager, Time};
 use super::keys::{all_provider_keys, readable};
-use super::{matches, page_of, Form, Params, PostForm, Ui};
+use super::{matches, page_of, Back, Form, Params, PostForm, Ui};
 use crate::error::{ApiError, ApiResult};
 use crate::limits::Measure;
 use crate::state::AppState;
@@ -51,7 +55,11 @@ pub(super) async fn using_provider(state: &AppState, workspace: &str, provider_i
         .collect()
 }
 
-fn rate_limits_text(r: &RateLimits) -> String {
+/// The way back from a page that failed.
+const BACK: Back = Some(("/ui/virtual-keys", "Back to virtual keys"));
+
+/// The rate limits as `30 rpm · 1,000 tpd`, None when there are none.
+fn rate_limits_text(r: &RateLimits) -> Option<String> {
     let parts: Vec<String> = [
         ("rpm", r.rpm),
         ("rph", r.rph),
@@ -63,33 +71,44 @@ fn rate_limits_text(r: &RateLimits) -> String {
     .iter()
     .filter_map(|(k, v)| v.map(|v| format!("{} {k}", html::int(v as i64))))
     .collect();
-    if parts.is_empty() {
-        r#"<span class="muted">none</span>"#.into()
-    } else {
-        esc(&parts.join(" · "))
-    }
+    (!parts.is_empty()).then(|| parts.join(" · "))
 }
 
-fn status_badge(status: &str) -> String {
-    let kind = match status {
+/// The badge class of a live status.
+fn status_kind(status: &str) -> &'static str {
+    match status {
         "active" => "ok",
         "disabled" => "muted",
         "exhausted" => "warn",
         _ => "error",
-    };
-    html::badge(status, kind)
+    }
+}
+
+/// A virtual key's budget as shown: a note (no budget, not loaded yet) or its bars.
+struct Budget {
+    note: Option<&'static str>,
+    bars: Vec<Meter>,
+}
+
+impl Budget {
+    fn note(note: &'static str) -> Budget {
+        Budget {
+            note: Some(note),
+            bars: Vec::new(),
+        }
+    }
 }
 
 /// Budget bars (used vs limit, read live from the counters) of a virtual key.
-async fn budget_bars(state: &AppState, row: &VirtualKeyRow) -> String {
+async fn budget_bars(state: &AppState, row: &VirtualKeyRow) -> Budget {
     let Ok(cfg) = config_of(row) else {
-        return r#"<span class="muted">unreadable</span>"#.into();
+        return Budget::note("unreadable");
     };
     if cfg.budget.is_empty() {
-        return r#"<span class="muted">no budget</span>"#.into();
+        return Budget::note("no budget");
     }
     let Some(rt) = state.runtime.virtual_key(&row.id) else {
-        return r#"<span class="muted">loading…</span>"#.into();
+        return Budget::note("loading…");
     };
     let now = state.limits.now();
     let checks: Vec<_> = crate::limits::vk_checks(&state.limits, &rt, now)
@@ -103,16 +122,45 @@ async fn budget_bars(state: &AppState, row: &VirtualKeyRow) -> String {
         Period::Month => " this month",
         Period::Lifetime => "",
     };
-    let mut out = String::new();
+    let mut bars = Vec::new();
     for (l, s) in checks.iter().zip(&states) {
         let label = match l.measure {
             Measure::Usd => format!("{} of {}{period}", html::usd(s.used), html::usd(s.limit)),
             Measure::Tokens => format!("{} of {} tokens{period}", html::int(s.used), html::int(s.limit)),
             Measure::Requests => format!("{} of {} requests{period}", html::int(s.used), html::int(s.limit)),
         };
-        out.push_str(&html::meter(s.used, s.limit, &label));
+        bars.push(html::meter(s.used, s.limit, label));
     }
-    out
+    Budget { note: None, bars }
+}
+
+/// One virtual key of the list.
+struct VkItem<'a> {
+    row: &'a VirtualKeyRow,
+    /// The id, percent-encoded for the links.
+    id: String,
+    /// Target provider keys' names, with their weights when there are several.
+    targets: Vec<(String, Option<u32>)>,
+    strategy: Option<&'static str>,
+    budget: Budget,
+    rate_limits: Option<String>,
+    status: &'a str,
+    status_kind: &'static str,
+    expires: Option<Time>,
+    /// The status the toggle sets and its button's label.
+    toggle: (&'static str, &'static str),
+}
+
+/// `virtual_keys/list.html`.
+#[derive(Template)]
+#[template(path = "virtual_keys/list.html")]
+struct ListPage<'a> {
+    frame: Frame<'a>,
+    search: &'a str,
+    statuses: Vec<Opt>,
+    total: usize,
+    rows: Vec<VkItem<'a>>,
+    pager: Pager,
 }
 
 /// `GET /ui/virtual-keys`.
@@ -122,7 +170,7 @@ pub async fn list(State(state): State<AppState>, ui: Ui, q: Params) -> Response 
         all_provider_keys(&state, &ui.ctx.workspace)
     ) {
         Ok(x) => x,
-        Err(e) => return ui.error_page(Nav::VirtualKeys, "Virtual keys", &e, ""),
+        Err(e) => return ui.error_page(Nav::VirtualKeys, "Virtual keys", &e, None),
     };
     let names: HashMap<&str, &str> = pks.iter().map(|p| (p.id.as_str(), p.name.as_str())).collect();
     let search = q.text("q");
@@ -131,7 +179,7 @@ pub async fn list(State(state): State<AppState>, ui: Ui, q: Params) -> Response 
     for r in rows {
         let cfg = match config_of(&r) {
             Ok(c) => c,
-            Err(e) => return ui.error_page(Nav::VirtualKeys, "Virtual keys", &e, ""),
+            Err(e) => return ui.error_page(Nav::VirtualKeys, "Virtual keys", &e, None),
         };
         let target_names: Vec<&str> = cfg
             .targets
@@ -153,7 +201,6 @@ pub async fn list(State(state): State<AppState>, ui: Ui, q: Params) -> Response 
     let page = q.page();
     let shown = page_of(shown, page, PER_PAGE);
 
-    let mut body = String::new();
     let statuses = [
         ("", "Any status"),
         ("active", "active"),
@@ -161,74 +208,53 @@ pub async fn list(State(state): State<AppState>, ui: Ui, q: Params) -> Response 
         ("expired", "expired"),
         ("exhausted", "exhausted"),
     ];
-    let _ = write!(
-        body,
-        r#"<div class="toolbar">{}<a class="btn btn-primary" href="/ui/virtual-keys/new" id="add-vk">Create virtual key</a></div>"#,
-        html::filter_bar(
-            "/ui/virtual-keys",
-            search,
-            "Search name, slug or provider key",
-            &html::select("status", "filter-status", &statuses, want_status)
-        )
-    );
-    if total == 0 {
-        body.push_str(r#"<div class="empty"><p>No virtual keys match.</p><p class="muted">A virtual key points at provider keys and carries its own budget, rate limits and expiry. Clients name it with the <code>x-keygate-virtual-key</code> header or as <code>@slug/model</code>.</p></div>"#);
-    } else {
-        body.push_str(r#"<div class="table-wrap"><table class="list" id="vk-table"><thead><tr><th>Name</th><th>Targets</th><th>Budget</th><th>Rate limits</th><th>Status</th><th>Expires</th><th class="actions">Actions</th></tr></thead><tbody>"#);
-        for r in &shown {
-            let cfg = match config_of(r) {
-                Ok(c) => c,
-                Err(e) => return ui.error_page(Nav::VirtualKeys, "Virtual keys", &e, ""),
-            };
-            let status = vk::live_status(&state, r).await;
-            let targets: Vec<String> = cfg
-                .targets
-                .iter()
-                .map(|t| {
-                    let n = names.get(t.provider_key_id.as_str()).copied().unwrap_or("(deleted)");
-                    if cfg.targets.len() > 1 {
-                        format!("{} <span class=\"muted\">×{}</span>", E(n), t.weight)
-                    } else {
-                        esc(n)
-                    }
-                })
-                .collect();
-            let strategy = if cfg.targets.len() > 1 {
-                format!(r#"<div class="muted small">{}</div>"#, E(strategy_str(cfg.strategy)))
-            } else {
-                String::new()
-            };
-            let id = html::url_enc(&r.id);
-            let toggle = if r.status == "disabled" {
-                ("active", "Enable")
-            } else {
-                ("disabled", "Disable")
-            };
-            let _ = write!(
-                body,
-                r#"<tr data-slug="{slug}"><td data-label="Name"><a class="strong" href="/ui/virtual-keys/{id}">{name}</a><div><code class="small">{slug}</code></div></td><td data-label="Targets">{targets}{strategy}</td><td data-label="Budget" class="budget">{budget}</td><td data-label="Rate limits">{rl}</td><td data-label="Status">{status}</td><td data-label="Expires">{expires}</td><td class="actions"><a class="btn btn-small" href="/ui/virtual-keys/{id}">Edit</a> <form method="post" action="/ui/virtual-keys/{id}/status" class="inline">{csrf}<input type="hidden" name="status" value="{tv}"><button class="btn btn-small" type="submit">{tl}</button></form> <a class="btn btn-small btn-danger-ghost" href="/ui/virtual-keys/{id}/delete">Delete</a></td></tr>"#,
-                slug = E(&r.slug),
-                name = E(&r.name),
-                targets = targets.join(", "),
-                budget = budget_bars(&state, r).await,
-                rl = rate_limits_text(&cfg.rate_limits),
-                status = status_badge(status),
-                expires = html::when(r.expires_at),
-                csrf = html::csrf_field(&ui.csrf),
-                tv = toggle.0,
-                tl = toggle.1,
-            );
-        }
-        body.push_str("</tbody></table></div>");
-        body.push_str(&html::pager(
+    let mut items = Vec::new();
+    for r in &shown {
+        let cfg = match config_of(r) {
+            Ok(c) => c,
+            Err(e) => return ui.error_page(Nav::VirtualKeys, "Virtual keys", &e, None),
+        };
+        let status = vk::live_status(&state, r).await;
+        let targets = cfg
+            .targets
+            .iter()
+            .map(|t| {
+                let n = names.get(t.provider_key_id.as_str()).copied().unwrap_or("(deleted)");
+                (n.to_string(), (cfg.targets.len() > 1).then_some(t.weight))
+            })
+            .collect();
+        let toggle = if r.status == "disabled" {
+            ("active", "Enable")
+        } else {
+            ("disabled", "Disable")
+        };
+        items.push(VkItem {
+            row: r,
+            id: html::url_enc(&r.id),
+            targets,
+            strategy: (cfg.targets.len() > 1).then(|| strategy_str(cfg.strategy)),
+            budget: budget_bars(&state, r).await,
+            rate_limits: rate_limits_text(&cfg.rate_limits),
+            status,
+            status_kind: status_kind(status),
+            expires: html::when(r.expires_at),
+            toggle,
+        });
+    }
+    ui.page(&ListPage {
+        frame: ui.frame(Nav::VirtualKeys, "Virtual keys"),
+        search,
+        statuses: html::options(&statuses, want_status),
+        total,
+        rows: items,
+        pager: html::pager(
             "/ui/virtual-keys",
             &[("q", search.to_string()), ("status", want_status.to_string())],
             page,
             PER_PAGE,
             total,
-        ));
-    }
-    ui.page(Nav::VirtualKeys, "Virtual keys", &body)
+        ),
+    })
 }
 
 fn strategy_str(s: Strategy) -> &'static str {
@@ -449,47 +475,49 @@ impl Draft {
     }
 }
 
-fn form_html(ui: &Ui, d: &Draft, pks: &[ProviderKeyRow], action: &str, editing: bool) -> String {
-    let mut targets = String::new();
-    if pks.is_empty() {
-        targets.push_str(
-            r#"<p class="muted">There are no provider keys yet. <a href="/ui/keys/new">Add one</a> first.</p>"#,
-        );
-    } else {
-        targets.push_str(r#"<div class="table-wrap"><table class="list compact" id="targets"><thead><tr><th>Use</th><th>Provider key</th><th>Hub</th><th>Weight</th></tr></thead><tbody>"#);
-        for p in pks {
-            let checked = d.targets.contains_key(&p.id);
-            let weight = d.targets.get(&p.id).map(String::as_str).unwrap_or("1");
-            let _ = write!(
-                targets,
-                r#"<tr><td><input type="checkbox" name="target" value="{id}" id="t-{id}" aria-label="use {name}"{c}></td><td><label for="t-{id}">{name}</label></td><td>{hub}</td><td><input class="narrow-input" type="number" min="1" name="weight.{id}" value="{w}" aria-label="weight of {name}"></td></tr>"#,
-                id = E(&p.id),
-                name = E(&p.name),
-                hub = E(&p.hub),
-                c = if checked { " checked" } else { "" },
-                w = E(weight),
-            );
-        }
-        targets.push_str("</tbody></table></div>");
-    }
-    let mut windows = String::new();
-    for (k, label) in [
+/// One provider key the form offers as a target.
+struct TargetOpt {
+    id: String,
+    name: String,
+    hub: String,
+    checked: bool,
+    weight: String,
+}
+
+/// The create and edit form (`virtual_keys/form.html`).
+struct VkForm<'a> {
+    action: String,
+    editing: bool,
+    d: &'a Draft,
+    targets: Vec<TargetOpt>,
+    strategies: Vec<Opt>,
+    periods: Vec<Opt>,
+    /// The rate-limit windows: (field name, label, value).
+    windows: Vec<(&'static str, &'static str, String)>,
+}
+
+fn form_view<'a>(d: &'a Draft, pks: &[ProviderKeyRow], action: String, editing: bool) -> VkForm<'a> {
+    let targets = pks
+        .iter()
+        .map(|p| TargetOpt {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            hub: p.hub.clone(),
+            checked: d.targets.contains_key(&p.id),
+            weight: d.targets.get(&p.id).map(String::as_str).unwrap_or("1").to_string(),
+        })
+        .collect();
+    let windows = [
         ("rpm", "Requests / minute"),
         ("rph", "Requests / hour"),
         ("rpd", "Requests / day"),
         ("tpm", "Tokens / minute"),
         ("tph", "Tokens / hour"),
         ("tpd", "Tokens / day"),
-    ] {
-        windows.push_str(&html::field(
-            label,
-            k,
-            d.windows.get(k).map(String::as_str).unwrap_or(""),
-            "number",
-            r#" min="1""#,
-            "",
-        ));
-    }
+    ]
+    .into_iter()
+    .map(|(k, label)| (k, label, d.windows.get(k).cloned().unwrap_or_default()))
+    .collect();
     let strategies = [
         ("", "automatic (single, or loadbalance for several)"),
         ("single", "single"),
@@ -502,121 +530,39 @@ fn form_html(ui: &Ui, d: &Draft, pks: &[ProviderKeyRow], action: &str, editing: 
         ("WEEK", "per week (from Monday)"),
         ("MONTH", "per month (from the 1st)"),
     ];
-    format!(
-        r#"<form method="post" action="{action}" class="card form" id="vk-form">{csrf}
-<div class="grid">
-{name}
-{slug}
-{note}
-</div>
-<fieldset><legend>Targets</legend>{targets}
-<div class="grid"><label class="field" for="strategy"><span>Strategy</span>{strategy}</label></div></fieldset>
-<fieldset><legend>Models</legend><div class="grid">
-{models}
-{default_model}
-<label class="field wide" for="f-aliases"><span>Aliases</span><textarea id="f-aliases" name="aliases" rows="3" spellcheck="false" placeholder="fast=gpt-4o-mini">{aliases}</textarea><small class="help">one alias=model per line</small></label>
-</div></fieldset>
-<fieldset><legend>Budget</legend><div class="grid">
-{usd}
-{tokens}
-{requests}
-<label class="field" for="budget_period"><span>Period</span>{period}</label>
-</div></fieldset>
-<fieldset><legend>Rate limits</legend><div class="grid">{windows}</div></fieldset>
-<div class="grid">{expires}</div>
-<div class="form-actions"><button type="submit" class="btn btn-primary" id="save-vk">{submit}</button> <a class="btn btn-ghost" href="/ui/virtual-keys">Cancel</a></div>
-</form>"#,
-        action = E(action),
-        csrf = html::csrf_field(&ui.csrf),
-        name = html::field("Name", "name", &d.name, "text", r#" required maxlength="128""#, ""),
-        slug = html::field(
-            "Slug",
-            "slug",
-            &d.slug,
-            "text",
-            r#" maxlength="64" pattern="[A-Za-z0-9._\-]{1,64}" spellcheck="false""#,
-            if editing {
-                "clients send it; changing it breaks them"
-            } else {
-                "blank: made from the name"
-            }
-        ),
-        note = html::field("Note", "note", &d.note, "text", r#" maxlength="500""#, ""),
-        strategy = html::select("strategy", "strategy", &strategies, &d.strategy),
-        models = html::field(
-            "Allowed models",
-            "models",
-            &d.models,
-            "text",
-            r#" spellcheck="false""#,
-            "comma-separated; blank allows every model"
-        ),
-        default_model = html::field(
-            "Default model",
-            "default_model",
-            &d.default_model,
-            "text",
-            r#" spellcheck="false""#,
-            "used when a request names none"
-        ),
-        aliases = E(&d.aliases),
-        usd = html::field(
-            "USD",
-            "budget_usd",
-            &d.usd,
-            "text",
-            r#" inputmode="decimal" placeholder="no limit""#,
-            ""
-        ),
-        tokens = html::field(
-            "Tokens",
-            "budget_tokens",
-            &d.tokens,
-            "number",
-            r#" min="0" placeholder="no limit""#,
-            ""
-        ),
-        requests = html::field(
-            "Requests",
-            "budget_requests",
-            &d.requests,
-            "number",
-            r#" min="0" placeholder="no limit""#,
-            ""
-        ),
-        period = html::select(
-            "budget_period",
-            "budget_period",
-            &periods,
-            if d.period.is_empty() { "LIFETIME" } else { &d.period }
-        ),
-        expires = html::field(
-            "Expires on",
-            "expires_at",
-            &d.expires,
-            "date",
-            "",
-            "blank: never (UTC midnight)"
-        ),
-        submit = if editing { "Save changes" } else { "Create virtual key" },
-    )
+    VkForm {
+        action,
+        editing,
+        d,
+        targets,
+        strategies: html::options(&strategies, &d.strategy),
+        periods: html::options(&periods, if d.period.is_empty() { "LIFETIME" } else { &d.period }),
+        windows,
+    }
+}
+
+/// `virtual_keys/new.html`.
+#[derive(Template)]
+#[template(path = "virtual_keys/new.html")]
+struct NewPage<'a> {
+    frame: Frame<'a>,
+    form: VkForm<'a>,
 }
 
 /// `GET /ui/virtual-keys/new`.
 pub async fn new_form(State(state): State<AppState>, ui: Ui) -> Response {
     let pks = match all_provider_keys(&state, &ui.ctx.workspace).await {
         Ok(p) => p,
-        Err(e) => return ui.error_page(Nav::VirtualKeys, "Create virtual key", &e, ""),
+        Err(e) => return ui.error_page(Nav::VirtualKeys, "Create virtual key", &e, None),
     };
     let mut d = Draft::default();
     if pks.len() == 1 {
         d.targets.insert(pks[0].id.clone(), "1".into());
     }
-    ui.page(
-        Nav::VirtualKeys,
-        "Create virtual key",
-        &form_html(&ui, &d, &pks, "/ui/virtual-keys/new", false),
-    )
+    ui.page(&NewPage {
+        frame: ui.frame(Nav::VirtualKeys, "Create virtual key"),
+        form: form_view(&d, &pks, "/ui/virtual-keys/new".into(), false),
+    })
 }
 
 /// `POST /ui/virtual-keys/new`.
@@ -652,11 +598,13 @@ pub async fn create(State(state): State<AppState>, ui: Ui, PostForm(form): PostF
         }
         Err(e) => {
             let pks = all_provider_keys(&state, &ui.ctx.workspace).await.unwrap_or_default();
-            ui.error_page(
-                Nav::VirtualKeys,
-                "Create virtual key",
-                &readable(e),
-                &form_html(&ui, &d, &pks, "/ui/virtual-keys/new", false),
+            let e = readable(e);
+            ui.render(
+                e.status,
+                &NewPage {
+                    frame: ui.error_frame(Nav::VirtualKeys, "Create virtual key", &e),
+                    form: form_view(&d, &pks, "/ui/virtual-keys/new".into(), false),
+                },
             )
         }
     }
@@ -674,34 +622,44 @@ async fn find(state: &AppState, ui: &Ui, id: &str) -> ApiResult<VirtualKeyRow> {
 }
 
 fn not_found(ui: &Ui, e: &ApiError) -> Response {
-    ui.error_page(
-        Nav::VirtualKeys,
-        "Virtual keys",
-        e,
-        r#"<p><a class="btn" href="/ui/virtual-keys">Back to virtual keys</a></p>"#,
-    )
+    ui.error_page(Nav::VirtualKeys, "Virtual keys", e, BACK)
+}
+
+/// `virtual_keys/edit.html`.
+#[derive(Template)]
+#[template(path = "virtual_keys/edit.html")]
+struct EditPage<'a> {
+    frame: Frame<'a>,
+    row: &'a VirtualKeyRow,
+    status: &'a str,
+    status_kind: &'static str,
+    budget: Budget,
+    created: Option<Time>,
+    form: VkForm<'a>,
 }
 
 async fn edit_page(state: &AppState, ui: &Ui, row: &VirtualKeyRow, d: &Draft, error: Option<ApiError>) -> Response {
     let pks = all_provider_keys(state, &ui.ctx.workspace).await.unwrap_or_default();
     let status = vk::live_status(state, row).await;
     let action = format!("/ui/virtual-keys/{}", html::url_enc(&row.id));
-    let head = format!(
-        r#"<section class="card"><dl class="facts"><dt>Id</dt><dd><code>{id}</code></dd><dt>Slug</dt><dd><code>{slug}</code></dd><dt>Status</dt><dd>{status}</dd><dt>Budget</dt><dd class="budget">{budget}</dd><dt>Created</dt><dd>{created}</dd></dl>
-<p class="muted small">Use it with the header <code>x-keygate-virtual-key: {slug}</code> or the model <code>@{slug}/…</code>.</p>
-<p><a class="btn btn-danger-ghost" href="{action}/delete">Delete…</a></p></section>"#,
-        id = E(&row.id),
-        slug = E(&row.slug),
-        status = status_badge(status),
-        budget = budget_bars(state, row).await,
-        created = html::when(Some(row.created_at)),
-        action = E(&action),
-    );
-    let body = format!("{head}{}", form_html(ui, d, &pks, &action, true));
     let title = format!("Virtual key {}", row.name);
-    match error {
-        Some(e) => ui.error_page(Nav::VirtualKeys, &title, &readable(e), &body),
-        None => ui.page(Nav::VirtualKeys, &title, &body),
+    let error = error.map(readable);
+    let frame = match &error {
+        Some(e) => ui.error_frame(Nav::VirtualKeys, &title, e),
+        None => ui.frame(Nav::VirtualKeys, &title),
+    };
+    let view = EditPage {
+        frame,
+        row,
+        status,
+        status_kind: status_kind(status),
+        budget: budget_bars(state, row).await,
+        created: html::when(Some(row.created_at)),
+        form: form_view(d, &pks, action, true),
+    };
+    match &error {
+        Some(e) => ui.render(e.status, &view),
+        None => ui.page(&view),
     }
 }
 
@@ -836,16 +794,20 @@ pub async fn delete_form(State(state): State<AppState>, ui: Ui, Path(id): Path<S
         Ok(r) => r,
         Err(e) => return not_found(&ui, &e),
     };
-    let body = format!(
-        r#"<div class="card narrow confirm"><h2>Delete virtual key {name}?</h2>
-<p>Clients that send <code>{slug}</code> will be refused. Its usage stays readable.</p>
-<form method="post" action="/ui/virtual-keys/{id}/delete">{csrf}<button type="submit" class="btn btn-danger" id="confirm-delete">Delete {name}</button> <a class="btn btn-ghost" href="/ui/virtual-keys">Cancel</a></form></div>"#,
-        name = E(&row.name),
-        slug = E(&row.slug),
-        id = html::url_enc(&row.id),
-        csrf = html::csrf_field(&ui.csrf),
-    );
-    ui.page(Nav::VirtualKeys, "Delete virtual key", &body)
+    ui.page(&DeletePage {
+        frame: ui.frame(Nav::VirtualKeys, "Delete virtual key"),
+        row: &row,
+        id: html::url_enc(&row.id),
+    })
+}
+
+/// `virtual_keys/delete.html`.
+#[derive(Template)]
+#[template(path = "virtual_keys/delete.html")]
+struct DeletePage<'a> {
+    frame: Frame<'a>,
+    row: &'a VirtualKeyRow,
+    id: String,
 }
 
 /// `POST /ui/virtual-keys/{id}/delete`.
