@@ -331,7 +331,7 @@ async fn create_checked(
     let per_minute = state.settings.api_key_creations_per_minute;
     if let Some(wait) = state
         .limits
-        .throttle("api_key_create", workspace, per_minute, state.limits.now())
+        .throttle("api_key_create", workspace, per_minute, 60_000, state.limits.now())
         .await?
     {
         let mut e = ApiError::new(
@@ -1151,7 +1151,7 @@ async fn wallet_throttled(state: &AppState, ip: IpAddr) -> ApiResult<Option<ApiE
     let per_minute = state.settings.wallet_requests_per_minute;
     let wait = state
         .limits
-        .throttle("wallet", &ip.to_string(), per_minute, state.limits.now())
+        .throttle("wallet", &ip.to_string(), per_minute, 60_000, state.limits.now())
         .await?;
     Ok(wait.map(|_| {
         let mut e = ApiError::new(

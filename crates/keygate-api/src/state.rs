@@ -55,6 +55,8 @@ pub struct StateInner {
     pub settings: ApiSettings,
     /// The gateway's share of this state (the same caches, limits, meter and client).
     pub gateway: Arc<GatewayState>,
+    /// The web UI's own state (signed-out sessions).
+    pub ui: crate::ui::session::UiState,
     ready: AtomicBool,
 }
 
@@ -106,6 +108,7 @@ impl AppState {
             limits,
             settings,
             gateway,
+            ui: Default::default(),
             ready: AtomicBool::new(true),
         }))
     }

@@ -299,39 +299,33 @@ impl LimitEngine {
         }
     }
 
-    /// A throttle of keygate's own: at most `per_minute` events of `name` for `subject` (a
-    /// workspace, a client address) in any minute. It is a rate limit on the same counters as
-    /// every other limit, so replicas that share Redis share it, and a backend failure is
-    /// decided as for any limit (closed: 503; open: this process's counters). `Ok(None)` when
-    /// admitted, `Ok(Some(seconds))` to wait when not.
+    /// A throttle of keygate's own: at most `limit` events of `name` for `subject` (a workspace,
+    /// a client address) in any `window_ms`. It is a rate limit on the same counters as every
+    /// other limit, so replicas that share Redis share it, and a backend failure is decided as
+    /// for any limit (closed: 503; open: this process's counters). `Ok(None)` when admitted (the
+    /// event is counted), `Ok(Some(seconds))` to wait when not (at most the window).
     pub async fn throttle(
         &self,
         name: &str,
         subject: &str,
-        per_minute: u32,
+        limit: u32,
+        window_ms: i64,
         now: i64,
     ) -> Result<Option<u64>, CoreError> {
-        let check = Labeled {
-            check: Check {
-                key: format!("throttle:{name}:{subject}"),
-                kind: Kind::Rate { window_ms: 60_000 },
-                limit: i64::from(per_minute),
-                amount: 1,
-            },
-            measure: Measure::Requests,
-            scope: "throttle",
-            limit_type: Cow::Borrowed("RPM"),
-            is_budget: false,
-        };
+        let check = throttle_check(name, subject, limit, window_ms);
         let (acquired, _) = self.acquire(std::slice::from_ref(&check), now).await?;
         if acquired.admitted {
             return Ok(None);
         }
-        // At most the window: the sliding window counts its oldest sub-bucket whole, which can
-        // put the exact time a little past the minute; a throttle promises "within a minute".
-        Ok(Some(
-            (((acquired.retry_after_ms.max(1_000) + 999) / 1000) as u64).min(60),
-        ))
+        Ok(Some(throttle_wait(acquired.retry_after_ms, window_ms)))
+    }
+
+    /// Whether the throttle `name` of `subject` is full now, without counting anything:
+    /// `Some(seconds)` to wait when `limit` events are already counted in the window.
+    pub async fn throttled(&self, name: &str, subject: &str, limit: u32, window_ms: i64) -> Option<u64> {
+        let check = throttle_check(name, subject, limit, window_ms);
+        let state = self.peek(std::slice::from_ref(&check)).await.into_iter().next()?;
+        (state.used >= i64::from(limit)).then(|| throttle_wait(state.reset_ms, window_ms))
     }
 
     /// One decision over `checks`. On a backend failure, fail closed (503) or open (local counters).
@@ -390,6 +384,28 @@ impl LimitEngine {
             Err(_) => self.local.peek(&plain, now).await.unwrap_or_default(),
         }
     }
+}
+
+fn throttle_check(name: &str, subject: &str, limit: u32, window_ms: i64) -> Labeled {
+    Labeled {
+        check: Check {
+            key: format!("throttle:{name}:{subject}"),
+            kind: Kind::Rate { window_ms },
+            limit: i64::from(limit),
+            amount: 1,
+        },
+        measure: Measure::Requests,
+        scope: "throttle",
+        limit_type: Cow::Borrowed("THROTTLE"),
+        is_budget: false,
+    }
+}
+
+/// Seconds to wait, at most the window: the sliding window counts its oldest sub-bucket whole,
+/// which can put the exact time a little past it; a throttle promises "within the window".
+fn throttle_wait(wait_ms: i64, window_ms: i64) -> u64 {
+    let secs = (wait_ms.max(1_000) + 999) / 1000;
+    secs.min((window_ms / 1000).max(1)) as u64
 }
 
 fn push_rate_limits(out: &mut Vec<Labeled>, prefix: &str, scope: &'static str, r: &RateLimits, tokens: u64) {
@@ -789,10 +805,18 @@ mod tests {
         };
         let (a, b) = (replica().await, replica().await);
         let now = a.now();
-        assert_eq!(a.throttle("wallet", "192.0.2.7", 2, now).await.unwrap(), None);
-        assert_eq!(b.throttle("wallet", "192.0.2.7", 2, now).await.unwrap(), None);
-        assert!(a.throttle("wallet", "192.0.2.7", 2, now).await.unwrap().is_some());
-        assert!(b.throttle("wallet", "192.0.2.7", 2, now).await.unwrap().is_some());
+        assert_eq!(a.throttle("wallet", "192.0.2.7", 2, 60_000, now).await.unwrap(), None);
+        assert_eq!(b.throttle("wallet", "192.0.2.7", 2, 60_000, now).await.unwrap(), None);
+        assert!(a
+            .throttle("wallet", "192.0.2.7", 2, 60_000, now)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(b
+            .throttle("wallet", "192.0.2.7", 2, 60_000, now)
+            .await
+            .unwrap()
+            .is_some());
     }
 
     #[tokio::test]
@@ -806,14 +830,25 @@ mod tests {
         );
         let now = engine.now();
         for _ in 0..3 {
-            assert_eq!(engine.throttle("create", "ws-a", 3, now).await.unwrap(), None);
+            assert_eq!(engine.throttle("create", "ws-a", 3, 60_000, now).await.unwrap(), None);
         }
-        let wait = engine.throttle("create", "ws-a", 3, now).await.unwrap();
+        let wait = engine.throttle("create", "ws-a", 3, 60_000, now).await.unwrap();
         assert!(matches!(wait, Some(s) if (1..=60).contains(&s)), "{wait:?}");
+        // Looking does not count: full for ws-a, empty for ws-b.
+        let full = engine.throttled("create", "ws-a", 3, 60_000).await;
+        assert!(matches!(full, Some(s) if (1..=60).contains(&s)), "{full:?}");
+        assert_eq!(engine.throttled("create", "ws-b", 3, 60_000).await, None);
+        assert_eq!(engine.throttled("create", "ws-b", 3, 60_000).await, None);
         // Another subject, another name: counted apart.
-        assert_eq!(engine.throttle("create", "ws-b", 3, now).await.unwrap(), None);
-        assert_eq!(engine.throttle("wallet", "ws-a", 3, now).await.unwrap(), None);
+        assert_eq!(engine.throttle("create", "ws-b", 3, 60_000, now).await.unwrap(), None);
+        assert_eq!(engine.throttle("wallet", "ws-a", 3, 60_000, now).await.unwrap(), None);
         // A minute (and the sliding window's last sub-bucket) later there is room again.
-        assert_eq!(engine.throttle("create", "ws-a", 3, now + 63_000).await.unwrap(), None);
+        assert_eq!(
+            engine
+                .throttle("create", "ws-a", 3, 60_000, now + 63_000)
+                .await
+                .unwrap(),
+            None
+        );
     }
 }

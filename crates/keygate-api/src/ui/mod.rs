@@ -621,7 +621,7 @@ async fn login_submit(
 ) -> Response {
     let now = now_ms();
     let next = safe_next(form.get("next"));
-    if let Some(secs) = session::login_throttled(&state, ip, now) {
+    if let Some(secs) = session::login_throttled(&state, ip).await {
         let mut resp = login_response(
             StatusCode::TOO_MANY_REQUESTS,
             &headers,
@@ -644,30 +644,30 @@ async fn login_submit(
             Some("Enter an ADMIN API key."),
         );
     };
-    let refused = |status: StatusCode, msg: &str| {
-        session::note_login_failure(&state, ip, now);
-        login_response(status, &headers, &next, Some(msg))
-    };
+    // Every refusal below is a failed sign-in, counted before it is answered.
+    let refused = |status: StatusCode, msg: &str| login_response(status, &headers, &next, Some(msg));
     let principal = match state.auth.authenticate(key, |k| state.vault.hash(k), now) {
         Ok(p) => p,
         Err(f) => {
             let e = crate::auth::auth_error(&f);
+            session::note_login_failure(&state, ip, now).await;
             return refused(e.status, &sentence(&e.message));
         }
     };
     if !principal.is_admin() {
+        session::note_login_failure(&state, ip, now).await;
         return refused(
             StatusCode::FORBIDDEN,
             "This is an INFERENCE key: it may only call the gateway. Sign in with an ADMIN key.",
         );
     }
     if !ip_allowed(&principal, ip) {
+        session::note_login_failure(&state, ip, now).await;
         return refused(
             StatusCode::FORBIDDEN,
             "This API key is restricted to configured IP addresses; this request came from elsewhere.",
         );
     }
-    session::clear_login_failures(&state, ip);
     state.auth.note_use(&principal, now);
     let secure = session::is_secure(&headers);
     let cookie = session::issue(&state, &principal.id, now);
@@ -686,7 +686,7 @@ async fn login_submit(
 
 async fn logout(State(state): State<AppState>, headers: HeaderMap, PostForm(_form): PostForm) -> Response {
     if let Some(s) = session::session_at(&state, &headers, now_ms()) {
-        session::revoke(&s);
+        session::revoke(&state, &s);
     }
     let secure = session::is_secure(&headers);
     let mut resp = redirect("/ui/login");

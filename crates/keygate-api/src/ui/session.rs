@@ -48,14 +48,12 @@ pub struct Session {
     mac: [u8; 32],
 }
 
-/// Signed-out sessions (by MAC) until they would have expired anyway.
-static REVOKED: LazyLock<Mutex<HashMap<[u8; 32], i64>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
-
-/// A keygate instance (a tag of its vault key) and a client address.
-type FailureKey = ([u8; 8], IpAddr);
-
-/// Failed sign-ins per (keygate instance, client address): window start and count.
-static FAILURES: LazyLock<Mutex<HashMap<FailureKey, (i64, u32)>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// The UI's own state, held by the app's state (no process-wide statics): the sessions signed
+/// out (by MAC) until they would have expired anyway.
+#[derive(Default)]
+pub struct UiState {
+    revoked: Mutex<HashMap<[u8; 32], i64>>,
+}
 
 /// `KEYGATE_UI_SECURE_COOKIES=1` marks cookies Secure even without `X-Forwarded-Proto: https`.
 static FORCE_SECURE: LazyLock<bool> = LazyLock::new(|| {
@@ -110,7 +108,7 @@ fn verify(state: &AppState, value: &str, now: i64) -> Option<Session> {
     let principal_id = parts.next()?.to_string();
     let expires_at: i64 = parts.next()?.parse().ok()?;
     let csrf = parts.next()?.to_string();
-    if now >= expires_at || csrf.is_empty() || REVOKED.lock().contains_key(&mac.0) {
+    if now >= expires_at || csrf.is_empty() || state.ui.revoked.lock().contains_key(&mac.0) {
         return None;
     }
     Some(Session {
@@ -142,9 +140,9 @@ pub fn principal_of_session(state: &AppState, headers: &HeaderMap) -> Option<Arc
 }
 
 /// Signs a session out: its cookie is refused from now on.
-pub fn revoke(session: &Session) {
+pub fn revoke(state: &AppState, session: &Session) {
     let now = now_ms();
-    let mut set = REVOKED.lock();
+    let mut set = state.ui.revoked.lock();
     set.retain(|_, exp| *exp > now);
     set.insert(session.mac, session.expires_at);
 }
@@ -189,40 +187,32 @@ pub fn clear_cookie(name: &str, secure: bool) -> HeaderValue {
     set_cookie(name, "", 0, secure)
 }
 
-fn instance_tag(state: &AppState) -> [u8; 8] {
-    let h = state.vault.hash("ui-login-throttle");
-    let mut tag = [0u8; 8];
-    tag.copy_from_slice(&h.0[..8]);
-    tag
+/// Seconds to wait when `ip` has failed to sign in too often ([`MAX_LOGIN_FAILURES`] in
+/// [`FAIL_WINDOW_MS`]). The failures are a throttle of the limit engine: on Redis, counted by
+/// every replica together.
+pub async fn login_throttled(state: &AppState, ip: IpAddr) -> Option<u64> {
+    state
+        .limits
+        .throttled("ui_login_failure", &ip.to_string(), MAX_LOGIN_FAILURES, FAIL_WINDOW_MS)
+        .await
 }
 
-/// Seconds to wait when `ip` has failed to sign in too often.
-pub fn login_throttled(state: &AppState, ip: IpAddr, now: i64) -> Option<u64> {
-    let map = FAILURES.lock();
-    let (start, count) = *map.get(&(instance_tag(state), ip))?;
-    if now - start < FAIL_WINDOW_MS && count >= MAX_LOGIN_FAILURES {
-        Some(((FAIL_WINDOW_MS - (now - start)) / 1000).max(1) as u64)
-    } else {
-        None
+/// Counts a failed sign-in of `ip`. (A successful sign-in does not clear the count: the
+/// window forgets failures by itself.)
+pub async fn note_login_failure(state: &AppState, ip: IpAddr, now: i64) {
+    let counted = state
+        .limits
+        .throttle(
+            "ui_login_failure",
+            &ip.to_string(),
+            MAX_LOGIN_FAILURES,
+            FAIL_WINDOW_MS,
+            now,
+        )
+        .await;
+    if let Err(e) = counted {
+        tracing::warn!(error = %e, "cannot count a failed sign-in");
     }
-}
-
-/// Counts a failed sign-in of `ip`.
-pub fn note_login_failure(state: &AppState, ip: IpAddr, now: i64) {
-    let mut map = FAILURES.lock();
-    if map.len() > 100_000 {
-        map.retain(|_, (start, _)| now - *start < FAIL_WINDOW_MS);
-    }
-    let entry = map.entry((instance_tag(state), ip)).or_insert((now, 0));
-    if now - entry.0 >= FAIL_WINDOW_MS {
-        *entry = (now, 0);
-    }
-    entry.1 = entry.1.saturating_add(1);
-}
-
-/// Forgets the failures of `ip` after a successful sign-in.
-pub fn clear_login_failures(state: &AppState, ip: IpAddr) {
-    FAILURES.lock().remove(&(instance_tag(state), ip));
 }
 
 /// Compares two strings in constant time (for their common length).
