@@ -219,11 +219,6 @@ pub fn canonical_allowlist(entries: &[String]) -> ApiResult<Vec<String>> {
     Ok(out)
 }
 
-/// Period boundaries in UTC: the start of the current period and of the next one.
-pub fn period_bounds(period: Period, now: i64) -> (i64, Option<i64>) {
-    period.bounds(now)
-}
-
 /// Privilege rule: `new` must not give more rights or higher limits than `creator` has.
 pub fn check_not_above(
     creator: &Principal,
@@ -441,7 +436,7 @@ async fn view(state: &AppState, row: &PlatformKeyRow) -> ApiResult<Value> {
             },
         )
         .await?;
-    let (start, _) = period_bounds(s.period().period(), now);
+    let (start, _) = s.period().period().bounds(now);
     let current = state
         .store
         .usage_totals(
@@ -1039,7 +1034,7 @@ pub async fn rate_limits(State(state): State<AppState>, ctx: Ctx) -> ApiResult<J
     let p = &ctx.principal;
     let s = &p.settings;
     let now = state.limits.now();
-    let (start, next) = period_bounds(s.period().period(), now);
+    let (start, next) = s.period().period().bounds(now);
     let checks = crate::limits::key_checks(&state.limits, p, now);
     let states = state.limits.peek(&checks).await;
     let mut permitted = p.expires_at.is_none_or(|e| now < e);
@@ -1079,7 +1074,7 @@ pub async fn rate_limits(State(state): State<AppState>, ctx: Ctx) -> ApiResult<J
         let units = (i128::from(remaining_nano) * 1_000_000_000 / i128::from(rate.max(1))) as i64;
         balances.insert(c.to_uppercase(), json!(NanoUsd(units).to_usd_f64()));
     }
-    let next_epoch = next.or_else(|| period_bounds(Period::Epoch, now).1).unwrap_or(now);
+    let next_epoch = next.or_else(|| Period::Epoch.bounds(now).1).unwrap_or(now);
     Ok(Json(json!({"data": {
         "accessPermitted": permitted,
         "apiTier": {"id": "keygate", "isCharged": money_cap.is_some()},
@@ -1153,13 +1148,13 @@ async fn wallet_throttled(state: &AppState, ip: IpAddr) -> ApiResult<Option<ApiE
         .limits
         .throttle("wallet", &ip.to_string(), per_minute, 60_000, state.limits.now())
         .await?;
-    Ok(wait.map(|_| {
+    Ok(wait.map(|secs| {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_exceeded",
             "too many sign-in requests from this address; wait a minute",
         );
-        e.retry_after = Some(60);
+        e.retry_after = Some(secs);
         e
     }))
 }

@@ -259,14 +259,7 @@ fn choose_vk(
 /// could use it otherwise (same workspace, listed); `None` when it is simply not usable.
 fn unreadable_vk(state: &AppState, principal: &Principal, name: &str) -> Option<ApiError> {
     let u = state.runtime.unreadable_virtual_key(name)?;
-    let same_workspace = u.workspace == principal.workspace || principal.org_admin;
-    let listed = principal.settings.virtual_keys.is_empty()
-        || principal
-            .settings
-            .virtual_keys
-            .iter()
-            .any(|v| v == &u.slug || v == &u.id);
-    (same_workspace && listed).then(|| {
+    may_use(principal, &u.workspace, &u.slug, &u.id).then(|| {
         gw_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -278,16 +271,18 @@ fn unreadable_vk(state: &AppState, principal: &Principal, name: &str) -> Option<
     })
 }
 
-fn check_vk(principal: &Principal, vk: &VkRuntime, now: i64) -> Result<(), ApiError> {
-    let same_workspace = vk.workspace == principal.workspace || principal.org_admin;
+/// Whether the platform key may name the virtual key (`workspace`, `slug`, `id`): the same
+/// workspace (or an organisation admin), and listed when the key lists virtual keys.
+fn may_use(principal: &Principal, workspace: &str, slug: &str, id: &str) -> bool {
+    let same_workspace = workspace == principal.workspace || principal.org_admin;
     let listed = principal.settings.virtual_keys.is_empty()
-        || principal
-            .settings
-            .virtual_keys
-            .iter()
-            .any(|v| v == &vk.slug || v == &vk.id);
+        || principal.settings.virtual_keys.iter().any(|v| v == slug || v == id);
+    same_workspace && listed
+}
+
+fn check_vk(principal: &Principal, vk: &VkRuntime, now: i64) -> Result<(), ApiError> {
     let expired = vk.expires_at.is_some_and(|e| now >= e);
-    if !same_workspace || !listed || vk.disabled || expired {
+    if !may_use(principal, &vk.workspace, &vk.slug, &vk.id) || vk.disabled || expired {
         return Err(vk_forbidden());
     }
     Ok(())
